@@ -1,0 +1,65 @@
+"""Command line: ridgeline devices | profile | report | compare | plan | validate.
+
+Each subcommand lives in its own module exposing `add_arguments(parser)` and
+`run(args) -> int`, imported lazily, so `ridgeline plan` never imports torch.
+Errors a user can act on (RidgelineError) print as one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ridgeline import __version__
+from ridgeline.errors import RidgelineError
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "devices": ("ridgeline.commands.devices", "list accelerators and the CPU with capabilities"),
+    "profile": ("ridgeline.commands.profile", "measure this device and write profile.json"),
+    "report": ("ridgeline.reports.cli", "render a profile as HTML/markdown with the roofline chart"),
+    "compare": ("ridgeline.reports.compare", "compare a profile against a reference profile"),
+    "plan": ("ridgeline.sizing.cli", "size an LLM deployment from a measured profile"),
+    "validate": ("ridgeline.validation.cli", "predicted against measured on a real transformer"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ridgeline",
+        description="Measure the roofline an accelerator really delivers; size LLM inference from it.")
+    parser.add_argument("--version", action="version", version=f"ridgeline {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("ridgeline"):
+                continue  # a command whose module is not part of this build
+            raise
+        p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip()
+                           .split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args._run(args) or 0)
+    except RidgelineError as exc:
+        print(f"ridgeline {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"ridgeline {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the measurement side (devices, profile)."""

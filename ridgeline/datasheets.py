@@ -1,0 +1,40 @@
+"""Vendor datasheet peaks (bundled data/datasheets.json), for comparison only.
+
+Every entry names its source; values are dense tensor-core rates and GB = 1e9.
+They sit under a profile's separate `datasheet` key and are never fitted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+
+@lru_cache(maxsize=1)
+def load_datasheets() -> list[dict[str, Any]]:
+    text = resources.files("ridgeline").joinpath("data/datasheets.json").read_text()
+    return json.loads(text)["entries"]
+
+
+def lookup(device_name: str) -> dict[str, Any] | None:
+    """The datasheet entry whose `match` regex matches a device name, else None."""
+    for entry in load_datasheets():
+        if re.search(entry["match"], device_name, flags=re.IGNORECASE):
+            return entry
+    return None
+
+
+def by_sku(sku: str) -> dict[str, Any] | None:
+    """Entry by sku ("h100-sxm5-80gb") or a loose alias ("h100-sxm", "h100", "mi300x")."""
+    sku = sku.lower().strip()
+    entries = load_datasheets()
+    for entry in entries:
+        if entry["sku"] == sku:
+            return entry
+    prefixed = [e for e in entries if e["sku"].startswith(sku)]
+    # "h200" means the SXM part unless the NVL one is asked for by name
+    prefixed.sort(key=lambda e: ("sxm" not in e["sku"], len(e["sku"])))
+    return prefixed[0] if prefixed else None

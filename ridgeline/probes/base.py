@@ -1,0 +1,88 @@
+"""The probe interface: what every measurement module provides.
+
+A probe says whether it can run on a device (`available` returns a reason when
+it cannot), lists its cases (`cases`), and runs one case (`run`), which builds
+inputs, checks the output against a reference, times the work through
+`ctx.timer` (probes never touch events or clocks) and returns tidy records
+(ridgeline.records). Work counts are pure module-level functions so they can be
+tested to the byte.
+
+Adding a probe = one new module defining a `Probe` subclass + one line in
+ridgeline.probes.REGISTRY.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ridgeline.device import DeviceInfo
+from ridgeline.timing import Timer
+
+
+@dataclass
+class Case:
+    """One point of a probe's sweep; `params` are the shape/kernel/dtype of it."""
+
+    params: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.params.items())
+
+    def __getitem__(self, key: str) -> Any:
+        return self.params[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.params.get(key, default)
+
+
+@dataclass
+class ProbeContext:
+    """What a probe run gets: the device, its timer, the sweep mode, telemetry."""
+
+    device: DeviceInfo
+    timer: Timer
+    quick: bool = False
+    telemetry: Callable[[], dict[str, Any]] = field(default=lambda: {})
+    options: dict[str, Any] = field(default_factory=dict)  # per-probe overrides (tests, CLI)
+
+    @property
+    def torch_device(self):
+        from ridgeline.device import torch_device
+
+        return torch_device(self.device)
+
+    def free_memory_bytes(self) -> int:
+        """Memory a probe may allocate now (GPU: free per the driver; CPU: available RAM)."""
+        if self.device.kind == "cpu":
+            try:
+                with open("/proc/meminfo") as fh:
+                    for line in fh:
+                        if line.startswith("MemAvailable:"):
+                            return int(line.split()[1]) * 1024
+            except OSError:
+                pass
+            return self.device.memory_bytes // 2
+        import torch
+
+        free, _total = torch.cuda.mem_get_info(self.device.index)
+        return int(free)
+
+
+class Probe(ABC):
+    name: str = ""
+    description: str = ""
+
+    def available(self, ctx: ProbeContext) -> str | None:
+        """None when the probe can run here, else the reason it is waived."""
+        return None
+
+    @abstractmethod
+    def cases(self, ctx: ProbeContext) -> list[Case]:
+        ...
+
+    @abstractmethod
+    def run(self, case: Case, ctx: ProbeContext) -> list[dict[str, Any]]:
+        ...

@@ -1,0 +1,24 @@
+"""Fit a profile from its records: ceilings, the roofline model, the interconnect model.
+
+    fit_profile(profile)   # fills profile["ceilings"], ["model"], ["interconnect"]
+
+Each part lives in its own module; only validated records are used (see
+ridgeline.records.fit_ready).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ridgeline.roofline.ceilings import fit_ceilings
+from ridgeline.roofline.interconnect_fit import fit_interconnect
+from ridgeline.roofline.model_fit import fit_model
+
+
+def fit_profile(profile: dict[str, Any]) -> dict[str, Any]:
+    records = profile.get("records", [])
+    device = profile["provenance"]["device"]
+    profile["ceilings"] = fit_ceilings(records, device, profile.get("datasheet"))
+    profile["model"] = fit_model(records, profile["ceilings"], profile.get("datasheet"))
+    profile["interconnect"] = fit_interconnect(records, device)
+    return profile

@@ -1,0 +1,192 @@
+"""The profile file: versioned JSON joining measurement to planning.
+
+Layout (schema_version 1); units are in key names:
+
+    {
+      "kind": "ridgeline-profile", "schema_version": 1, "method_version": "...",
+      "complete": true, "incomplete_reason": null,
+      "provenance": {ridgeline_version, timestamp_utc, command_line, hostname,
+                     device: {...DeviceInfo...}, versions: {python, torch, triton,
+                     cuda, hip, nccl, numpy, driver}, telemetry_at_start: {...},
+                     sweep: {probes, quick}, duration_s},
+      "ceilings": {
+        "memory_bandwidth_GBps": {"copy": .., "read": .., "write": .., "triad": ..},
+        "memory_bandwidth_detail": {"copy": {"provider", "plateau_min_bytes", "n_points"}},
+        "matmul_TFLOPS": {"fp32": .., "tf32": .., "fp16": .., "bf16": .., "fp8_e4m3": ..},
+        "matmul_detail": {"bf16": {"provider", "m", "n", "k", "time_ms_median"}},
+      },
+      "model": {...fitted roofline model, see roofline.model...},
+      "interconnect": {...alpha-beta collectives and host link, see roofline.interconnect...},
+      "datasheet": {...vendor peaks, labelled, never mixed with measured...} | null,
+      "throttled": false, "warnings": [...], "waived": [{probe, provider, dtype, reason}],
+      "records": [...every record...]
+    }
+
+`load_profile` validates this and gives one clear error for a malformed file
+or one from a newer schema.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import socket
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ridgeline import METHOD_VERSION, SCHEMA_VERSION, __version__
+from ridgeline.errors import ProfileError
+
+PROFILE_KIND = "ridgeline-profile"
+
+
+def software_versions() -> dict[str, Any]:
+    """Versions of everything that shapes a number (imports torch: measurement side only)."""
+    import numpy
+
+    out: dict[str, Any] = {"python": platform.python_version(), "numpy": numpy.__version__}
+    try:
+        import torch
+
+        out["torch"] = torch.__version__
+        out["cuda"] = torch.version.cuda
+        out["hip"] = getattr(torch.version, "hip", None)
+        try:
+            nccl = torch.cuda.nccl.version() if torch.cuda.is_available() else None
+            out["nccl"] = ".".join(map(str, nccl)) if isinstance(nccl, tuple) else nccl
+        except Exception:
+            out["nccl"] = None
+    except ImportError:
+        out["torch"] = None
+    try:
+        import triton
+
+        out["triton"] = triton.__version__
+    except Exception:
+        out["triton"] = None
+    return out
+
+
+def new_profile(device: dict[str, Any], *, command_line: list[str] | None = None,
+                sweep: dict[str, Any] | None = None,
+                telemetry_at_start: dict[str, Any] | None = None,
+                versions: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An empty profile with its provenance filled in."""
+    return {
+        "kind": PROFILE_KIND,
+        "schema_version": SCHEMA_VERSION,
+        "method_version": METHOD_VERSION,
+        "complete": False,
+        "incomplete_reason": None,
+        "provenance": {
+            "ridgeline_version": __version__,
+            "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command_line": list(command_line if command_line is not None else sys.argv),
+            "hostname": socket.gethostname(),
+            "device": device,
+            "versions": versions if versions is not None else software_versions(),
+            "telemetry_at_start": telemetry_at_start or {},
+            "sweep": sweep or {},
+            "duration_s": None,
+        },
+        "ceilings": {"memory_bandwidth_GBps": {}, "matmul_TFLOPS": {}},
+        "model": {},
+        "interconnect": {},
+        "datasheet": None,
+        "throttled": False,
+        "warnings": [],
+        "waived": [],
+        "records": [],
+    }
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN/inf: write them as null so other tools can read the file."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return _clean(value.item())
+    return value
+
+
+def save_profile(profile: dict[str, Any], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(_clean(profile), indent=1, allow_nan=False) + "\n")
+    tmp.replace(path)  # atomic: a Ctrl-C mid-write never leaves half a file
+    return path
+
+
+def _require(cond: bool, where: str, what: str) -> None:
+    if not cond:
+        raise ProfileError(f"malformed profile ({where}): {what}")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def validate_profile(data: Any, where: str = "profile") -> dict[str, Any]:
+    """Check the schema; raise ProfileError with one clear sentence on the first problem."""
+    _require(isinstance(data, dict), where, "top level is not a JSON object")
+    _require(data.get("kind") == PROFILE_KIND, where,
+             f"'kind' is {data.get('kind')!r}, expected {PROFILE_KIND!r}")
+    version = data.get("schema_version")
+    _require(isinstance(version, int), where, "'schema_version' missing or not an integer")
+    if version > SCHEMA_VERSION:
+        raise ProfileError(f"{where} has schema_version {version}, newer than this ridgeline "
+                           f"({__version__}) reads ({SCHEMA_VERSION}): upgrade ridgeline")
+    _require(version >= 1, where, f"schema_version {version} is not valid")
+    prov = data.get("provenance")
+    _require(isinstance(prov, dict), where, "'provenance' missing")
+    dev = prov.get("device")
+    _require(isinstance(dev, dict) and isinstance(dev.get("name"), str), where,
+             "'provenance.device.name' missing")
+    _require(_is_number(dev.get("memory_bytes")), where, "'provenance.device.memory_bytes' missing")
+    ceilings = data.get("ceilings")
+    _require(isinstance(ceilings, dict), where, "'ceilings' missing")
+    for key in ("memory_bandwidth_GBps", "matmul_TFLOPS"):
+        table = ceilings.get(key)
+        _require(isinstance(table, dict), where, f"'ceilings.{key}' missing")
+        for name, value in table.items():
+            _require(value is None or (_is_number(value) and value >= 0), where,
+                     f"'ceilings.{key}.{name}' is not a non-negative number")
+    for key in ("model", "interconnect"):
+        _require(isinstance(data.get(key, {}), dict), where, f"'{key}' is not an object")
+    _require(data.get("datasheet") is None or isinstance(data["datasheet"], dict), where,
+             "'datasheet' is not an object")
+    _require(isinstance(data.get("records", []), list), where, "'records' is not a list")
+    _require(isinstance(data.get("complete"), bool), where, "'complete' missing")
+    return data
+
+
+def load_profile(path: str | Path) -> dict[str, Any]:
+    """Read and validate a profile; ProfileError (one line) on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ProfileError(f"profile not found: {path}") from None
+    except OSError as exc:
+        raise ProfileError(f"cannot read profile {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProfileError(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    return validate_profile(data, where=str(path))
+
+
+def device_memory_bytes(profile: dict[str, Any]) -> int:
+    return int(profile["provenance"]["device"]["memory_bytes"])
+
+
+def device_name(profile: dict[str, Any]) -> str:
+    return str(profile["provenance"]["device"]["name"])

@@ -1,0 +1,245 @@
+"""The one timing primitive: time a callable on a device and keep every sample.
+
+    timing = make_timer(device).time(fn, work=Work(bytes=..., flops=...))
+    timing.stats()  # time_ms_median (quoted), time_ms_p20, time_ms_p80, time_ms_min
+
+Method (the same on every device, after `triton.testing.do_bench`):
+1. one untimed call (compilation, autotuning, library heuristics);
+2. a short estimate of one call's time, which turns the warm-up and repeat
+   *time budgets* into counts (bounded by min/max repeats);
+3. warm-up calls, then `reps` timed samples. Each sample times
+   `launches_per_sample` back-to-back calls and divides by it.
+
+Timers:
+- `EventTimer` (CUDA/HIP): device events around each sample. Before each
+  sample an L2 flush buffer (2 x the device's L2, at least 64 MiB) is zeroed
+  outside the timed region, unless the caller rotates buffers itself
+  (`flush_cache=False`). With `launches_per_sample > 1` the calls are captured
+  once into a CUDA graph and the graph is replayed, so microsecond kernels
+  are not timed as host launch overhead.
+- `HostTimer` (CPU device only): `time.perf_counter_ns` around each sample;
+  CPU work is synchronous, so the host clock is the honest clock there.
+- `FakeTimer`: returns times from a simple roofline (bytes/bandwidth,
+  flops/peak, latency) so the whole pipeline runs in tests without hardware.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+DEFAULT_WARMUP_MS = 25.0
+DEFAULT_REP_MS = 100.0
+MIN_FLUSH_BYTES = 64 * 2**20
+MAX_FLUSH_BYTES = 1024 * 2**20
+
+
+@dataclass(frozen=True)
+class Work:
+    """Minimal work of one call: what the achieved rates are computed from."""
+
+    bytes: float = 0.0
+    flops: float = 0.0
+
+
+@dataclass
+class Timing:
+    """All samples of one timed case (ms per call), and how they were taken."""
+
+    samples_ms: list[float]
+    timer: str
+    launches_per_sample: int = 1
+    notes: list[str] = field(default_factory=list)
+
+    def _pct(self, q: float) -> float:
+        return float(np.percentile(self.samples_ms, q))
+
+    @property
+    def median_ms(self) -> float:
+        return self._pct(50)
+
+    def stats(self) -> dict[str, Any]:
+        """Named statistics; the median is the quoted one, min is 'best seen'."""
+        return {
+            "time_ms_median": self.median_ms,
+            "time_ms_p20": self._pct(20),
+            "time_ms_p80": self._pct(80),
+            "time_ms_min": float(min(self.samples_ms)),
+            "n_samples": len(self.samples_ms),
+            "launches_per_sample": self.launches_per_sample,
+            "timer": self.timer,
+        }
+
+
+def _counts(est_ms: float, warmup_ms: float, rep_ms: float, min_reps: int, max_reps: int):
+    est_ms = max(est_ms, 1e-4)
+    n_warmup = max(1, min(int(warmup_ms / est_ms), 10 * max_reps))
+    n_rep = max(min_reps, min(int(math.ceil(rep_ms / est_ms)), max_reps))
+    return n_warmup, n_rep
+
+
+class Timer(ABC):
+    """Times a zero-argument callable; every probe goes through one of these."""
+
+    name: str = "timer"
+
+    @abstractmethod
+    def time(
+        self,
+        fn: Callable[[], Any],
+        *,
+        work: Work | None = None,
+        warmup_ms: float = DEFAULT_WARMUP_MS,
+        rep_ms: float = DEFAULT_REP_MS,
+        min_reps: int = 5,
+        max_reps: int = 500,
+        flush_cache: bool = True,
+        launches_per_sample: int = 1,
+    ) -> Timing:
+        ...
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (no-op on the CPU)."""
+
+
+class EventTimer(Timer):
+    """Device events (CUDA or HIP through torch.cuda) around each sample."""
+
+    name = "device-events"
+
+    def __init__(self, device_index: int = 0, l2_cache_bytes: int | None = None):
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(f"cuda:{device_index}")
+        l2 = l2_cache_bytes or 128 * 2**20
+        self.flush_bytes = int(min(max(2 * l2, MIN_FLUSH_BYTES), MAX_FLUSH_BYTES))
+        self._flush_buf = None
+
+    def synchronize(self) -> None:
+        self.torch.cuda.synchronize(self.device)
+
+    def _flush(self) -> None:
+        if self._flush_buf is None:
+            self._flush_buf = self.torch.empty(self.flush_bytes // 4, dtype=self.torch.int32,
+                                               device=self.device)
+        self._flush_buf.zero_()
+
+    def _graph_of(self, fn: Callable[[], Any], launches: int) -> Callable[[], Any]:
+        torch = self.torch
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):  # capture needs a warmed-up, non-default stream
+            fn()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(launches):
+                fn()
+        return graph.replay
+
+    def time(self, fn, *, work=None, warmup_ms=DEFAULT_WARMUP_MS, rep_ms=DEFAULT_REP_MS,
+             min_reps=5, max_reps=500, flush_cache=True, launches_per_sample=1) -> Timing:
+        torch = self.torch
+        with torch.cuda.device(self.device):
+            fn()  # untimed first call: compilation, autotuning, cuBLAS heuristics
+            self.synchronize()
+            launches = max(1, int(launches_per_sample))
+            body = self._graph_of(fn, launches) if launches > 1 else fn
+            # estimate one sample's time to turn budgets into counts
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(3):
+                body()
+            end.record()
+            self.synchronize()
+            est_ms = start.elapsed_time(end) / 3
+            n_warmup, n_rep = _counts(est_ms, warmup_ms, rep_ms, min_reps, max_reps)
+            for _ in range(n_warmup):
+                body()
+            starts = [torch.cuda.Event(enable_timing=True) for _ in range(n_rep)]
+            ends = [torch.cuda.Event(enable_timing=True) for _ in range(n_rep)]
+            for i in range(n_rep):
+                if flush_cache:
+                    self._flush()  # outside the events: not timed
+                starts[i].record()
+                body()
+                ends[i].record()
+            self.synchronize()
+            samples = [s.elapsed_time(e) / launches for s, e in zip(starts, ends)]
+        name = "cuda-graph" if launches > 1 else self.name
+        return Timing(samples, name, launches)
+
+
+class HostTimer(Timer):
+    """Host clock, for the CPU device only (its work is synchronous)."""
+
+    name = "host-clock"
+
+    def __init__(self, flush_bytes: int | None = None):
+        self.flush_bytes = int(min(max(2 * (flush_bytes or 32 * 2**20), 16 * 2**20), 512 * 2**20))
+        self._flush_buf = None
+
+    def _flush(self) -> None:
+        if self._flush_buf is None:
+            self._flush_buf = np.empty(self.flush_bytes // 8, dtype=np.float64)
+        self._flush_buf.fill(0.0)
+
+    def time(self, fn, *, work=None, warmup_ms=DEFAULT_WARMUP_MS, rep_ms=DEFAULT_REP_MS,
+             min_reps=5, max_reps=500, flush_cache=True, launches_per_sample=1) -> Timing:
+        launches = max(1, int(launches_per_sample))
+        fn()
+        t0 = time.perf_counter_ns()
+        for _ in range(launches):
+            fn()
+        est_ms = (time.perf_counter_ns() - t0) / 1e6
+        n_warmup, n_rep = _counts(est_ms, warmup_ms, rep_ms, min_reps, max_reps)
+        for _ in range(min(n_warmup, 1000)):
+            fn()
+        samples = []
+        for _ in range(n_rep):
+            if flush_cache:
+                self._flush()
+            t0 = time.perf_counter_ns()
+            for _ in range(launches):
+                fn()
+            samples.append((time.perf_counter_ns() - t0) / 1e6 / launches)
+        return Timing(samples, self.name, launches)
+
+
+class FakeTimer(Timer):
+    """Deterministic roofline times, for tests: the NULL device of this project.
+
+    Runs `fn` once (outputs exist and can be validated) and returns samples of
+    max(bytes / bw, flops / peak) + latency with a small fixed spread.
+    """
+
+    name = "fake"
+
+    def __init__(self, bw_GBps: float = 1000.0, peak_TFLOPS: float = 100.0,
+                 latency_us: float = 5.0, n_samples: int = 11):
+        self.bw_GBps = bw_GBps
+        self.peak_TFLOPS = peak_TFLOPS
+        self.latency_us = latency_us
+        self.n_samples = n_samples
+
+    def time(self, fn, *, work=None, warmup_ms=DEFAULT_WARMUP_MS, rep_ms=DEFAULT_REP_MS,
+             min_reps=5, max_reps=500, flush_cache=True, launches_per_sample=1) -> Timing:
+        fn()
+        work = work or Work()
+        base_ms = (max(work.bytes / (self.bw_GBps * 1e9), work.flops / (self.peak_TFLOPS * 1e12))
+                   + self.latency_us * 1e-6) * 1e3
+        spread = np.linspace(0.98, 1.06, self.n_samples)
+        return Timing([float(base_ms * s) for s in spread], self.name, launches_per_sample)
+
+
+def make_timer(device) -> Timer:
+    """The honest timer for a DeviceInfo: events on a GPU, the host clock on the CPU."""
+    if device.kind == "cpu":
+        return HostTimer(device.l2_cache_bytes)
+    return EventTimer(device.index, device.l2_cache_bytes)
