@@ -183,8 +183,12 @@ class Sampler:
             self._thread.join(timeout=2)
             self._thread = None
 
-    def summary(self) -> dict[str, Any]:
-        return summarize(self.samples)
+    def mark(self) -> int:
+        """Index of the next sample: pass it to `summary(since=...)` for one case's window."""
+        return len(self.samples)
+
+    def summary(self, since: int = 0) -> dict[str, Any]:
+        return summarize(self.samples[since:])
 
 
 def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,28 +1,45 @@
 """The roofline model of one device, read from a profile: predicts operation times.
 
-Pure Python (no torch): the planner uses it.
+Pure Python (no torch, no numpy): the planner uses it.
 
     model = RooflineModel.from_profile(profile)
-    model.predict(flops, bytes, dtype)       -> Prediction(time_s, bound, ceiling)
+    model.predict(flops, bytes, dtype)       -> Prediction(time_s, bound, ceiling, flops, bytes)
     model.predict_gemm(M, K, N, dtype)       # (M, K) x (K, N), weight bytes K*N*w
+    model.ridge_point(dtype)                 # FLOP/byte = peak / bandwidth
 
-Functional form (parameters under profile["model"], fitted by roofline.fit):
+Functional form (parameters under profile["model"], fitted by roofline.model_fit):
 
-    t = max(latency_floor_s, bytes / bw(bytes), flops / tput(dtype, flops))
+    t      = max(latency_floor, overhead + smax_p(t_mem, t_comp))
+    t_mem  = bytes / bandwidth
+    t_comp = w(M, N) * flops / tput(dtype, flops)
+    tput(dtype, f) = peak_TFLOPS[dtype] * f / (f + flops_half[dtype])
+    smax_p(a, b)   = (a^p + b^p)^(1/p)          (p = overlap_p; None means max(a, b))
 
-    bw(bytes)         = bandwidth_GBps * 1e9   (sustained streaming plateau; small
-                        transfers are covered by the latency floor)
-    tput(dtype, f)    = peak_TFLOPS[dtype] * 1e12 * f / (f + flops_half[dtype])
-                        (a small GEMM does not fill the machine: `flops_half` is the
-                        work at which half the peak is reached)
+- `bandwidth_GBps`: sustained streaming bandwidth (GB = 1e9 B/s).
+- `flops_half`: the work at which a GEMM reaches half the peak (a small GEMM
+  does not fill the machine); note flops / tput = (flops + flops_half) / peak,
+  i.e. a fixed compute start-up cost of flops_half / peak seconds.
+- `overhead_us`: fixed per-kernel cost added to every kernel (start-up, tail,
+  ramp of the memory pipeline); `latency_floor_us`: no kernel is faster than it.
+- `overlap_p`: how well memory and compute overlap. Real kernels near the ridge
+  point run slower than max(t_mem, t_comp); p = 1 is no overlap (sum), p -> inf
+  perfect overlap (the textbook roofline).
+- `w(M, N)` (wave quantization, optional per dtype, predict_gemm only): a GEMM
+  tiled in (tile_m x tile_n) output tiles over `slots` concurrent tiles runs in
+  whole waves, w = ceil(tiles / slots) * slots * tile_m * tile_n / (M * N);
+  applied only when M >= tile_m, N >= tile_n and tiles >= slots (below that the
+  libraries split K and fill the machine anyway), else w = 1.
 
-When the profile has no fitted "model" section (an older or partial profile),
-the model falls back to the measured ceilings (read bandwidth, best matmul per
-dtype) with `flops_half = 0` and a 5 us floor, and says so in `notes`.
+With overhead 0, p None and no wave term this is exactly the textbook roofline
+max(floor, bytes / bw, flops / tput). When the profile has no fitted "model"
+section (an older or partial profile), the model falls back to the measured
+ceilings (read bandwidth, best matmul per dtype) with `flops_half = 0` and a
+5 us floor, and says so in `notes`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +49,8 @@ DTYPE_BYTES = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "fp8_e4m3":
 # Which measured matmul dtype serves a compute dtype (int8 GEMMs run on the fp8/int8
 # tensor-core rate; int4 weights are dequantized to bf16 on Hopper-class GPUs).
 COMPUTE_DTYPE_ALIASES = {"fp8": "fp8_e4m3", "int8": "fp8_e4m3", "int4": "bf16",
-                         "fp8_e4m3fnuz": "fp8_e4m3", "fp8_e5m2": "fp8_e4m3"}
+                         "fp8_e4m3fnuz": "fp8_e4m3", "fp8_e5m2": "fp8_e4m3",
+                         "fp8_e4m3": "fp8_e4m3fnuz"}
 
 DEFAULT_LATENCY_FLOOR_US = 5.0
 
@@ -46,6 +64,28 @@ class Prediction:
     bytes: float = 0.0
 
 
+def smooth_max(a: float, b: float, p: float | None) -> float:
+    """(a^p + b^p)^(1/p); p None (or inf) is max(a, b). Scaled so large p cannot overflow."""
+    hi = max(a, b)
+    if p is None or math.isinf(p) or hi <= 0:
+        return hi
+    lo = min(a, b)
+    return hi * (1.0 + (lo / hi) ** p) ** (1.0 / p)
+
+
+def wave_factor(M: int, N: int, wave: dict[str, Any] | None) -> float:
+    """Compute inflation of a (M x N)-output GEMM run in whole waves of tiles (>= 1)."""
+    if not wave:
+        return 1.0
+    tm, tn, slots = int(wave["tile_m"]), int(wave["tile_n"]), int(wave["slots"])
+    if M < tm or N < tn or slots <= 0:
+        return 1.0
+    tiles = math.ceil(M / tm) * math.ceil(N / tn)
+    if tiles < slots:
+        return 1.0
+    return math.ceil(tiles / slots) * slots * tm * tn / (M * N)
+
+
 @dataclass
 class RooflineModel:
     bandwidth_GBps: float
@@ -54,6 +94,9 @@ class RooflineModel:
     latency_floor_us: float = DEFAULT_LATENCY_FLOOR_US
     source: str = "measured"          # "measured" | "datasheet"
     notes: list[str] = field(default_factory=list)
+    overhead_us: float = 0.0          # fixed per-kernel cost (added)
+    overlap_p: float | None = None    # None: t = max(t_mem, t_comp)
+    wave: dict[str, dict[str, Any]] = field(default_factory=dict)  # dtype -> tile_m, tile_n, slots
 
     @classmethod
     def from_profile(cls, profile: dict[str, Any]) -> "RooflineModel":
@@ -61,12 +104,17 @@ class RooflineModel:
         ceilings = profile.get("ceilings") or {}
         notes: list[str] = []
         if fitted.get("bandwidth_GBps") and fitted.get("matmul"):
-            peak = {d: float(p["peak_TFLOPS"]) for d, p in fitted["matmul"].items()
-                    if p.get("peak_TFLOPS")}
-            half = {d: float(p.get("flops_half", 0.0)) for d, p in fitted["matmul"].items()}
+            matmul = fitted["matmul"]
+            peak = {d: float(p["peak_TFLOPS"]) for d, p in matmul.items() if p.get("peak_TFLOPS")}
+            half = {d: float(p.get("flops_half") or 0.0) for d, p in matmul.items()}
+            wave = {d: dict(p["wave"]) for d, p in matmul.items() if p.get("wave")}
+            p_overlap = fitted.get("overlap_p")
             return cls(float(fitted["bandwidth_GBps"]), peak, half,
-                       float(fitted.get("latency_floor_us", DEFAULT_LATENCY_FLOOR_US)),
-                       source=fitted.get("source", "measured"), notes=notes)
+                       float(fitted.get("latency_floor_us") or DEFAULT_LATENCY_FLOOR_US),
+                       source=fitted.get("source", "measured"),
+                       notes=list(fitted.get("notes") or []),
+                       overhead_us=float(fitted.get("overhead_us") or 0.0),
+                       overlap_p=float(p_overlap) if p_overlap else None, wave=wave)
         bw_table = ceilings.get("memory_bandwidth_GBps") or {}
         bandwidth = bw_table.get("read") or bw_table.get("copy") or max(
             [v for v in bw_table.values() if v] or [0.0])
@@ -85,8 +133,9 @@ class RooflineModel:
         if dtype in self.peak_TFLOPS:
             return dtype
         alias = COMPUTE_DTYPE_ALIASES.get(dtype)
-        if alias in self.peak_TFLOPS:
-            return alias
+        for candidate in (alias, COMPUTE_DTYPE_ALIASES.get(alias or "")):  # fp8 -> e4m3 -> fnuz
+            if candidate in self.peak_TFLOPS:
+                return candidate
         for fallback in ("bf16", "fp16", "fp32"):
             if fallback in self.peak_TFLOPS:
                 return fallback
@@ -98,18 +147,28 @@ class RooflineModel:
         half = self.flops_half.get(d, 0.0)
         return peak * flops / (flops + half) if half > 0 else peak
 
-    def predict(self, flops: float, bytes_moved: float, dtype: str) -> Prediction:
+    def predict(self, flops: float, bytes_moved: float, dtype: str, *,
+                m: int | None = None, n: int | None = None) -> Prediction:
+        """Time of an operation of `flops` and `bytes_moved`; m, n (output shape) enable the
+        wave-quantization term of a GEMM."""
         floor_s = self.latency_floor_us * 1e-6
+        overhead_s = self.overhead_us * 1e-6
+        d = self.compute_dtype(dtype)
         mem_s = bytes_moved / (self.bandwidth_GBps * 1e9) if bytes_moved else 0.0
         comp_s = flops / self.throughput_flops_per_s(dtype, flops) if flops else 0.0
-        t = max(floor_s, mem_s, comp_s)
-        if t == floor_s and floor_s >= max(mem_s, comp_s):
+        if comp_s and m is not None and n is not None:
+            comp_s *= wave_factor(int(m), int(n), self.wave.get(d))
+        work_s = overhead_s + smooth_max(mem_s, comp_s, self.overlap_p)
+        t = max(floor_s, work_s)
+        if floor_s >= work_s:
             return Prediction(t, "latency", f"latency floor {self.latency_floor_us:.1f} us",
+                              flops, bytes_moved)
+        if overhead_s >= max(mem_s, comp_s):
+            return Prediction(t, "latency", f"per-kernel overhead {self.overhead_us:.1f} us",
                               flops, bytes_moved)
         if mem_s >= comp_s:
             return Prediction(t, "memory", f"bandwidth {self.bandwidth_GBps:.0f} GB/s",
                               flops, bytes_moved)
-        d = self.compute_dtype(dtype)
         return Prediction(t, "compute", f"{d} matmul {self.peak_TFLOPS[d]:.1f} TFLOP/s",
                           flops, bytes_moved)
 
@@ -120,7 +179,7 @@ class RooflineModel:
         a_bytes = DTYPE_BYTES.get(act_dtype or ("bf16" if DTYPE_BYTES.get(dtype, 2) < 2 else dtype), 2)
         flops = 2.0 * M * K * N
         moved = K * N * w_bytes + (M * K + M * N) * a_bytes
-        return self.predict(flops, moved, dtype)
+        return self.predict(flops, moved, dtype, m=M, n=N)
 
     def ridge_point(self, dtype: str) -> float:
         """FLOP/byte at which `dtype` turns from memory- to compute-bound."""

@@ -1,10 +1,429 @@
-"""Fit the roofline model (see roofline.model) from hbm, matmul, gemv and launch records."""
+"""Fit the roofline model (see roofline.model) from hbm, matmul, gemv and launch records.
+
+    model = fit_model(records, ceilings, datasheet, device=profile["provenance"]["device"])
+    profile["model"] = model      # read back by RooflineModel.from_profile
+
+Only validated records are used (ridgeline.records.fit_ready); invalid, waived
+and failed records never reach the fit.
+
+What is fitted, and from what:
+- latency floor (launch records): the per-launch time of the smallest real
+  kernel ("tiny_copy", else "empty") under CUDA-graph replay, i.e. launch cost
+  plus the minimum kernel time; the eager (one launch per call) floor is stored
+  beside it. Serving engines replay graphs in decode, so the graph floor is the
+  model's. Without launch records: the fastest measured kernel.
+- bandwidth: decode streams weights through a GEMV, not through a STREAM-style
+  copy, so when gemv records exist the bandwidth is fitted on them (its raw
+  plateau, the median of the best provider's achieved GB/s at batch <= 16 on
+  weights >= 64 MB, starts the fit and is stored); otherwise it is the hbm
+  read plateau from the ceilings, held fixed. Both numbers are stored.
+- per-dtype peak_TFLOPS and flops_half, one per-kernel overhead_us and the
+  memory/compute overlap exponent overlap_p: least squares on log time
+  (relative error) over the matmul records and all gemv records (best provider
+  per case), solved by Levenberg-Marquardt for each p of a small grid; the p
+  with the best score max(median / 5 %, worst / 15 %) is kept.
+- wave quantization (GPU only, needs the device's SM/CU count): per dtype, a
+  tile shape from a few candidates is kept only when it lowers both the score
+  and the squared error.
+- fit_error: median and worst |predicted - measured| / measured of the final
+  model on its own records, per probe (measured = time_ms_median).
+
+Run: called by ridgeline.roofline.fit.fit_profile after `ridgeline profile`.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from collections import defaultdict
+from typing import Any, Callable
+
+import numpy as np
+
+from ridgeline.records import fit_ready
+from ridgeline.roofline.model import RooflineModel, wave_factor
+
+GEMV_PLATEAU_MIN_WEIGHT_BYTES = 64e6   # decode weights well past any L2
+GEMV_PLATEAU_MAX_BATCH = 16
+TARGET_MEDIAN = 0.05
+TARGET_WORST = 0.15
+OVERLAP_GRID: tuple[float | None, ...] = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 10.0, None)
+WAVE_TILES = ((128, 128), (128, 256), (256, 128))
+FORM = ("t = max(latency_floor, overhead + smax_p(bytes / bandwidth, "
+        "w(M,N) * (flops + flops_half) / peak))")
+
+
+def _mode(rec: dict[str, Any]) -> str:
+    """graph | eager for a launch record (explicit 'mode' wins; else from the timer)."""
+    if rec.get("mode") in ("graph", "eager"):
+        return rec["mode"]
+    if rec.get("timer") == "cuda-graph" or (rec.get("launches_per_sample") or 1) > 1:
+        return "graph"
+    return "eager"
+
+
+def fit_latency(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Launch floors in us: per (mode, kernel) median, and the floor per mode."""
+    per: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in fit_ready(records, "launch"):
+        if r.get("time_ms_median"):
+            per[(_mode(r), r.get("kernel") or "empty")].append(r["time_ms_median"] * 1e3)
+    out: dict[str, Any] = {}
+    for (mode, kernel), vals in sorted(per.items()):
+        out[f"{kernel}_{mode}_us"] = float(min(vals))
+    for mode in ("graph", "eager"):
+        floor = out.get(f"tiny_copy_{mode}_us") or out.get(f"empty_{mode}_us")
+        out[f"{mode}_us"] = floor
+    return out
+
+
+def _hbm_read_GBps(records: list[dict[str, Any]], ceilings: dict[str, Any]) -> float | None:
+    table = (ceilings or {}).get("memory_bandwidth_GBps") or {}
+    if table.get("read"):
+        return float(table["read"])
+    reads = [r for r in fit_ready(records, "hbm") if r.get("kernel") == "read" and r.get("bw_GBps")]
+    if not reads:
+        return float(table["copy"]) if table.get("copy") else None
+    # plateau: the largest working sets (past the caches), median of their rates
+    reads.sort(key=lambda r: r.get("size_bytes") or 0)
+    top = reads[-max(1, len(reads) // 4):]
+    return float(np.median([r["bw_GBps"] for r in top]))
+
+
+def gemv_best(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Best provider per gemv (dtype, batch, K, N), with the runner-up's slowdown."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in fit_ready(records, "gemv"):
+        if r.get("time_ms_median"):
+            key = (r["dtype"], int(r.get("batch") or r.get("m") or 1), int(r["k"]), int(r["n"]))
+            groups[key].append(r)
+    rows = []
+    for (dtype, batch, k, n), recs in sorted(groups.items()):
+        recs = sorted(recs, key=lambda r: r["time_ms_median"])
+        best = recs[0]
+        rows.append({
+            "dtype": dtype, "batch": batch, "k": k, "n": n,
+            "weight_bytes": best.get("weight_bytes"), "provider": best["provider"],
+            "time_ms_median": best["time_ms_median"], "bw_GBps": best.get("bw_GBps"),
+            "TFLOPS": best.get("TFLOPS"),
+            "providers_ms": {r["provider"]: r["time_ms_median"] for r in recs},
+            "runner_up_slowdown": (recs[1]["time_ms_median"] / best["time_ms_median"]
+                                   if len(recs) > 1 else None),
+            "_record": best,
+        })
+    return rows
+
+
+def gemv_plateau(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Best-provider weight-streaming rate at small batch on large weights (median)."""
+    small = [r for r in rows if r["batch"] <= GEMV_PLATEAU_MAX_BATCH and r.get("bw_GBps")]
+    if not small:
+        return None
+    big = [r for r in small if (r.get("weight_bytes") or 0) >= GEMV_PLATEAU_MIN_WEIGHT_BYTES]
+    note = None
+    if not big:  # quick/CPU sweeps: the largest weights there are
+        largest = max(r.get("weight_bytes") or 0 for r in small)
+        big = [r for r in small if (r.get("weight_bytes") or 0) == largest]
+        note = f"no weights >= {GEMV_PLATEAU_MIN_WEIGHT_BYTES / 1e6:.0f} MB: largest used"
+    return {"GBps": float(np.median([r["bw_GBps"] for r in big])), "n_points": len(big),
+            "max_batch": GEMV_PLATEAU_MAX_BATCH,
+            "min_weight_bytes": float(min(r.get("weight_bytes") or 0 for r in big)),
+            "providers": sorted({r["provider"] for r in big}), "note": note}
+
+
+# ---------------------------------------------------------------- the least-squares fit
+
+class _Points:
+    """The fitted cases as arrays: flops, bytes, measured time, compute dtype index, shape."""
+
+    def __init__(self, items: list[dict[str, Any]], dtypes: list[str]):
+        self.items = items
+        self.dtypes = dtypes
+        self.flops = np.array([it["flops"] for it in items], dtype=float)
+        self.bytes = np.array([it["bytes"] for it in items], dtype=float)
+        self.time_s = np.array([it["time_s"] for it in items], dtype=float)
+        self.d = np.array([dtypes.index(it["cdtype"]) for it in items], dtype=int)
+        self.probe = np.array([it["probe"] for it in items])
+        counts = {p: int((self.probe == p).sum()) for p in set(self.probe)}
+        # each probe weighs the same in the fit, however many cases it swept
+        self.sqrt_w = np.array([1.0 / math.sqrt(counts[p]) for p in self.probe])
+
+    def wave_factors(self, wave: dict[str, dict[str, Any]]) -> np.ndarray:
+        return np.array([wave_factor(it["m"], it["n"], wave.get(it["cdtype"]))
+                         if it["m"] and it["n"] else 1.0 for it in self.items])
+
+
+def _predict(theta: np.ndarray, pts: _Points, floor_s: float, p: float | None,
+             wf: np.ndarray) -> np.ndarray:
+    """numpy mirror of RooflineModel.predict (theta = log bw, log overhead, log peak/half)."""
+    bw, ovh = math.exp(theta[0]), math.exp(theta[1])
+    peak = np.exp(theta[2::2])[pts.d]
+    half = np.exp(theta[3::2])[pts.d]
+    mem = pts.bytes / bw
+    comp = wf * (pts.flops + half) / peak
+    hi, lo = np.maximum(mem, comp), np.minimum(mem, comp)
+    if p is None:
+        core = hi
+    else:
+        ratio = np.divide(lo, hi, out=np.zeros_like(hi), where=hi > 0)
+        core = hi * (1.0 + ratio ** p) ** (1.0 / p)
+    return np.maximum(np.maximum(floor_s, ovh + core), 1e-15)
+
+
+def _levenberg_marquardt(resid: Callable[[np.ndarray], np.ndarray], theta0: np.ndarray,
+                         free: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                         max_iter: int = 150) -> tuple[np.ndarray, float]:
+    theta = np.clip(theta0.astype(float), lo, hi)
+    r = resid(theta)
+    cost = float(r @ r)
+    lam = 1e-3
+    idx = np.flatnonzero(free)
+    for _ in range(max_iter):
+        J = np.empty((r.size, idx.size))
+        for j, i in enumerate(idx):
+            step = 1e-6 * max(1.0, abs(theta[i]))
+            t2 = theta.copy()
+            t2[i] += step
+            J[:, j] = (resid(t2) - r) / step
+        A, g = J.T @ J, J.T @ r
+        improved = False
+        for _ in range(12):
+            M = A + lam * (np.diag(np.diag(A)) + 1e-12 * np.eye(idx.size))
+            try:
+                delta = np.linalg.solve(M, -g)
+            except np.linalg.LinAlgError:
+                lam *= 10
+                continue
+            cand = theta.copy()
+            cand[idx] = np.clip(theta[idx] + delta, lo[idx], hi[idx])
+            rc = resid(cand)
+            cc = float(rc @ rc)
+            if cc < cost:
+                gain = cost - cc
+                theta, r, cost = cand, rc, cc
+                lam = max(lam / 4, 1e-12)
+                improved = True
+                break
+            lam *= 4
+        if not improved or gain <= 1e-12 * max(cost, 1e-30):
+            break
+    return theta, cost
+
+
+def _errors(pred_s: np.ndarray, pts: _Points) -> dict[str, np.ndarray]:
+    rel = np.abs(pred_s - pts.time_s) / pts.time_s
+    return {p: rel[pts.probe == p] for p in sorted(set(pts.probe))}
+
+
+def _score(errs: dict[str, np.ndarray]) -> float:
+    """How far from the targets the worst probe is (<= 1 meets both)."""
+    return max(max(float(np.median(e)) / TARGET_MEDIAN, float(np.max(e)) / TARGET_WORST)
+               for e in errs.values() if e.size)
+
+
+def _fit_params(pts: _Points, floor_s: float, bw0: float, bw_free: bool,
+                wave: dict[str, dict[str, Any]], overlap_grid) -> dict[str, Any]:
+    """Best (theta, p) over the overlap grid for a given wave choice."""
+    nd = len(pts.dtypes)
+    theta0 = np.empty(2 + 2 * nd)
+    theta0[0] = math.log(bw0 * 1e9)
+    theta0[1] = math.log(max(0.3 * float(pts.time_s.min()), 1e-9))
+    for j in range(nd):
+        sel = pts.d == j
+        best_rate = float(np.max(pts.flops[sel] / pts.time_s[sel]))
+        theta0[2 + 2 * j] = math.log(1.2 * best_rate)
+        theta0[3 + 2 * j] = math.log(1.2 * best_rate * 1e-6)  # ~1 us of start-up
+    lo = np.full_like(theta0, -60.0)
+    hi = np.full_like(theta0, 80.0)
+    free = np.ones(theta0.size, dtype=bool)
+    free[0] = bw_free
+    wf = pts.wave_factors(wave)
+    log_t = np.log(pts.time_s)
+    best: dict[str, Any] | None = None
+    for p in overlap_grid:
+        def resid(th, p=p):
+            return pts.sqrt_w * (np.log(_predict(th, pts, floor_s, p, wf)) - log_t)
+
+        theta, cost = _levenberg_marquardt(resid, theta0, free, lo, hi)
+        score = _score(_errors(_predict(theta, pts, floor_s, p, wf), pts))
+        if best is None or (round(score, 6), cost) < (round(best["score"], 6), best["cost"]):
+            best = {"theta": theta, "p": p, "cost": cost, "score": score, "wave": dict(wave)}
+    assert best is not None
+    return best
+
+
+def _fit_items(matmul: list[dict[str, Any]], gemv_rows: list[dict[str, Any]],
+               dtypes: list[str]) -> list[dict[str, Any]]:
+    resolver = RooflineModel(1.0, {d: 1.0 for d in dtypes})
+    items = []
+    for r in matmul:
+        items.append({"probe": "matmul", "dtype": r["dtype"], "cdtype": resolver.compute_dtype(r["dtype"]),
+                      "flops": float(r["flops"]), "bytes": float(r["bytes_read"] + r["bytes_written"]),
+                      "time_s": r["time_ms_median"] * 1e-3, "m": int(r["m"]), "n": int(r["n"]),
+                      "k": int(r["k"]), "provider": r["provider"]})
+    for row in gemv_rows:
+        r = row["_record"]
+        items.append({"probe": "gemv", "dtype": r["dtype"], "cdtype": resolver.compute_dtype(r["dtype"]),
+                      "flops": float(r["flops"]), "bytes": float(r["bytes_read"] + r["bytes_written"]),
+                      "time_s": r["time_ms_median"] * 1e-3, "m": row["batch"], "n": row["n"],
+                      "k": row["k"], "provider": r["provider"]})
+    return [it for it in items if it["time_s"] > 0 and it["flops"] > 0]
+
+
+def _best_matmul(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fastest provider per matmul (dtype, m, n, k): the model predicts the best available."""
+    best: dict[tuple, dict[str, Any]] = {}
+    for r in fit_ready(records, "matmul"):
+        if not r.get("time_ms_median") or not r.get("flops"):
+            continue
+        key = (r["dtype"], r["m"], r["n"], r["k"])
+        if key not in best or r["time_ms_median"] < best[key]["time_ms_median"]:
+            best[key] = r
+    return list(best.values())
+
+
+def _error_summary(model: RooflineModel, items: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for probe in sorted({it["probe"] for it in items}):
+        rel, worst = [], None
+        for it in items:
+            if it["probe"] != probe:
+                continue
+            pred = model.predict(it["flops"], it["bytes"], it["dtype"], m=it["m"], n=it["n"]).time_s
+            e = abs(pred - it["time_s"]) / it["time_s"]
+            rel.append(e)
+            if worst is None or e > worst["error"]:
+                worst = {"error": e, "dtype": it["dtype"], "m": it["m"], "n": it["n"], "k": it["k"],
+                         "provider": it["provider"], "measured_ms": it["time_s"] * 1e3,
+                         "predicted_ms": pred * 1e3}
+        out[probe] = {"n": len(rel), "median": float(np.median(rel)), "worst": float(max(rel)),
+                      "worst_case": worst}
+    out["statistic"] = "|predicted - measured| / measured on time_ms_median, best provider per case"
+    out["target"] = {"median": TARGET_MEDIAN, "worst": TARGET_WORST}
+    probes = [v for k, v in out.items() if isinstance(v, dict) and "median" in v]
+    out["meets_target"] = bool(probes) and all(
+        v["median"] <= TARGET_MEDIAN and v["worst"] <= TARGET_WORST for v in probes)
+    return out
+
+
+def _datasheet_peak(datasheet: dict[str, Any] | None, dtype: str) -> float | None:
+    table = (datasheet or {}).get("matmul_TFLOPS") or {}
+    for key in (dtype, {"fp8_e4m3fnuz": "fp8_e4m3"}.get(dtype, "")):
+        if table.get(key):
+            return float(table[key])
+    return None
 
 
 def fit_model(records: list[dict[str, Any]], ceilings: dict[str, Any],
-              datasheet: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {}
+              datasheet: dict[str, Any] | None = None, *,
+              device: dict[str, Any] | None = None) -> dict[str, Any]:
+    """profile["model"] from the records (see the module docstring); {} when nothing fits."""
+    notes: list[str] = []
+    latency = fit_latency(records)
+    matmul = _best_matmul(records)
+    rows = gemv_best(records)
+    hbm_read = _hbm_read_GBps(records, ceilings)
+    plateau = gemv_plateau(rows)
+    dtypes = sorted({r["dtype"] for r in matmul}) or sorted({r["dtype"] for r in rows})
+    items = _fit_items(matmul, rows, dtypes) if dtypes else []
+    gemv_table = [{k: v for k, v in row.items() if k != "_record"} for row in rows]
+
+    if latency.get("graph_us"):
+        floor_us, floor_src = latency["graph_us"], "launch records, CUDA-graph replay"
+    elif latency.get("eager_us"):
+        floor_us, floor_src = latency["eager_us"], "launch records, eager launches"
+    elif items:
+        floor_us = min(it["time_s"] for it in items) * 1e6
+        floor_src = "fastest measured kernel (no launch records)"
+    else:
+        floor_us, floor_src = None, None
+    latency["floor_source"] = floor_src
+
+    bandwidth = {"hbm_read_GBps": hbm_read, "gemv_plateau_GBps": plateau["GBps"] if plateau else None,
+                 "gemv_plateau": plateau}
+    if not items:
+        out: dict[str, Any] = {"source": "measured", "form": FORM, "latency": latency,
+                               "bandwidth": bandwidth, "gemv_best_provider": gemv_table,
+                               "notes": ["no validated matmul or gemv records: no model fitted"]}
+        if floor_us is not None:
+            out["latency_floor_us"] = floor_us
+        return out
+
+    has_gemv = any(it["probe"] == "gemv" for it in items)
+    if has_gemv:
+        bw0, bw_free, bw_src = (plateau["GBps"] if plateau else hbm_read or 1.0), True, "gemv"
+        if plateau and plateau.get("note"):
+            notes.append(f"gemv plateau: {plateau['note']}")
+    elif hbm_read:
+        bw0, bw_free, bw_src = hbm_read, False, "hbm"
+        notes.append("no gemv records: bandwidth held at the hbm read plateau")
+    else:
+        bw0 = max(it["bytes"] / it["time_s"] for it in items) / 1e9
+        bw_free, bw_src = True, "matmul"
+        notes.append("no gemv or hbm records: bandwidth fitted on matmul records only")
+
+    pts = _Points(items, dtypes)
+    floor_s = floor_us * 1e-6
+    best = _fit_params(pts, floor_s, bw0, bw_free, {}, OVERLAP_GRID)
+    slots = int((device or {}).get("multiprocessors") or 0)
+    if slots and (device or {}).get("kind") in ("cuda", "rocm"):
+        for d in dtypes:  # greedy, one dtype at a time, each candidate refitted in full
+            for tm, tn in WAVE_TILES:
+                wave = dict(best["wave"])
+                wave[d] = {"tile_m": tm, "tile_n": tn, "slots": slots}
+                if all(wave_factor(it["m"], it["n"], wave[d]) == 1.0
+                       for it in items if it["cdtype"] == d):
+                    continue
+                cand = _fit_params(pts, floor_s, bw0, bw_free, wave, OVERLAP_GRID)
+                if cand["score"] <= best["score"] and cand["cost"] < 0.9 * best["cost"]:
+                    best = cand
+
+    theta = best["theta"]
+    bw_GBps = math.exp(theta[0]) / 1e9
+    overhead_us = math.exp(theta[1]) * 1e6
+    model_matmul: dict[str, Any] = {}
+    for j, d in enumerate(dtypes):
+        sel = [it for it in items if it["cdtype"] == d]
+        entry: dict[str, Any] = {
+            "peak_TFLOPS": math.exp(theta[2 + 2 * j]) / 1e12,
+            "flops_half": math.exp(theta[3 + 2 * j]),
+            "best_measured_TFLOPS": max(it["flops"] / it["time_s"] for it in sel) / 1e12,
+            "n_records": {p: sum(1 for it in sel if it["probe"] == p) for p in ("matmul", "gemv")},
+            "datasheet_TFLOPS": _datasheet_peak(datasheet, d),
+        }
+        if d in best["wave"]:
+            entry["wave"] = best["wave"][d]
+        model_matmul[d] = entry
+    out = {
+        "source": "measured",
+        "form": FORM,
+        "bandwidth_GBps": bw_GBps,
+        "latency_floor_us": floor_us,
+        "overhead_us": overhead_us,
+        "overlap_p": best["p"],
+        "matmul": model_matmul,
+    }
+    bandwidth["source"] = bw_src
+    bandwidth["fitted"] = bw_free
+    out["bandwidth"] = bandwidth
+    out["latency"] = latency
+    model = RooflineModel.from_profile({"model": out})
+    ds_bw = (datasheet or {}).get("memory_bandwidth_GBps")
+    out["ridge_point_FLOP_per_byte"] = {
+        d: {"measured": model.ridge_point(d),
+            "datasheet": (model_matmul[d]["datasheet_TFLOPS"] * 1e12 / (ds_bw * 1e9)
+                          if ds_bw and model_matmul[d]["datasheet_TFLOPS"] else None)}
+        for d in dtypes}
+    if ds_bw and bw_GBps > ds_bw:
+        notes.append(f"fitted bandwidth {bw_GBps:.0f} GB/s is above the datasheet {ds_bw:.0f} GB/s: "
+                     "check the gemv working sets exceed the caches")
+    for d, e in model_matmul.items():
+        if e["datasheet_TFLOPS"] and e["peak_TFLOPS"] > 1.05 * e["datasheet_TFLOPS"]:
+            notes.append(f"fitted {d} peak {e['peak_TFLOPS']:.0f} TFLOP/s is above the datasheet "
+                         f"{e['datasheet_TFLOPS']:.0f}: check clocks and the matmul inputs")
+    out["fit_error"] = _error_summary(model, items)
+    if not out["fit_error"]["meets_target"]:
+        notes.append(f"fit error above target (median <= {TARGET_MEDIAN:.0%}, worst <= "
+                     f"{TARGET_WORST:.0%}): the model reproduces its own records only roughly")
+    out["gemv_best_provider"] = gemv_table
+    out["notes"] = notes
+    return out

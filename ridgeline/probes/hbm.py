@@ -1,0 +1,192 @@
+"""hbm: achieved memory bandwidth against working-set size (stream kernels).
+
+    bw_GBps = (bytes_read + bytes_written) / time_ms_median / 1e6
+    copy = 2 N e, read = N e, write = N e, triad = 3 N e   (BabelStream's counts)
+
+Sizes run from below the last-level cache to many times it (bounded by free
+memory), so the plot shows the cache step and the fit can take the sustained
+plateau from sizes >= PLATEAU_CACHE_MULTIPLE x the cache, which no cache can fake.
+Below the cache, samples time several back-to-back launches (a CUDA graph on a
+GPU) and are labelled as cache-resident by their size.
+
+Providers: on a GPU the Triton kernels (ridgeline.kernels.stream) and the vendor
+baseline (torch copy_/sum/fill_/add, i.e. the CUDA/HIP runtime's kernels); on the
+CPU torch (multi-threaded) and numpy, with the host clock.
+
+    ridgeline profile --probes hbm [--device cpu] [--quick]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ridgeline.errors import Waived
+from ridgeline.probes.base import Case, Probe, ProbeContext
+from ridgeline.records import make_record
+from ridgeline.timing import Work
+
+PLATEAU_CACHE_MULTIPLE = 4
+DEFAULT_CACHE_BYTES = 32 * 2**20
+ELEMENT_BYTES = 4  # fp32 arrays, as BabelStream's float mode
+
+# Python-level kernels of the CPU and vendor providers; numpy has no single-pass triad.
+PROVIDER_KERNELS = {
+    "triton": ("copy", "read", "write", "triad"),
+    "torch": ("copy", "read", "write", "triad"),
+    "numpy": ("copy", "read", "write"),
+}
+
+
+def bytes_moved(kernel: str, n_elements: int, element_bytes: int = ELEMENT_BYTES,
+                provider: str = "torch") -> tuple[int, int]:
+    """(bytes_read, bytes_written) per call; Triton's read also writes its partial sums."""
+    size = n_elements * element_bytes
+    if kernel == "read" and provider == "triton":
+        from ridgeline.kernels.stream import bytes_moved as stream_bytes
+
+        return stream_bytes(kernel, n_elements, element_bytes)
+    return {"copy": (size, size), "read": (size, 0), "write": (0, size),
+            "triad": (2 * size, size)}[kernel]
+
+
+def arrays_of(kernel: str) -> int:
+    return {"copy": 2, "read": 1, "write": 1, "triad": 3}[kernel]
+
+
+def sweep_sizes(cache_bytes: int, free_bytes: int, quick: bool, is_gpu: bool) -> list[int]:
+    """Working-set sizes (bytes): from cache/8 up to max(2 GiB, 32 x cache) on a GPU
+    (256 MiB..1 GiB on the CPU), doubling, capped at 40% of free memory."""
+    top = max(2 * 2**30, 32 * cache_bytes) if is_gpu else max(256 * 2**20, 16 * cache_bytes)
+    top = min(top, int(0.4 * free_bytes))
+    if quick:
+        # one cache-resident point and two plateau points
+        sizes = [cache_bytes // 2, 8 * cache_bytes, 16 * cache_bytes] if is_gpu else \
+            [cache_bytes // 2, 4 * cache_bytes, 8 * cache_bytes]
+    else:
+        sizes, s = [], max(cache_bytes // 8, 2**20)
+        while s <= top:
+            sizes.append(s)
+            s *= 2
+        if sizes and top > 1.25 * sizes[-1]:
+            sizes.append(top)  # the largest working set memory allows
+    # round to a multiple of 3 arrays x 4 KiB so every kernel's arrays are whole pages
+    unit = 3 * 4096
+    return sorted({max(unit, (min(s, top) // unit) * unit) for s in sizes})
+
+
+class HbmProbe(Probe):
+    name = "hbm"
+    description = "memory bandwidth vs working-set size: copy, read, write, triad"
+
+    def providers(self, ctx: ProbeContext) -> list[str]:
+        return ["triton", "torch"] if ctx.device.is_gpu else ["torch", "numpy"]
+
+    def cases(self, ctx: ProbeContext) -> list[Case]:
+        cache = ctx.device.l2_cache_bytes or DEFAULT_CACHE_BYTES
+        sizes = ctx.options.get("sizes") or sweep_sizes(cache, ctx.free_memory_bytes(), ctx.quick,
+                                                        ctx.device.is_gpu)
+        kernels = ctx.options.get("kernels") or ("copy", "read", "write", "triad")
+        out = []
+        for provider in ctx.options.get("providers") or self.providers(ctx):
+            for kernel in kernels:
+                if kernel not in PROVIDER_KERNELS[provider]:
+                    continue
+                for size in sizes:
+                    out.append(Case({"kernel": kernel, "provider": provider, "size_bytes": int(size)}))
+        return out
+
+    def run(self, case: Case, ctx: ProbeContext) -> list[dict[str, Any]]:
+        import torch
+
+        kernel, provider = case["kernel"], case["provider"]
+        n = case["size_bytes"] // (arrays_of(kernel) * ELEMENT_BYTES)
+        if provider == "triton" and not ctx.device.is_gpu:
+            raise Waived("Triton kernels need a GPU; the interpreter is for correctness tests only")
+        if n >= 2**31:
+            raise Waived("more than 2^31 elements per array")
+        dev = ctx.torch_device
+        arrays = [torch.rand(n, device=dev, dtype=torch.float32) for _ in range(arrays_of(kernel))]
+        fn, validate = self._kernel(kernel, provider, arrays)
+        fn()
+        ok, err = validate()  # checked before any time counts
+        cache = ctx.device.l2_cache_bytes or DEFAULT_CACHE_BYTES
+        ws = case["size_bytes"]
+        # cache-resident sizes: several launches per sample so launch cost does not dominate
+        launches = 1 if ws >= cache else max(1, min(64, cache // max(ws, 1)))
+        bytes_read, bytes_written = bytes_moved(kernel, n, ELEMENT_BYTES, provider)
+        budget = (10.0, 40.0) if ctx.quick else (25.0, 100.0)
+        timing = ctx.timer.time(fn, work=Work(bytes=bytes_read + bytes_written),
+                                warmup_ms=budget[0], rep_ms=budget[1], flush_cache=False,
+                                launches_per_sample=launches)
+        ok_after, _ = validate()  # the timed runs must leave the same result
+        return [make_record(
+            probe=self.name, provider=provider, kernel=kernel, dtype="fp32", timing=timing,
+            validated=ok and ok_after, bytes_read=bytes_read, bytes_written=bytes_written,
+            size_bytes=ws, n_elements=n, cache_resident=ws < cache,
+            max_abs_error=err, telemetry=ctx.telemetry())]
+
+    def _kernel(self, kernel: str, provider: str, arrays: list):
+        """(callable to time, validator returning (ok, max_abs_error)) for one kernel/provider."""
+        import torch
+
+        scalar = 0.4
+        if provider == "numpy":
+            import numpy as np
+
+            np_arrays = [a.numpy() for a in arrays]
+            if kernel == "copy":
+                src, dst = np_arrays
+                return (lambda: np.copyto(dst, src)), (lambda: (bool(np.array_equal(dst, src)), 0.0))
+            if kernel == "read":
+                src = np_arrays[0]
+                expected = float(arrays[0].double().sum())
+                box = {}
+
+                def read_np():
+                    box["s"] = src.sum(dtype=np.float32)
+                return read_np, lambda: _close_sum(box.get("s", np.nan), expected, src.size)
+            if kernel == "write":
+                dst = np_arrays[0]
+                return (lambda: dst.fill(scalar)), (lambda: (bool(np.all(dst == np.float32(scalar))), 0.0))
+        if provider == "triton":
+            from ridgeline.kernels import stream as impl
+        else:
+            impl = None
+        if kernel == "copy":
+            src, dst = arrays
+            fn = (lambda: impl.copy(src, dst)) if impl else (lambda: dst.copy_(src))
+            return fn, lambda: (bool(torch.equal(dst, src)), 0.0)
+        if kernel == "read":
+            src = arrays[0]
+            expected = float(src.double().sum())
+            box = {}
+            if impl:
+                partials = torch.empty(-(-src.numel() // impl.BLOCK), dtype=torch.float32,
+                                       device=src.device)
+
+                def fn():
+                    impl.read_partials(src, partials)
+                return fn, lambda: _close_sum(float(partials.double().sum()), expected, src.numel())
+
+            def fn_torch():
+                box["s"] = src.sum(dtype=torch.float32)
+            return fn_torch, lambda: _close_sum(float(box["s"]) if "s" in box else float("nan"),
+                                                expected, src.numel())
+        if kernel == "write":
+            dst = arrays[0]
+            fn = (lambda: impl.write(dst, scalar)) if impl else (lambda: dst.fill_(scalar))
+            return fn, lambda: (bool(torch.all(dst == torch.tensor(scalar, dtype=dst.dtype))), 0.0)
+        if kernel == "triad":
+            a, b, c = arrays
+            expected = b + scalar * c
+            fn = (lambda: impl.triad(a, b, c, scalar)) if impl else (
+                lambda: torch.add(b, c, alpha=scalar, out=a))
+            return fn, lambda: (bool(torch.allclose(a, expected, rtol=1e-6, atol=1e-6)),
+                                float((a - expected).abs().max()))
+        raise ValueError(kernel)
+
+
+def _close_sum(got: float, expected: float, n: int) -> tuple[bool, float]:
+    # fp32 accumulation of n values in [0, 1): relative error well under 1e-3 for blocked sums
+    err = abs(float(got) - expected)
+    return err <= 1e-3 * max(abs(expected), 1.0) + 1e-6 * n, err

@@ -1,0 +1,227 @@
+"""Tables of a profile as plain rows, rendered to markdown, HTML or a rich console table.
+
+    rows = ceilings_table(profile)           # Table(title, headers, rows)
+    print(to_markdown(rows)); Console().print(to_rich(rows))
+
+Every table is built once as data (strings already formatted, units in the
+headers or cells) and rendered three ways, so the report, the HTML and the
+console never disagree. Missing sections give empty tables, never errors.
+
+    measured / datasheet = measured value / vendor peak   (shown as a percentage)
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Table:
+    title: str
+    headers: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    note: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.rows)
+
+
+def fmt(value: Any, digits: int = 1, unit: str = "") -> str:
+    """A number with thousands separators and its unit; '-' when absent."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    text = f"{value:,.{digits}f}"
+    return f"{text} {unit}".strip()
+
+
+def pct(measured: float | None, reference: float | None) -> str:
+    return f"{100.0 * measured / reference:.0f}%" if measured and reference else "-"
+
+
+def _sheet(profile: dict[str, Any]) -> dict[str, Any]:
+    return profile.get("datasheet") or {}
+
+
+def ceilings_table(profile: dict[str, Any]) -> Table:
+    """Measured ceilings next to the datasheet, with measured/datasheet."""
+    ceil = profile.get("ceilings") or {}
+    sheet = _sheet(profile)
+    table = Table("Ceilings: measured against datasheet",
+                  ["ceiling", "measured", "datasheet", "measured / datasheet", "where"])
+    peak_bw = sheet.get("memory_bandwidth_GBps")
+    for kernel, value in sorted((ceil.get("memory_bandwidth_GBps") or {}).items()):
+        if value is None:
+            continue
+        d = (ceil.get("memory_bandwidth_detail") or {}).get(kernel) or {}
+        where = d.get("provider") or "-"
+        if d.get("plateau_min_bytes"):
+            where += f", median of {d.get('n_points', '?')} sizes >= {d['plateau_min_bytes'] / 2**20:,.0f} MiB"
+        table.rows.append([f"{kernel} bandwidth", fmt(value, 0, "GB/s"), fmt(peak_bw, 0, "GB/s"),
+                           pct(value, peak_bw), where])
+    sheet_mm = sheet.get("matmul_TFLOPS") or {}
+    for dtype, value in sorted((ceil.get("matmul_TFLOPS") or {}).items()):
+        if value is None:
+            continue
+        d = (ceil.get("matmul_detail") or {}).get(dtype) or {}
+        peak = sheet_mm.get(dtype) or sheet_mm.get({"fp8_e4m3fnuz": "fp8_e4m3"}.get(dtype, ""))
+        where = (f"{d.get('provider', '-')} M={d.get('m')} N={d.get('n')} K={d.get('k')}"
+                 if d else "-")
+        table.rows.append([f"{dtype} matmul", fmt(value, 1, "TFLOP/s"), fmt(peak, 1, "TFLOP/s"),
+                           pct(value, peak), where])
+    if sheet:
+        table.note = f"datasheet: {sheet.get('name', '')} ({sheet.get('source', 'vendor')}), not measured"
+    return table
+
+
+def model_table(profile: dict[str, Any]) -> Table:
+    """Fitted roofline parameters per compute dtype, ridge points measured vs datasheet."""
+    model = profile.get("model") or {}
+    table = Table("Fitted roofline model",
+                  ["dtype", "peak (fit)", "best measured", "datasheet", "flops_half",
+                   "ridge point (measured)", "ridge point (datasheet)", "wave tiles"])
+    ridge = model.get("ridge_point_FLOP_per_byte") or {}
+    for dtype, p in sorted((model.get("matmul") or {}).items()):
+        r = ridge.get(dtype) or {}
+        wave = p.get("wave")
+        table.rows.append([
+            dtype, fmt(p.get("peak_TFLOPS"), 1, "TFLOP/s"), fmt(p.get("best_measured_TFLOPS"), 1, "TFLOP/s"),
+            fmt(p.get("datasheet_TFLOPS"), 1, "TFLOP/s"),
+            fmt((p.get("flops_half") or 0) / 1e9, 2, "GFLOP") if p.get("flops_half") is not None else "-",
+            fmt(r.get("measured"), 0, "FLOP/B"), fmt(r.get("datasheet"), 0, "FLOP/B"),
+            f"{wave['tile_m']}x{wave['tile_n']} on {wave['slots']}" if wave else "-"])
+    if model:
+        bw = model.get("bandwidth") or {}
+        lat = model.get("latency") or {}
+        p = model.get("overlap_p")
+        parts = [f"bandwidth {fmt(model.get('bandwidth_GBps'), 0, 'GB/s')} (from {bw.get('source', '-')}; "
+                 f"gemv plateau {fmt(bw.get('gemv_plateau_GBps'), 0, 'GB/s')}, "
+                 f"hbm read {fmt(bw.get('hbm_read_GBps'), 0, 'GB/s')})",
+                 f"latency floor {fmt(model.get('latency_floor_us'), 1, 'us')} "
+                 f"(graph {fmt(lat.get('graph_us'), 1, 'us')}, eager {fmt(lat.get('eager_us'), 1, 'us')})",
+                 f"per-kernel overhead {fmt(model.get('overhead_us'), 2, 'us')}",
+                 f"overlap exponent p = {'inf (max)' if p is None else fmt(p, 1)}"]
+        table.note = "; ".join(parts) + ". Form: " + str(model.get("form", "-"))
+    return table
+
+
+def fit_error_table(profile: dict[str, Any]) -> Table:
+    fe = (profile.get("model") or {}).get("fit_error") or {}
+    target = fe.get("target") or {}
+    table = Table("Fit error on the model's own records",
+                  ["probe", "records", "median error", "worst error", "worst case"])
+    for probe, e in sorted(fe.items()):
+        if not isinstance(e, dict) or "median" not in e:
+            continue
+        w = e.get("worst_case") or {}
+        case = (f"{w.get('dtype')} M={w.get('m')} N={w.get('n')} K={w.get('k')} ({w.get('provider')}): "
+                f"measured {fmt(w.get('measured_ms'), 4, 'ms')}, predicted {fmt(w.get('predicted_ms'), 4, 'ms')}"
+                if w else "-")
+        table.rows.append([probe, str(e.get("n", "-")), f"{100 * e['median']:.1f}%",
+                           f"{100 * e['worst']:.1f}%", case])
+    if target:
+        verdict = "meets" if fe.get("meets_target") else "misses"
+        table.note = (f"target: median <= {100 * target.get('median', 0):.0f}%, worst <= "
+                      f"{100 * target.get('worst', 0):.0f}% ({verdict} it); {fe.get('statistic', '')}")
+    return table
+
+
+def gemv_best_table(profile: dict[str, Any]) -> Table:
+    rows = (profile.get("model") or {}).get("gemv_best_provider") or []
+    table = Table("Decode GEMV: best provider per case",
+                  ["dtype", "K x N", "batch", "best provider", "time", "weight GB/s", "TFLOP/s",
+                   "runner-up slower by"])
+    for r in rows:
+        slow = r.get("runner_up_slowdown")
+        table.rows.append([r["dtype"], f"{r['k']}x{r['n']}", str(r["batch"]), r["provider"],
+                           fmt(r.get("time_ms_median"), 4, "ms"), fmt(r.get("bw_GBps"), 0),
+                           fmt(r.get("TFLOPS"), 2), f"{100 * (slow - 1):.0f}%" if slow else "-"])
+    return table
+
+
+def interconnect_table(profile: dict[str, Any]) -> Table:
+    ic = profile.get("interconnect") or {}
+    table = Table("Interconnect", ["what", "ranks", "bandwidth", "alpha", "link", "source"])
+    host = ic.get("host_link_GBps") or {}
+    for direction in sorted(k for k, v in host.items() if isinstance(v, (int, float))):
+        table.rows.append([f"host link {direction}", "-", fmt(host[direction], 1, "GB/s"), "-",
+                           "PCIe/host", str(host.get("source", "measured"))])
+    for name, per_world in sorted(ic.items()):
+        if name in ("host_link_GBps", "topology") or not isinstance(per_world, dict):
+            continue
+        for world, fit in sorted(per_world.items(), key=lambda kv: str(kv[0])):
+            if not isinstance(fit, dict):
+                continue
+            table.rows.append([name, str(world), fmt(fit.get("busbw_GBps"), 1, "GB/s busbw"),
+                               fmt(fit.get("alpha_us"), 1, "us"), str(fit.get("link", "-")),
+                               str(fit.get("source", "-"))])
+    return table
+
+
+def validation_tables(validation: dict[str, Any]) -> list[Table]:
+    """Summary per phase and every measured point of a validation.json."""
+    summary = Table("Validation summary: predicted against measured",
+                    ["phase", "median error (profile)", "worst error (profile)",
+                     "median error (datasheet)", "worst error (datasheet)"])
+    for phase, s in sorted((validation.get("summary") or {}).items()):
+        if isinstance(s, dict):
+            summary.rows.append([phase] + [f"{100 * s[k]:.1f}%" if s.get(k) is not None else "-"
+                                           for k in ("median_error_profile", "worst_error_profile",
+                                                     "median_error_datasheet", "worst_error_datasheet")])
+    summary.note = (f"model {validation.get('model', '-')}, weights {validation.get('weights', '-')}, "
+                    f"device {validation.get('device', '-')}, layers measured "
+                    f"{validation.get('layers_measured', '-')}/{validation.get('layers_total', '-')}"
+                    + (" (scaled to the full depth)" if validation.get("scaled") else ""))
+    points = Table("Validation points", ["phase", "mode", "batch", "context", "measured",
+                                         "predicted (profile)", "error", "predicted (datasheet)",
+                                         "error (datasheet)", "bound"])
+    for p in validation.get("points") or []:
+        def ms(v):
+            return fmt(v * 1e3, 3, "ms") if isinstance(v, (int, float)) else "-"
+
+        def err(v):
+            return f"{100 * v:+.1f}%" if isinstance(v, (int, float)) else "-"
+
+        points.rows.append([str(p.get("phase")), str(p.get("mode")), str(p.get("batch")),
+                            str(p.get("context")), ms(p.get("measured_s")), ms(p.get("predicted_profile_s")),
+                            err(p.get("error_profile")), ms(p.get("predicted_datasheet_s")),
+                            err(p.get("error_datasheet")), str(p.get("bound", "-"))])
+    return [summary, points]
+
+
+# ---------------------------------------------------------------- renderings
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(table: Table) -> str:
+    lines = [f"**{table.title}**", "", "| " + " | ".join(table.headers) + " |",
+             "|" + "|".join("---" for _ in table.headers) + "|"]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in table.rows]
+    if table.note:
+        lines += ["", f"*{_md_cell(table.note)}*"]
+    return "\n".join(lines)
+
+
+def to_html(table: Table) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in table.headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
+                   for row in table.rows)
+    note = f"<p class=\"note\">{html.escape(table.note)}</p>" if table.note else ""
+    return (f"<table><caption>{html.escape(table.title)}</caption><thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table>{note}")
+
+
+def to_rich(table: Table):
+    from rich.table import Table as RichTable
+
+    out = RichTable(title=table.title, caption=table.note or None)
+    for h in table.headers:
+        out.add_column(h)
+    for row in table.rows:
+        out.add_row(*[str(c) for c in row])
+    return out

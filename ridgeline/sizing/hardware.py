@@ -1,0 +1,186 @@
+"""The hardware a plan runs on: a measured profile, a bundled reference profile, or a datasheet.
+
+    hw = hardware_from_profile(load_profile("profile.json"))       # source "measured"
+    hw = hardware_from_gpu_name("h100-sxm")   # data/profiles/<sku>.json ("reference"), else the
+                                              # datasheet entry ("datasheet"), labelled as such
+    hw_ds = datasheet_hardware_for(hw)        # the same GPU's datasheet, for --compare-datasheet
+
+A datasheet has no launch latency, no achieved bandwidth and no collective
+timings; the stand-ins used for them are listed in `Hardware.notes` so every
+output that uses them can say so:
+
+    latency floor   ridgeline.roofline.model.DEFAULT_LATENCY_FLOOR_US per kernel
+    all-reduce      bus bandwidth = NVLink/Infinity-Fabric bidirectional / 2 (one direction),
+                    DATASHEET_ALLREDUCE_ALPHA_US start-up; PCIe-only parts: host-link estimate
+    host link       PCIe Gen4 x16 = 32 GB/s, Gen5 x16 = 64 GB/s per direction (raw link rate)
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from ridgeline import datasheets
+from ridgeline.errors import RidgelineError
+from ridgeline.roofline.model import DEFAULT_LATENCY_FLOOR_US, RooflineModel
+
+SOURCES = ("measured", "reference", "datasheet")
+DATASHEET_ALLREDUCE_ALPHA_US = 10.0
+_PCIE_GBPS = {"gen3": 16.0, "gen4": 32.0, "gen5": 64.0, "gen6": 128.0}
+
+
+@dataclass
+class Hardware:
+    name: str
+    memory_bytes: int
+    model: RooflineModel
+    profile: dict
+    source: str                      # "measured" | "reference" | "datasheet"
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    sku: str | None = None
+
+    @property
+    def device_dtypes(self) -> dict[str, bool]:
+        return dict((self.profile.get("provenance") or {}).get("device", {}).get("dtypes") or {})
+
+    def summary(self) -> dict[str, Any]:
+        m = self.model
+        return {"name": self.name, "source": self.source, "sku": self.sku,
+                "memory_bytes": self.memory_bytes, "bandwidth_GBps": m.bandwidth_GBps,
+                "peak_TFLOPS": dict(m.peak_TFLOPS), "latency_floor_us": m.latency_floor_us,
+                "allreduce_world_sizes": sorted(int(k) for k in (
+                    (self.profile.get("interconnect") or {}).get("allreduce") or {})),
+                "notes": list(self.notes), "warnings": list(self.warnings)}
+
+
+def hardware_from_profile(profile: dict, source: str = "measured") -> Hardware:
+    """Hardware from a loaded profile dict (see ridgeline.roofline.profile)."""
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}")
+    from ridgeline.roofline.profile import device_memory_bytes, device_name
+
+    model = RooflineModel.from_profile(profile)
+    if source == "datasheet":
+        model.source = "datasheet"
+    hw = Hardware(device_name(profile), device_memory_bytes(profile), model, profile, source,
+                  notes=list(model.notes))
+    if hw.memory_bytes <= 0:
+        raise RidgelineError(f"the profile of {hw.name} gives no device memory size")
+    if source != "datasheet":
+        if not profile.get("complete", True):
+            hw.warnings.append("the profile is incomplete"
+                               + (f" ({profile['incomplete_reason']})"
+                                  if profile.get("incomplete_reason") else ""))
+        if profile.get("throttled"):
+            hw.warnings.append("the device throttled while it was profiled: ceilings may be low")
+        if not (profile.get("model") or {}).get("bandwidth_GBps"):
+            hw.warnings.append("the profile has no fitted roofline model: planning from raw ceilings")
+    return hw
+
+
+def _bundled_profile(sku: str) -> dict | None:
+    path = resources.files("ridgeline").joinpath(f"data/profiles/{sku}.json")
+    if not path.is_file():
+        return None
+    from ridgeline.roofline.profile import validate_profile
+
+    return validate_profile(json.loads(path.read_text()), where=f"bundled profile {sku}")
+
+
+def _pcie_GBps(entry: dict[str, Any]) -> float | None:
+    text = str(entry.get("pcie", "")).lower().replace(" ", "")
+    for gen, bw in _PCIE_GBPS.items():
+        if gen in text:
+            return bw
+    return None
+
+
+def datasheet_profile(entry: dict[str, Any]) -> dict[str, Any]:
+    """A profile-shaped dict built only from a datasheet entry (labelled "datasheet" throughout)."""
+    from ridgeline.roofline.profile import new_profile
+
+    peaks = {d: float(v) for d, v in (entry.get("matmul_TFLOPS") or {}).items() if v}
+    device = {"name": entry["name"], "kind": "datasheet", "memory_bytes": int(entry["memory_bytes"]),
+              "dtypes": {d: True for d in peaks}}
+    prof = new_profile(device, command_line=[], versions={})
+    prof["complete"] = True
+    prof["ceilings"] = {"memory_bandwidth_GBps": {"read": float(entry["memory_bandwidth_GBps"])},
+                        "matmul_TFLOPS": dict(peaks)}
+    prof["model"] = {"bandwidth_GBps": float(entry["memory_bandwidth_GBps"]),
+                     "matmul": {d: {"peak_TFLOPS": v, "flops_half": 0.0} for d, v in peaks.items()},
+                     "latency_floor_us": DEFAULT_LATENCY_FLOOR_US, "source": "datasheet"}
+    inter: dict[str, Any] = {}
+    link_bidir = entry.get("nvlink_GBps_bidirectional") or entry.get("infinity_fabric_GBps_bidirectional")
+    if link_bidir:
+        fit = {"alpha_us": DATASHEET_ALLREDUCE_ALPHA_US, "busbw_GBps": float(link_bidir) / 2,
+               "link": "nvlink" if entry.get("nvlink_GBps_bidirectional") else "xgmi",
+               "source": "datasheet"}
+        inter["allreduce"] = {str(n): dict(fit) for n in (2, 4, 8)}
+    pcie = _pcie_GBps(entry)
+    if pcie:
+        inter["host_link_GBps"] = {"h2d": pcie, "d2h": pcie, "source": "datasheet"}
+    prof["interconnect"] = inter
+    prof["datasheet"] = dict(entry)
+    return prof
+
+
+def _datasheet_notes(entry: dict[str, Any]) -> list[str]:
+    notes = [f"datasheet figures ({entry.get('source', 'vendor datasheet')}), not measured",
+             f"latency floor: an assumed {DEFAULT_LATENCY_FLOOR_US:g} us per kernel (no launch "
+             "measurement)"]
+    if entry.get("nvlink_GBps_bidirectional") or entry.get("infinity_fabric_GBps_bidirectional"):
+        notes.append(f"all-reduce: bus bandwidth = half the bidirectional link rate, "
+                     f"{DATASHEET_ALLREDUCE_ALPHA_US:g} us start-up (assumed)")
+    else:
+        notes.append("all-reduce: no GPU-GPU link on the datasheet; estimated over the PCIe host link")
+    return notes
+
+
+def hardware_from_datasheet(entry: dict[str, Any]) -> Hardware:
+    hw = hardware_from_profile(datasheet_profile(entry), source="datasheet")
+    hw.notes = _datasheet_notes(entry)
+    hw.sku = entry.get("sku")
+    return hw
+
+
+def hardware_from_gpu_name(name: str) -> Hardware:
+    """Bundled reference profile (ridgeline/data/profiles/<sku>.json) else the datasheet, labelled."""
+    entry = datasheets.by_sku(name) or datasheets.lookup(name)
+    skus = [name.lower().strip()] + ([entry["sku"]] if entry else [])
+    for sku in skus:
+        prof = _bundled_profile(sku)
+        if prof is not None:
+            hw = hardware_from_profile(prof, source="reference")
+            hw.sku = sku
+            hw.warnings.insert(0, f"bundled reference profile of {hw.name}: measured on another "
+                                  "machine, not this one; profile your own GPUs for a plan you can "
+                                  "trust (`ridgeline profile`)")
+            return hw
+    if entry is None:
+        known = ", ".join(e["sku"] for e in datasheets.load_datasheets())
+        raise RidgelineError(f"unknown GPU {name!r}: no reference profile or datasheet entry "
+                             f"(known: {known})")
+    hw = hardware_from_datasheet(entry)
+    hw.warnings.insert(0, f"no measured profile of {entry['name']}: planning from its DATASHEET "
+                          "peaks, which real kernels do not reach; every number below is labelled "
+                          "'datasheet'")
+    return hw
+
+
+def datasheet_hardware_for(hw: Hardware) -> Hardware:
+    """The datasheet twin of `hw` (for --compare-datasheet); RidgelineError when none is known."""
+    if hw.source == "datasheet":
+        return hw
+    entry = hw.profile.get("datasheet")
+    if not (isinstance(entry, dict) and entry.get("memory_bandwidth_GBps") and entry.get("matmul_TFLOPS")):
+        entry = (datasheets.by_sku(hw.sku) if hw.sku else None) or datasheets.lookup(hw.name)
+    if entry is None:
+        raise RidgelineError(f"no datasheet entry matches {hw.name!r}: cannot compare against a datasheet")
+    entry = copy.deepcopy(entry)
+    entry.setdefault("name", hw.name)
+    entry.setdefault("memory_bytes", hw.memory_bytes)
+    return hardware_from_datasheet(entry)

@@ -1,0 +1,139 @@
+"""Precision: weights, GEMM activations and the KV cache, each chosen separately.
+
+    Precision(weights="fp8", activations="fp8", kv_cache="fp8")
+
+Bytes per element (field guide §2.1's table; fp8 added): fp32 4, fp16/bf16 2,
+fp8/int8 1, int4 0.5. Group-quantized int4 (GPTQ/AWQ style) also stores one
+fp16 scale per `INT4_GROUP_SIZE` weights: 2/128 = 0.015625 extra bytes per weight.
+
+Which parts are quantized (as in published FP8/INT4 checkpoints): the linear
+layers of the transformer blocks. The embedding, the LM head, the MoE router and
+the norms stay in the base dtype (the 16-bit activation dtype).
+
+The GEMM compute dtype (which measured matmul ceiling applies) is the 8-bit
+dtype when weights and activations are both 8-bit (W8A8 runs on the fp8/int8
+tensor cores), else the 16-bit activation dtype (weight-only quantization
+dequantizes to bf16/fp16 before the multiply; field guide §4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ridgeline.errors import RidgelineError
+
+BYTES = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
+WEIGHT_DTYPES = ("fp16", "bf16", "fp8", "int8", "int4")
+ACTIVATION_DTYPES = ("fp16", "bf16", "fp8", "int8")
+KV_DTYPES = ("fp16", "bf16", "fp8")
+INT4_GROUP_SIZE = 128
+SCALE_BYTES = 2.0  # one fp16 scale per int4 group
+
+_SYNONYMS = {"float16": "fp16", "half": "fp16", "bfloat16": "bf16", "float8": "fp8",
+             "fp8_e4m3": "fp8", "fp8_e4m3fn": "fp8", "fp8_e5m2": "fp8", "fp8_e4m3fnuz": "fp8",
+             "e4m3": "fp8", "w8a8": "fp8", "awq": "int4", "gptq": "int4", "float32": "fp32"}
+
+# Device dtype flags (provenance.device.dtypes) that make a storage dtype usable.
+_DEVICE_FLAGS = {"fp8": ("fp8_e4m3", "fp8_e5m2", "fp8_e4m3fnuz", "fp8_e5m2fnuz"),
+                 "bf16": ("bf16",), "fp16": ("fp16",), "int8": ("int8", "fp8_e4m3", "fp8_e4m3fnuz")}
+
+
+def normalize_dtype(value: str, allowed: tuple[str, ...], what: str) -> str:
+    v = _SYNONYMS.get(str(value).strip().lower(), str(value).strip().lower())
+    if v not in allowed:
+        raise RidgelineError(f"{what} dtype {value!r} is not one of {', '.join(allowed)}")
+    return v
+
+
+def dtype_bytes(dtype: str) -> float:
+    return BYTES[normalize_dtype(dtype, tuple(BYTES), "storage")]
+
+
+@dataclass(frozen=True)
+class Precision:
+    weights: str = "bf16"
+    activations: str = "bf16"
+    kv_cache: str = "bf16"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weights", normalize_dtype(self.weights, WEIGHT_DTYPES, "weight"))
+        object.__setattr__(self, "activations",
+                           normalize_dtype(self.activations, ACTIVATION_DTYPES, "activation"))
+        object.__setattr__(self, "kv_cache", normalize_dtype(self.kv_cache, KV_DTYPES, "KV cache"))
+        if self.activations in ("fp8", "int8") and self.weights != self.activations:
+            raise RidgelineError(f"{self.activations} activations need {self.activations} weights "
+                                 f"(W8A8); got {self.weights} weights")
+
+    @property
+    def base(self) -> str:
+        """The 16-bit dtype of hidden states, embeddings, LM head and norms."""
+        return self.activations if self.activations in ("fp16", "bf16") else "bf16"
+
+    @property
+    def weight_bytes(self) -> float:
+        """Bytes per quantized weight, int4 group scales included."""
+        b = BYTES[self.weights]
+        return b + SCALE_BYTES / INT4_GROUP_SIZE if self.weights == "int4" else b
+
+    @property
+    def base_bytes(self) -> float:
+        return BYTES[self.base]
+
+    @property
+    def kv_bytes(self) -> float:
+        return BYTES[self.kv_cache]
+
+    @property
+    def gemm_dtype(self) -> str:
+        """The matmul dtype whose measured ceiling applies (see module docstring)."""
+        return self.activations if self.activations in ("fp8", "int8") else self.base
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"weights": self.weights, "activations": self.activations, "kv_cache": self.kv_cache,
+                "gemm_dtype": self.gemm_dtype, "weight_bytes": self.weight_bytes,
+                "kv_bytes": self.kv_bytes}
+
+
+def device_supports(dtypes: dict[str, bool] | None, dtype: str) -> bool | None:
+    """True/False from a profile's provenance.device.dtypes; None when the profile does not say."""
+    if not dtypes:
+        return None
+    flags = _DEVICE_FLAGS.get(dtype, (dtype,))
+    known = [f for f in flags if f in dtypes]
+    if not known:
+        return None if dtype not in ("fp8",) else False
+    return any(bool(dtypes[f]) for f in known)
+
+
+def resolve_precision(weights: str = "bf16", activations: str | None = None,
+                      kv_cache: str | None = None,
+                      device_dtypes: dict[str, bool] | None = None) -> tuple[Precision, list[str]]:
+    """Fill defaults and check them against the device; returns (precision, notes).
+
+    Defaults: 16-bit weights compute in their own dtype; fp8/int8 weights run W8A8
+    when the device has the 8-bit tensor-core path, else weight-only in bf16; int4 is
+    weight-only (bf16). The KV cache defaults to the 16-bit base dtype.
+    """
+    notes: list[str] = []
+    w = normalize_dtype(weights, WEIGHT_DTYPES, "weight")
+    if activations in (None, "", "auto"):
+        if w in ("fp16", "bf16"):
+            activations = w
+        elif w in ("fp8", "int8") and device_supports(device_dtypes, w) is not False:
+            activations = w
+        else:
+            activations = "bf16"
+            if w in ("fp8", "int8"):
+                notes.append(f"the device has no {w} matmul: {w} weights run weight-only "
+                             f"(dequantized to bf16)")
+    a = normalize_dtype(activations, ACTIVATION_DTYPES, "activation")
+    if kv_cache in (None, "", "auto"):
+        kv_cache = a if a in ("fp16", "bf16") else "bf16"
+    kv = normalize_dtype(kv_cache, KV_DTYPES, "KV cache")
+    for what, dt in (("KV cache", kv), ("activation", a)):
+        if device_supports(device_dtypes, dt) is False:
+            have = ", ".join(k for k, v in (device_dtypes or {}).items() if v) or "none listed"
+            raise RidgelineError(f"{what} dtype {dt} is not supported by this GPU "
+                                 f"(its profile lists {have})")
+    return Precision(w, a, kv), notes

@@ -1,0 +1,294 @@
+"""Measure decode-step and prefill times of the validation transformer on one device.
+
+A *decode step* is one new token for each of `batch` sequences whose KV cache
+already holds `context` tokens: embedding lookup, every decoder layer (attending
+over context + 1 keys), final norm and LM head (B x vocab logits). A *prefill*
+is `input` tokens of one sequence from an empty cache (causal attention), with
+the LM head on the last token only. This is what ridgeline.sizing.latency
+predicts as decode_step_time and prefill_time.
+
+Modes:
+- "graph" (CUDA/ROCm): the step is captured once into a CUDA graph over a static
+  KV cache, static tokens and static positions, and the graph is replayed (how
+  serving engines run decode, without host launch overhead);
+- "eager": the same Python forward, kernel by kernel (host launch cost included).
+On the CPU only eager runs (the host clock, synchronous work); graph mode is
+waived with its reason.
+
+All timing goes through ridgeline.timing (make_timer(device), Timer.time): device
+events with the L2 flushed before each sample (decode re-reads every weight, so
+the flush costs no honesty), the host clock on the CPU.
+
+Depth: the model's weights for `resident` layers are allocated once; each point
+allocates its KV cache for as many of them as fit (footprint.layers_that_fit).
+When a point runs fewer layers than the model has, its time is scaled:
+
+    t_full = t_head + (t_step(n) - t_head) * layers_total / n
+
+with t_head the embedding + final norm + LM head timed alone in the same mode.
+"""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from ridgeline.validation import footprint
+
+GRAPH_WAIVED_CPU = "CUDA graphs need a GPU: the CPU runs eager only"
+MEMORY_SAFETY = 0.90          # of the free memory, for allocator fragmentation
+MEMORY_RESERVE_BYTES = 256 * 2**20
+
+
+@dataclass(frozen=True)
+class Point:
+    """One measured configuration. decode: `context` tokens cached; prefill: `context` input tokens."""
+
+    phase: str
+    batch: int
+    context: int
+
+    @property
+    def q_tokens(self) -> int:
+        return 1 if self.phase == "decode" else self.context
+
+    @property
+    def kv_tokens(self) -> int:
+        return self.context + 1 if self.phase == "decode" else self.context
+
+    def label(self) -> str:
+        return (f"decode b={self.batch} ctx={self.context}" if self.phase == "decode"
+                else f"prefill b={self.batch} in={self.context}")
+
+
+def modes_for(device) -> list[str]:
+    """Graph replay first (the serving configuration), then eager; eager only on the CPU."""
+    return ["graph", "eager"] if device.kind != "cpu" else ["eager"]
+
+
+def decode_points(batches: list[int], contexts: list[int]) -> list[Point]:
+    return [Point("decode", b, c) for c in contexts for b in batches]
+
+
+def prefill_points(lengths: list[int], batch: int = 1) -> list[Point]:
+    return [Point("prefill", batch, n) for n in lengths]
+
+
+@dataclass
+class Measured:
+    phase: str
+    mode: str
+    batch: int
+    context: int
+    measured_s: float              # full-depth step time (scaled when layers_measured < total)
+    layers_measured: int
+    layers_total: int
+    scaled: bool
+    finite: bool                   # the step's logits were all finite
+    timing: dict[str, Any]         # named statistics of the timed step (ms)
+    head_timing: dict[str, Any] | None = None   # the head alone, when scaled
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Skipped:
+    phase: str
+    mode: str
+    batch: int
+    context: int
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def scale_to_depth(step_s: float, head_s: float, layers_measured: int, layers_total: int) -> float:
+    """Full-depth time from a partial stack: the head once, the layers in proportion."""
+    if layers_measured >= layers_total:
+        return step_s
+    return head_s + max(step_s - head_s, 0.0) * layers_total / layers_measured
+
+
+def free_memory_bytes(device) -> int:
+    """Memory a new allocation can use now: the driver's free memory plus torch's cached blocks."""
+    if device.kind == "cpu":
+        try:
+            with open("/proc/meminfo") as fh:
+                for line in fh:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return int(device.memory_bytes // 2)
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(device.index)
+    cached = torch.cuda.memory_reserved(device.index) - torch.cuda.memory_allocated(device.index)
+    return int(free + max(cached, 0))
+
+
+def memory_budget(device, timer_flush_bytes: int = 0) -> int:
+    return int(free_memory_bytes(device) * MEMORY_SAFETY - MEMORY_RESERVE_BYTES - timer_flush_bytes)
+
+
+@dataclass
+class DepthPlan:
+    """How many layers are resident, and how many each point measures (0: skipped)."""
+
+    resident: int
+    per_point: dict[Point, int]
+    reasons: dict[Point, str]
+
+
+def plan_depth(d: footprint.LayerDims, weights: str, points: list[Point], budget_bytes: float,
+               *, max_layers: int, graph: bool, gqa_native: bool = True) -> DepthPlan:
+    """Resident layers from the smallest point; each point then gets what its KV cache allows."""
+    gib = 2**30
+    if not points:
+        return DepthPlan(0, {}, {})
+    smallest = min(points, key=lambda p: footprint.step_bytes(d, weights, 1, p.batch, p.q_tokens,
+                                                               p.kv_tokens, graph=graph,
+                                                               gqa_native=gqa_native))
+    resident = footprint.layers_that_fit(d, weights, budget_bytes, smallest.batch,
+                                         smallest.q_tokens, smallest.kv_tokens,
+                                         max_layers=max_layers, graph=graph, gqa_native=gqa_native)
+    per_point: dict[Point, int] = {}
+    reasons: dict[Point, str] = {}
+    for p in points:
+        n = footprint.layers_that_fit(d, weights, budget_bytes, p.batch, p.q_tokens, p.kv_tokens,
+                                      max_layers=resident, resident_layers=resident, graph=graph,
+                                      gqa_native=gqa_native) if resident else 0
+        per_point[p] = n
+        if n == 0:
+            need = footprint.step_bytes(d, weights, 1, p.batch, p.q_tokens, p.kv_tokens,
+                                        graph=graph, gqa_native=gqa_native)
+            if resident:
+                need += (resident - 1) * footprint.weight_bytes_per_layer(d, weights)
+            reasons[p] = (f"does not fit: one layer's KV cache and workspace beside "
+                          f"{resident} resident layer(s) need {need / gib:.1f} GiB, "
+                          f"{max(budget_bytes, 0) / gib:.1f} GiB usable")
+    return DepthPlan(resident, per_point, reasons)
+
+
+def capture_graph(fn: Callable[[], Any], device_index: int):
+    """Capture fn into a CUDA graph (warmed up on a side stream first); (graph, static output)."""
+    import torch
+
+    dev = torch.device(f"cuda:{device_index}")
+    torch.cuda.synchronize(dev)
+    side = torch.cuda.Stream(dev)
+    side.wait_stream(torch.cuda.current_stream(dev))
+    with torch.cuda.stream(side):
+        for _ in range(2):  # cuBLAS/attention workspaces and heuristics before capture
+            fn()
+    torch.cuda.current_stream(dev).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    torch.cuda.synchronize(dev)
+    return graph, out
+
+
+class Bench:
+    """Runs points on one model: allocates each point's cache, times each mode, frees."""
+
+    def __init__(self, model, device, timer, *, warmup_ms: float = 25.0, rep_ms: float = 200.0):
+        self.model, self.device, self.timer = model, device, timer
+        self.warmup_ms, self.rep_ms = warmup_ms, rep_ms
+        self.layers_total = model.d.num_layers
+
+
+    def _time(self, fn: Callable[[], Any], mode: str):
+        """(Timing, output) of fn in this mode; the graph is dropped afterwards."""
+        import torch
+
+        if mode == "graph":
+            graph, out = capture_graph(fn, self.device.index)
+            timing = self.timer.time(graph.replay, warmup_ms=self.warmup_ms, rep_ms=self.rep_ms)
+            finite = bool(torch.isfinite(out).all().item())
+            del graph, out
+            return timing, finite
+        timing = self.timer.time(fn, warmup_ms=self.warmup_ms, rep_ms=self.rep_ms)
+        out = fn()
+        return timing, bool(torch.isfinite(out).all().item())
+
+    def run_point(self, point: Point, layers: int, modes: list[str]) -> list[Measured | Skipped]:
+        import torch
+
+        model = self.model
+        results: list[Measured | Skipped] = []
+        cache = model.new_cache(point.batch, point.kv_tokens,
+                                filled=point.context if point.phase == "decode" else 0,
+                                layers=layers)
+        tokens = model.random_tokens(point.batch, point.q_tokens)
+        scaled = layers < self.layers_total
+        try:
+            for mode in modes:
+                try:
+                    timing, finite = self._time(lambda: model.forward(tokens, cache), mode)
+                    step_s = timing.median_ms * 1e-3
+                    head_stats, measured_s, notes = None, step_s, []
+                    if scaled:
+                        head_timing, _ = self._time(lambda: model.head_only(tokens), mode)
+                        head_stats = head_timing.stats()
+                        measured_s = scale_to_depth(step_s, head_timing.median_ms * 1e-3, layers,
+                                                    self.layers_total)
+                        notes.append(f"{layers} of {self.layers_total} layers measured, "
+                                     "scaled to the full depth")
+                    if not finite:
+                        notes.append("non-finite logits: point excluded from the error summary")
+                    results.append(Measured(point.phase, mode, point.batch, point.context,
+                                            measured_s, layers, self.layers_total, scaled, finite,
+                                            timing.stats(), head_stats, notes))
+                except getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError) as exc:
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else "out of memory"
+                    results.append(Skipped(point.phase, mode, point.batch, point.context,
+                                           f"out of memory: {first[:160]}"))
+                    _release(self.device)
+        finally:
+            del cache, tokens
+            _release(self.device)
+        return results
+
+
+def _release(device) -> None:
+    gc.collect()
+    if device.kind != "cpu":
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def run_points(points: list[Point], plan: DepthPlan, modes: list[str],
+               run_point: Callable[[Point, int, list[str]], list] | None, *, cpu: bool,
+               on_result: Callable[[Point, list], None] | None = None,
+               ) -> tuple[list[Measured], list[Skipped], bool]:
+    """Every point in every mode; Ctrl-C stops and keeps what finished (interrupted=True).
+
+    `run_point(point, layers, modes)` is Bench.run_point (None when nothing fits).
+    """
+    measured: list[Measured] = []
+    skipped: list[Skipped] = []
+    if cpu:
+        skipped += [Skipped(p.phase, "graph", p.batch, p.context, GRAPH_WAIVED_CPU) for p in points]
+    interrupted = False
+    for p in points:
+        layers = plan.per_point.get(p, 0)
+        try:
+            if layers == 0 or run_point is None:
+                out: list = [Skipped(p.phase, m, p.batch, p.context,
+                                     plan.reasons.get(p, "does not fit")) for m in modes]
+            else:
+                out = run_point(p, layers, modes)
+        except KeyboardInterrupt:
+            interrupted = True
+            break
+        for r in out:
+            (measured if isinstance(r, Measured) else skipped).append(r)
+        if on_result:
+            on_result(p, out)
+    return measured, skipped, interrupted

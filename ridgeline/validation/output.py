@@ -1,0 +1,204 @@
+"""Render a validation result: console table, validation.json, validation.md, validation.png.
+
+The result dict is the validation.json document (kind "ridgeline-validation"):
+model, weights, device, profile, layers_measured, layers_total, scaled, points
+(phase, mode, batch, context, measured_s, predicted_profile_s,
+predicted_datasheet_s, error_profile, error_datasheet, bound, ...), summary
+(per phase: median/worst error against the profile and the datasheet), plus
+summary_by_mode, skipped points with their reasons, notes and provenance.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+VALIDATION_KIND = "ridgeline-validation"
+VALIDATION_SCHEMA_VERSION = 1
+
+
+def point_label(p: dict[str, Any]) -> str:
+    if p["phase"] == "decode":
+        return f"decode b={p['batch']} ctx={p['context']}"
+    return f"prefill b={p['batch']} in={p['context']}"
+
+
+def fmt_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds >= 1.0:
+        return f"{seconds:.3g} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.3g} ms"
+    return f"{seconds * 1e6:.3g} us"
+
+
+def fmt_error(err: float | None) -> str:
+    return "-" if err is None else f"{100 * err:.1f}%"
+
+
+def table_rows(result: dict[str, Any]) -> list[list[str]]:
+    """point, mode, measured, predicted (profile), error, predicted (datasheet), error, bound."""
+    rows = []
+    for p in result["points"]:
+        label = point_label(p) + (" *" if p.get("scaled") else "") + ("" if p.get("finite", True)
+                                                                       else " (non-finite)")
+        rows.append([label, p["mode"], fmt_time(p["measured_s"]), fmt_time(p["predicted_profile_s"]),
+                     fmt_error(p["error_profile"]), fmt_time(p["predicted_datasheet_s"]),
+                     fmt_error(p["error_datasheet"]), p.get("bound") or "-"])
+    return rows
+
+
+TABLE_COLUMNS = ["point", "mode", "measured", "predicted (profile)", "error",
+                 "predicted (datasheet)", "error", "bound"]
+
+
+def summary_lines(result: dict[str, Any]) -> list[str]:
+    lines = []
+    for phase, s in result["summary"].items():
+        if not s.get("n_points"):
+            continue
+        line = (f"{phase} ({s.get('mode')}, {s['n_points']} points): profile error median "
+                f"{fmt_error(s['median_error_profile'])}, worst {fmt_error(s['worst_error_profile'])}")
+        if s.get("median_error_datasheet") is not None:
+            line += (f"; datasheet error median {fmt_error(s['median_error_datasheet'])}, "
+                     f"worst {fmt_error(s['worst_error_datasheet'])}")
+        lines.append(line)
+    return lines
+
+
+def print_result(result: dict[str, Any], console) -> None:
+    from rich.table import Table
+
+    title = (f"ridgeline validate: {result['model']} {result['weights']} on {result['device']}")
+    table = Table(title=title)
+    for i, col in enumerate(TABLE_COLUMNS):
+        table.add_column(col, justify="left" if i in (0, 1, 7) else "right")
+    for row in table_rows(result):
+        table.add_row(*row)
+    console.print(table)
+    if result.get("scaled"):
+        console.print(f"* measured {result['layers_measured']} of {result['layers_total']} layers "
+                      "where marked, scaled to the full depth")
+    for line in summary_lines(result):
+        console.print(line)
+    for s in result.get("skipped", []):
+        console.print(f"[dim]skipped: {point_label(s)} {s['mode']}: {s['reason']}[/dim]")
+    for note in result.get("notes", []):
+        console.print(f"[yellow]note: {note}[/yellow]")
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_json(result: dict[str, Any], path: Path) -> Path:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(_clean(result), indent=1, allow_nan=False) + "\n")
+    tmp.replace(path)  # atomic: Ctrl-C never leaves half a file
+    return path
+
+
+def write_markdown(result: dict[str, Any], path: Path) -> Path:
+    prov = result.get("provenance", {})
+    out = [f"# Validation: {result['model']} ({result['weights']}) on {result['device']}", "",
+           f"- profile: `{result['profile']}`",
+           f"- layers: {result['layers_measured']} of {result['layers_total']} measured"
+           + (" (scaled to the full depth where marked *)" if result["scaled"] else ""),
+           f"- timer: {prov.get('timer', '?')}; statistic: median of samples",
+           f"- command: `{' '.join(prov.get('command_line', []))}`",
+           f"- when: {prov.get('timestamp_utc', '?')}; ridgeline {prov.get('ridgeline_version', '?')}"
+           f"; torch {prov.get('versions', {}).get('torch', '?')}",
+           "", "error = |predicted - measured| / measured", ""]
+    if not result.get("complete", True):
+        out += ["**Incomplete** (interrupted): only the finished points are shown.", ""]
+    out += ["## Summary", "", "| phase | mode | points | profile median | profile worst | "
+            "datasheet median | datasheet worst |", "|---|---|---:|---:|---:|---:|---:|"]
+    for phase, s in result["summary"].items():
+        out.append(f"| {phase} | {s.get('mode') or '-'} | {s.get('n_points', 0)} | "
+                   f"{fmt_error(s['median_error_profile'])} | {fmt_error(s['worst_error_profile'])} | "
+                   f"{fmt_error(s['median_error_datasheet'])} | "
+                   f"{fmt_error(s['worst_error_datasheet'])} |")
+    out += ["", "## Points", "", "| " + " | ".join(TABLE_COLUMNS) + " |",
+            "|---|---|" + "---:|" * 5 + "---|"]
+    for row in table_rows(result):
+        out.append("| " + " | ".join(row) + " |")
+    if result.get("skipped"):
+        out += ["", "## Skipped", ""]
+        out += [f"- {point_label(s)} {s['mode']}: {s['reason']}" for s in result["skipped"]]
+    if result.get("notes"):
+        out += ["", "## Notes", ""] + [f"- {n}" for n in result["notes"]]
+    if result.get("plot"):
+        out += ["", f"![predicted against measured]({result['plot']})"]
+    path.write_text("\n".join(out) + "\n")
+    return path
+
+
+def write_plot(result: dict[str, Any], path: Path) -> Path | None:
+    """Predicted against measured (log-log) with y = x; o = profile, x = datasheet."""
+    points = [p for p in result["points"] if p.get("finite", True)]
+    if not points:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    colors = {"decode": "tab:blue", "prefill": "tab:orange"}
+    values = []
+    for phase in ("decode", "prefill"):
+        for mode, fill in (("graph", True), ("eager", False)):
+            sel = [p for p in points if p["phase"] == phase and p["mode"] == mode]
+            if not sel:
+                continue
+            xs = [p["measured_s"] * 1e3 for p in sel]
+            ys = [p["predicted_profile_s"] * 1e3 for p in sel]
+            values += xs + ys
+            ax.scatter(xs, ys, marker="o", s=36, label=f"{phase} {mode}: profile",
+                       facecolors=colors[phase] if fill else "none", edgecolors=colors[phase])
+            ds = [(p["measured_s"] * 1e3, p["predicted_datasheet_s"] * 1e3) for p in sel
+                  if p.get("predicted_datasheet_s")]
+            if ds:
+                values += [v for pair in ds for v in pair]
+                ax.scatter([a for a, _ in ds], [b for _, b in ds], marker="x", s=36,
+                           color=colors[phase], alpha=0.9 if fill else 0.5,
+                           label=f"{phase} {mode}: datasheet")
+    values = [v for v in values if v > 0]
+    lo, hi = min(values) / 1.5, max(values) * 1.5
+    ax.plot([lo, hi], [lo, hi], color="black", lw=1, label="predicted = measured")
+    ax.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="grey", alpha=0.15,
+                    label="within 10%")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("measured time (ms, median)")
+    ax.set_ylabel("predicted time (ms)")
+    ax.set_title(f"{result['model']} {result['weights']} on {result['device']}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_all(result: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    plot = write_plot(result, out_dir / "validation.png")
+    if plot:
+        result["plot"] = plot.name
+        written["png"] = plot
+    written["json"] = write_json(result, out_dir / "validation.json")
+    written["md"] = write_markdown(result, out_dir / "validation.md")
+    return written
