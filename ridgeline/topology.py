@@ -5,7 +5,7 @@ where neither is readable the result says so (source "none") instead of
 guessing. Nothing runs at import time.
 
     topo = gpu_topology()                    # GPUs in torch order, or NVML order without torch
-    topo["paths"][i][j]   # "X", "NV18", "PIX", "PXB", "PHB", "NODE", "SYS" (nvidia-smi topo -m codes)
+    topo["paths"][i][j]       # nvidia-smi topo -m codes: X, NV18, PIX, PXB, PHB, NODE, SYS
     topo["path_kind"][i][j]   # "nvlink" | "xgmi" | "pcie_switch" | "cpu" | "unknown"
     topo["warnings"]      # e.g. a PCIe link trained below its max width
 
@@ -86,8 +86,8 @@ def torch_gpu_pci_ids() -> list[str | None] | None:
         for i in range(torch.cuda.device_count()):
             p = torch.cuda.get_device_properties(i)
             bus = getattr(p, "pci_bus_id", None)
-            out.append(None if bus is None else
-                       f"{getattr(p, 'pci_domain_id', 0):04x}:{bus:02x}:{getattr(p, 'pci_device_id', 0):02x}.0")
+            dom, dev = getattr(p, "pci_domain_id", 0), getattr(p, "pci_device_id", 0)
+            out.append(None if bus is None else f"{dom:04x}:{bus:02x}:{dev:02x}.0")
         return out
     except Exception:
         return None
@@ -99,10 +99,13 @@ def _torch_p2p(n: int) -> list[list[bool | None]] | None:
 
         if not torch.cuda.is_available():
             return None
-        return [[None if i == j else bool(torch.cuda.can_device_access_peer(i, j)) for j in range(n)]
-                for i in range(n)]
+        return _matrix(n, torch.cuda.can_device_access_peer)
     except Exception:
         return None
+
+
+def _matrix(n: int, fn: Callable[[int, int], Any]) -> list[list[bool | None]]:
+    return [[None if i == j else bool(fn(i, j)) for j in range(n)] for i in range(n)]
 
 
 def _empty(source: str, note: str | None) -> dict[str, Any]:
@@ -111,7 +114,8 @@ def _empty(source: str, note: str | None) -> dict[str, Any]:
 
 
 def gpu_topology(pci_bus_ids: list[str | None] | None = None, *, nvml: Any = _AUTO,
-                 can_access_peer: Callable[[int, int], bool] | None | Any = _AUTO) -> dict[str, Any]:
+                 can_access_peer: Callable[[int, int], bool] | None | Any = _AUTO
+                 ) -> dict[str, Any]:
     """Topology of the GPUs (torch order when `pci_bus_ids` is given or torch sees GPUs).
 
     `nvml` and `can_access_peer` may be injected (tests); by default NVML is
@@ -124,7 +128,8 @@ def gpu_topology(pci_bus_ids: list[str | None] | None = None, *, nvml: Any = _AU
     if nvml is None:
         topo = _amdsmi_topology(pci_bus_ids)
         if topo is None:
-            topo = _empty("none", "NVML not available (not NVIDIA, or no driver): topology not read")
+            topo = _empty("none",
+                          "NVML not available (not NVIDIA, or no driver): topology not read")
             if pci_bus_ids:
                 topo["gpus"] = [{"index": i, "pci_bus_id": p} for i, p in enumerate(pci_bus_ids)]
     else:
@@ -133,7 +138,7 @@ def gpu_topology(pci_bus_ids: list[str | None] | None = None, *, nvml: Any = _AU
     if can_access_peer is _AUTO:
         matrix = _torch_p2p(n) if n and pci_bus_ids is not None else None
     elif can_access_peer is not None:
-        matrix = [[None if i == j else bool(can_access_peer(i, j)) for j in range(n)] for i in range(n)]
+        matrix = _matrix(n, can_access_peer)
     else:
         matrix = None
     if matrix is not None:
@@ -146,14 +151,15 @@ def _handles(nvml, pci_bus_ids: list[str | None] | None) -> list[Any]:
         count = _try(nvml.nvmlDeviceGetCount, default=0) or 0
         return [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
     out = []
+    by_pci = getattr(nvml, "nvmlDeviceGetHandleByPciBusId", None)
     for i, pci in enumerate(pci_bus_ids):
         h = None
-        if pci:
+        if pci and by_pci is not None:
             # NVML wants the 8-digit domain form on some versions, accepts 4 on others
             for form in (pci, "0000" + pci):
-                h = _try(nvml.nvmlDeviceGetHandleByPciBusId, form.encode())
+                h = _try(by_pci, form.encode())
                 if h is None:
-                    h = _try(nvml.nvmlDeviceGetHandleByPciBusId, form)
+                    h = _try(by_pci, form)
                 if h is not None:
                     break
         out.append(h if h is not None else nvml.nvmlDeviceGetHandleByIndex(i))
@@ -168,7 +174,7 @@ def _pci_of(nvml, h) -> str | None:
 def _pcie(nvml, h) -> dict[str, Any]:
     return {
         "gen_current": _try(nvml.nvmlDeviceGetCurrPcieLinkGeneration, h),
-        "gen_max": _try(nvml.nvmlDeviceGetMaxPcieLinkGeneration, h),        # of the link (GPU and slot)
+        "gen_max": _try(nvml.nvmlDeviceGetMaxPcieLinkGeneration, h),  # the link's: GPU and slot
         "gen_gpu_max": _try(getattr(nvml, "nvmlDeviceGetGpuMaxPcieLinkGeneration", None), h),
         "width_current": _try(nvml.nvmlDeviceGetCurrPcieLinkWidth, h),
         "width_max": _try(nvml.nvmlDeviceGetMaxPcieLinkWidth, h),
@@ -207,9 +213,10 @@ def _nvlinks(nvml, h, pci_to_index: dict[str, int]) -> list[dict[str, Any]]:
             break  # links are numbered contiguously: the first error ends the list
         version = _try(getattr(nvml, "nvmlDeviceGetNvLinkVersion", None), h, link)
         remote = _try(getattr(nvml, "nvmlDeviceGetNvLinkRemotePciInfo", None), h, link)
-        remote_pci = normalize_pci_bus_id(getattr(remote, "busId", None)) if remote is not None else None
+        remote_pci = normalize_pci_bus_id(getattr(remote, "busId", None))
         rtype = _try(getattr(nvml, "nvmlDeviceGetNvLinkRemoteDeviceType", None), h, link)
-        kind = {gpu_type: "gpu", switch_type: "switch"}.get(rtype, "unknown") if rtype is not None else None
+        kinds = {gpu_type: "gpu", switch_type: "switch"}
+        kind = None if rtype is None else kinds.get(rtype, "unknown")
         peer = pci_to_index.get(remote_pci) if remote_pci else None
         if kind is None and peer is not None:
             kind = "gpu"
@@ -279,8 +286,9 @@ def _pair_code(nvml, topo, handles, i: int, j: int) -> str:
     direct = sum(1 for ln in gi["nvlink"] if ln["state"] == "up" and ln["peer"] == j)
     if direct:
         return f"NV{direct}"
-    to_switch_i = sum(1 for ln in gi["nvlink"] if ln["state"] == "up" and ln["remote_type"] == "switch")
-    to_switch_j = sum(1 for ln in gj["nvlink"] if ln["state"] == "up" and ln["remote_type"] == "switch")
+    to_switch_i, to_switch_j = (sum(1 for ln in g["nvlink"]
+                                    if ln["state"] == "up" and ln["remote_type"] == "switch")
+                                for g in (gi, gj))
     if to_switch_i and to_switch_j:  # NVSwitch: every GPU on the fabric reaches every other
         return f"NV{min(to_switch_i, to_switch_j)}"
     if topo["p2p"]["nvml_nvlink"][i][j]:
@@ -321,7 +329,7 @@ def _amdsmi_topology(pci_bus_ids: list[str | None] | None) -> dict[str, Any] | N
             info = _try(amdsmi.amdsmi_topo_get_link_type, handles[i], handles[j]) or {}
             text = str(info.get("type", "")).upper()
             kind = "xgmi" if "XGMI" in text else ("cpu" if "PCI" in text else "unknown")
-            codes.append(f"XGMI{info.get('hops', '')}" if kind == "xgmi" else ("PHB" if kind == "cpu" else "?"))
+            codes.append({"xgmi": f"XGMI{info.get('hops', '')}", "cpu": "PHB"}.get(kind, "?"))
             kinds.append(kind)
         topo["paths"].append(codes)
         topo["path_kind"].append(kinds)
@@ -355,7 +363,8 @@ def format_topology(topo: dict[str, Any]) -> list[str]:
         lines.append(header)
         for i, row in enumerate(topo["paths"]):
             lines.append(f"GPU{i:<3d}" + " ".join(f"{c:<7s}" for c in row))
-        lines.append("NV#: NVLink (# links)  PIX/PXB: PCIe switch(es)  PHB/NODE/SYS: through the CPU")
+        lines.append("NV#: NVLink (# links)  PIX/PXB: PCIe switch(es)  "
+                     "PHB/NODE/SYS: through the CPU")
     for g in gpus:
         p = g.get("pcie") or {}
         if p.get("gen_max") or p.get("width_max"):
@@ -367,8 +376,10 @@ def format_topology(topo: dict[str, Any]) -> list[str]:
             lines.append(text)
     torch_p2p = (topo.get("p2p") or {}).get("torch")
     if torch_p2p and len(torch_p2p) > 1:
-        denied = [f"{i}->{j}" for i, row in enumerate(torch_p2p) for j, v in enumerate(row) if v is False]
-        lines.append("P2P access: all pairs" if not denied else f"P2P access denied: {', '.join(denied)}")
+        denied = [f"{i}->{j}" for i, row in enumerate(torch_p2p)
+                  for j, v in enumerate(row) if v is False]
+        lines.append(f"P2P access denied: {', '.join(denied)}" if denied
+                     else "P2P access: all pairs")
     for w in topo.get("warnings") or []:
         lines.append(f"warning: {w}")
     return lines

@@ -18,8 +18,8 @@ py=python3
   echo "== profile"; /usr/bin/time -v $py -m ridgeline profile --device "$DEV" $QUICK -o "$OUT/profile" 2>&1 | grep -v "^\s*\(Page\|Minor\|Major\|Vol\|Invol\|Swaps\|File\|Socket\|Signals\|Average\|Exit\)" || echo "profile FAILED"
   echo "== profile --quick (timing)"; start=$(date +%s.%N); $py -m ridgeline profile --device "$DEV" --quick --probes hbm,matmul --no-report -o "$OUT/quick" > "$OUT/quick.log" 2>&1; echo "quick hbm+matmul wall s: $(echo "$(date +%s.%N) - $start" | bc)"
   echo "== benchmarks"; $py -m pytest benchmarks --benchmark-only -q -s -p no:cacheprovider || echo "benchmarks FAILED"
-  echo "== validate"; $py -m ridgeline validate --device "$DEV" --model llama-3.1-8b --weights bf16 --batch 1,8,32,128 --context 1024,4096 --profile "$OUT/profile/profile.json" -o "$OUT/validate-bf16" || echo "validate bf16 FAILED"
-  $py -m ridgeline validate --device "$DEV" --model llama-3.1-8b --weights fp8 --batch 1,8,32,128 --context 1024,4096 --profile "$OUT/profile/profile.json" -o "$OUT/validate-fp8" || echo "validate fp8 FAILED"
+  echo "== validate"; $py -m ridgeline validate --device "$DEV" --model llama-3.1-8b --weights bf16 --batch 1,8,32,128 --context 1024,4096,8192 --profile "$OUT/profile/profile.json" -o "$OUT/validate-bf16" || echo "validate bf16 FAILED"
+  $py -m ridgeline validate --device "$DEV" --model llama-3.1-8b --weights fp8 --batch 1,8,32,128 --context 1024,4096,8192 --profile "$OUT/profile/profile.json" -o "$OUT/validate-fp8" || echo "validate fp8 FAILED"
 } 2>&1 | tee "$OUT/log.txt"
 tar czf "$OUT/results.tgz" -C "$OUT" profile validate-bf16 validate-fp8 quick 2>/dev/null || true
 echo "== summary"

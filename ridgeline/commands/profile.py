@@ -58,6 +58,13 @@ def run(args: argparse.Namespace) -> int:
     return 0 if profile["complete"] else 130
 
 
+def _num(value: float) -> str:
+    """Three significant figures, thousands separated: 3,050 / 789.6 / 0.0842."""
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
 def _pct(measured: float | None, sheet: float | None) -> str:
     return f"{100 * measured / sheet:.0f}%" if measured and sheet else "-"
 
@@ -70,14 +77,14 @@ def summary_rows(profile: dict[str, Any]) -> list[tuple[str, str, str, str, str]
     for kernel, value in ceil.get("memory_bandwidth_GBps", {}).items():
         d = ceil.get("memory_bandwidth_detail", {}).get(kernel, {})
         peak = sheet.get("memory_bandwidth_GBps")
-        where = f"{d.get('provider', '?')}, median of {d.get('n_points', '?')} sizes >= " \
-                f"{(d.get('plateau_min_bytes') or 0) / 2**20:.0f} MiB"
-        rows.append((f"{kernel} bandwidth", f"{value:,.0f} GB/s",
+        where = f"{d.get('provider', '?')}, median of {d.get('n_points', '?')} sizes " \
+                f">= {(d.get('plateau_min_bytes') or 0) / 2**20:.0f} MiB"
+        rows.append((f"{kernel} bandwidth", f"{_num(value)} GB/s",
                      f"{peak:,.0f} GB/s" if peak else "-", _pct(value, peak), where))
     for dtype, value in ceil.get("matmul_TFLOPS", {}).items():
         d = ceil.get("matmul_detail", {}).get(dtype, {})
         peak = (sheet.get("matmul_TFLOPS") or {}).get(dtype)
-        rows.append((f"{dtype} matmul", f"{value:,.1f} TFLOP/s",
+        rows.append((f"{dtype} matmul", f"{_num(value)} TFLOP/s",
                      f"{peak:,.1f} TFLOP/s" if peak else "-", _pct(value, peak),
                      f"{d.get('provider')} M={d.get('m')} N={d.get('n')} K={d.get('k')}"))
     model = profile.get("model") or {}
@@ -87,9 +94,9 @@ def summary_rows(profile: dict[str, Any]) -> list[tuple[str, str, str, str, str]
     ic = profile.get("interconnect") or {}
     for direction, value in (ic.get("host_link_GBps") or {}).items():
         if isinstance(value, (int, float)):
-            rows.append((f"host link {direction}", f"{value:,.1f} GB/s", "-", "-", "pinned"))
+            rows.append((f"host link {direction}", f"{_num(value)} GB/s", "-", "-", "pinned"))
     for world, fit in sorted((ic.get("allreduce") or {}).items()):
-        rows.append((f"all-reduce n={world}", f"{fit.get('busbw_GBps', 0):,.1f} GB/s busbw", "-",
+        rows.append((f"all-reduce n={world}", f"{_num(fit.get('busbw_GBps') or 0)} GB/s busbw", "-",
                      "-", f"alpha {fit.get('alpha_us', 0):.1f} us, {fit.get('source', '')}"))
     return rows
 

@@ -70,8 +70,8 @@ def sweep_sizes(cache_bytes: int, free_bytes: int, quick: bool, is_gpu: bool) ->
         if sizes and top > 1.25 * sizes[-1]:
             sizes.append(top)  # the largest working set memory allows
     # round to a multiple of 3 arrays x 4 KiB so every kernel's arrays are whole pages
-    unit = 3 * 4096
-    return sorted({max(unit, (min(s, top) // unit) * unit) for s in sizes})
+    unit = 3 * 4096  # rounded up, so a size meant as k x cache is never just below it
+    return sorted({max(unit, -(-min(s, top) // unit) * unit) for s in sizes})
 
 
 class HbmProbe(Probe):

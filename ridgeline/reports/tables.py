@@ -34,7 +34,10 @@ def fmt(value: Any, digits: int = 1, unit: str = "") -> str:
         return "-"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
-    text = f"{value:,.{digits}f}"
+    if value and abs(value) < 1:  # CPU-sized rates: keep three significant digits
+        text = f"{value:.3g}"
+    else:
+        text = f"{value:,.{digits}f}"
     return f"{text} {unit}".strip()
 
 
@@ -59,7 +62,8 @@ def ceilings_table(profile: dict[str, Any]) -> Table:
         d = (ceil.get("memory_bandwidth_detail") or {}).get(kernel) or {}
         where = d.get("provider") or "-"
         if d.get("plateau_min_bytes"):
-            where += f", median of {d.get('n_points', '?')} sizes >= {d['plateau_min_bytes'] / 2**20:,.0f} MiB"
+            where += (f", median of {d.get('n_points', '?')} sizes >= "
+                      f"{d['plateau_min_bytes'] / 2**20:,.0f} MiB")
         table.rows.append([f"{kernel} bandwidth", fmt(value, 0, "GB/s"), fmt(peak_bw, 0, "GB/s"),
                            pct(value, peak_bw), where])
     sheet_mm = sheet.get("matmul_TFLOPS") or {}
@@ -73,7 +77,8 @@ def ceilings_table(profile: dict[str, Any]) -> Table:
         table.rows.append([f"{dtype} matmul", fmt(value, 1, "TFLOP/s"), fmt(peak, 1, "TFLOP/s"),
                            pct(value, peak), where])
     if sheet:
-        table.note = f"datasheet: {sheet.get('name', '')} ({sheet.get('source', 'vendor')}), not measured"
+        table.note = (f"datasheet: {sheet.get('name', '')} ({sheet.get('source', 'vendor')}), "
+                      "not measured")
     return table
 
 
@@ -82,27 +87,36 @@ def model_table(profile: dict[str, Any]) -> Table:
     model = profile.get("model") or {}
     table = Table("Fitted roofline model",
                   ["dtype", "peak (fit)", "best measured", "datasheet", "flops_half",
-                   "ridge point (measured)", "ridge point (datasheet)", "wave tiles"])
+                   "ridge point (fit)", "ridge point (ceilings)", "ridge point (datasheet)",
+                   "wave tiles"])
     ridge = model.get("ridge_point_FLOP_per_byte") or {}
     for dtype, p in sorted((model.get("matmul") or {}).items()):
         r = ridge.get(dtype) or {}
         wave = p.get("wave")
+        half = p.get("flops_half")
         table.rows.append([
-            dtype, fmt(p.get("peak_TFLOPS"), 1, "TFLOP/s"), fmt(p.get("best_measured_TFLOPS"), 1, "TFLOP/s"),
+            dtype, fmt(p.get("peak_TFLOPS"), 1, "TFLOP/s"),
+            fmt(p.get("best_measured_TFLOPS"), 1, "TFLOP/s"),
             fmt(p.get("datasheet_TFLOPS"), 1, "TFLOP/s"),
-            fmt((p.get("flops_half") or 0) / 1e9, 2, "GFLOP") if p.get("flops_half") is not None else "-",
-            fmt(r.get("measured"), 0, "FLOP/B"), fmt(r.get("datasheet"), 0, "FLOP/B"),
+            fmt(half / 1e9, 2, "GFLOP") if half is not None else "-",
+            fmt(r.get("measured"), 0, "FLOP/B"), fmt(r.get("ceilings"), 0, "FLOP/B"),
+            fmt(r.get("datasheet"), 0, "FLOP/B"),
             f"{wave['tile_m']}x{wave['tile_n']} on {wave['slots']}" if wave else "-"])
     if model:
         bw = model.get("bandwidth") or {}
         lat = model.get("latency") or {}
+        ovh = model.get("overhead") or {}
         p = model.get("overlap_p")
-        parts = [f"bandwidth {fmt(model.get('bandwidth_GBps'), 0, 'GB/s')} (from {bw.get('source', '-')}; "
+        parts = [f"bandwidth {fmt(model.get('bandwidth_GBps'), 0, 'GB/s')} "
+                 f"(from {bw.get('source', '-')}; "
                  f"gemv plateau {fmt(bw.get('gemv_plateau_GBps'), 0, 'GB/s')}, "
                  f"hbm read {fmt(bw.get('hbm_read_GBps'), 0, 'GB/s')})",
                  f"latency floor {fmt(model.get('latency_floor_us'), 1, 'us')} "
-                 f"(graph {fmt(lat.get('graph_us'), 1, 'us')}, eager {fmt(lat.get('eager_us'), 1, 'us')})",
-                 f"per-kernel overhead {fmt(model.get('overhead_us'), 2, 'us')}",
+                 f"(graph {fmt(lat.get('graph_us'), 1, 'us')}, "
+                 f"eager {fmt(lat.get('eager_us'), 1, 'us')})",
+                 f"per-kernel overhead {fmt(model.get('overhead_us'), 2, 'us')} "
+                 f"(graph-timed records {fmt(ovh.get('graph_us'), 2, 'us')}, "
+                 f"event-timed {fmt(ovh.get('eager_us'), 2, 'us')})",
                  f"overlap exponent p = {'inf (max)' if p is None else fmt(p, 1)}"]
         table.note = "; ".join(parts) + ". Form: " + str(model.get("form", "-"))
     return table
@@ -114,18 +128,19 @@ def fit_error_table(profile: dict[str, Any]) -> Table:
     table = Table("Fit error on the model's own records",
                   ["probe", "records", "median error", "worst error", "worst case"])
     for probe, e in sorted(fe.items()):
-        if not isinstance(e, dict) or "median" not in e:
+        if probe == "target" or not isinstance(e, dict) or "median" not in e:
             continue
         w = e.get("worst_case") or {}
-        case = (f"{w.get('dtype')} M={w.get('m')} N={w.get('n')} K={w.get('k')} ({w.get('provider')}): "
-                f"measured {fmt(w.get('measured_ms'), 4, 'ms')}, predicted {fmt(w.get('predicted_ms'), 4, 'ms')}"
-                if w else "-")
+        case = (f"{w.get('dtype')} M={w.get('m')} N={w.get('n')} K={w.get('k')} "
+                f"({w.get('provider')}): measured {fmt(w.get('measured_ms'), 4, 'ms')}, "
+                f"predicted {fmt(w.get('predicted_ms'), 4, 'ms')}" if w else "-")
         table.rows.append([probe, str(e.get("n", "-")), f"{100 * e['median']:.1f}%",
                            f"{100 * e['worst']:.1f}%", case])
     if target:
         verdict = "meets" if fe.get("meets_target") else "misses"
-        table.note = (f"target: median <= {100 * target.get('median', 0):.0f}%, worst <= "
-                      f"{100 * target.get('worst', 0):.0f}% ({verdict} it); {fe.get('statistic', '')}")
+        table.note = (f"target: median <= {100 * target.get('median_max', 0):.0f}%, worst <= "
+                      f"{100 * target.get('worst_max', 0):.0f}% ({verdict} it); "
+                      f"{fe.get('statistic', '')}")
     return table
 
 
@@ -166,15 +181,17 @@ def validation_tables(validation: dict[str, Any]) -> list[Table]:
     summary = Table("Validation summary: predicted against measured",
                     ["phase", "median error (profile)", "worst error (profile)",
                      "median error (datasheet)", "worst error (datasheet)"])
+    keys = ("median_error_profile", "worst_error_profile", "median_error_datasheet",
+            "worst_error_datasheet")
     for phase, s in sorted((validation.get("summary") or {}).items()):
         if isinstance(s, dict):
             summary.rows.append([phase] + [f"{100 * s[k]:.1f}%" if s.get(k) is not None else "-"
-                                           for k in ("median_error_profile", "worst_error_profile",
-                                                     "median_error_datasheet", "worst_error_datasheet")])
-    summary.note = (f"model {validation.get('model', '-')}, weights {validation.get('weights', '-')}, "
-                    f"device {validation.get('device', '-')}, layers measured "
-                    f"{validation.get('layers_measured', '-')}/{validation.get('layers_total', '-')}"
-                    + (" (scaled to the full depth)" if validation.get("scaled") else ""))
+                                           for k in keys])
+    v = validation
+    summary.note = (f"model {v.get('model', '-')}, weights {v.get('weights', '-')}, "
+                    f"device {v.get('device', '-')}, layers measured "
+                    f"{v.get('layers_measured', '-')}/{v.get('layers_total', '-')}"
+                    + (" (scaled to the full depth)" if v.get("scaled") else ""))
     points = Table("Validation points", ["phase", "mode", "batch", "context", "measured",
                                          "predicted (profile)", "error", "predicted (datasheet)",
                                          "error (datasheet)", "bound"])
@@ -186,7 +203,8 @@ def validation_tables(validation: dict[str, Any]) -> list[Table]:
             return f"{100 * v:+.1f}%" if isinstance(v, (int, float)) else "-"
 
         points.rows.append([str(p.get("phase")), str(p.get("mode")), str(p.get("batch")),
-                            str(p.get("context")), ms(p.get("measured_s")), ms(p.get("predicted_profile_s")),
+                            str(p.get("context")), ms(p.get("measured_s")),
+                            ms(p.get("predicted_profile_s")),
                             err(p.get("error_profile")), ms(p.get("predicted_datasheet_s")),
                             err(p.get("error_datasheet")), str(p.get("bound", "-"))])
     return [summary, points]

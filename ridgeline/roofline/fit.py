@@ -19,6 +19,6 @@ def fit_profile(profile: dict[str, Any]) -> dict[str, Any]:
     records = profile.get("records", [])
     device = profile["provenance"]["device"]
     profile["ceilings"] = fit_ceilings(records, device, profile.get("datasheet"))
-    profile["model"] = fit_model(records, profile["ceilings"], profile.get("datasheet"))
+    profile["model"] = fit_model(records, profile["ceilings"], profile.get("datasheet"), device=device)
     profile["interconnect"] = fit_interconnect(records, device)
     return profile

@@ -1,13 +1,15 @@
 """Collective cost models read from a profile (pure Python: the planner uses them).
 
-Profile layout (written by the interconnect probes' fit):
+Profile layout (written by roofline.interconnect_fit.fit_interconnect):
 
     "interconnect": {
       "allreduce": {"2": {"alpha_us": 12.0, "busbw_GBps": 370.0, "algbw_GBps": 185.0,
-                          "link": "nvlink", "source": "measured", "dtype": "bf16"}, ...},
+                          "link": "nvlink", "source": "measured", "dtype": "bf16",
+                          "backend": "nccl", "fit_error_median": .., "fit_error_worst": ..}, ...},
       "all_gather": {...same per world size...},
       "reduce_scatter": {...},
-      "host_link_GBps": {"h2d": 55.0, "d2h": 53.0, "source": "measured"},
+      "host_link_GBps": {"h2d": 55.0, "d2h": 53.0, "bidir": 100.0, "source": "measured", ...},
+      "p2p": {"pairs": [{"src", "dst", "path", "bw_GBps", "latency_us"}], "source": "measured"},
       "topology": {...}
     }
 
@@ -48,36 +50,72 @@ class CollectiveEstimate:
     detail: str
 
 
+def ring_steps(collective: str, world_size: int) -> int:
+    """Latency-bound steps of a ring: all-reduce 2(n-1), all-gather / reduce-scatter n-1."""
+    n = max(1, world_size)
+    return 2 * (n - 1) if collective == "allreduce" else (n - 1)
+
+
+def _measured(collective: str, size_bytes: float, world_size: int, fit: dict[str, Any],
+              factor: float) -> tuple[float, str]:
+    algbw = (fit.get("algbw_GBps") or fit["busbw_GBps"] / factor) * 1e9
+    alpha_us = fit.get("alpha_us", 0.0) or 0.0
+    return alpha_us * 1e-6 + size_bytes / algbw, (
+        f"{collective} n={world_size}: alpha {alpha_us:.1f} us, busbw {fit['busbw_GBps']:.0f} GB/s"
+        f" ({fit.get('link', 'link unknown')}, {fit.get('dtype', '?')})")
+
+
 def collective_time(collective: str, size_bytes: float, world_size: int,
                     profile: dict[str, Any]) -> CollectiveEstimate:
-    """Time of one collective of `size_bytes` per rank, from the profile's fitted model.
+    """Time of one collective of `size_bytes` (nccl-tests size) from the profile's fitted model.
 
-    When the profile holds no measurement for this world size, the estimate is
-    built from the host link (PCIe through the host, a lower bound on the fabric)
-    and labelled "estimated"; when it holds neither, source is "none".
+    In order: the fit measured at this world size ("measured"); else the fit of the
+    nearest measured world size, its busbw and per-step latency carried over
+    ("estimated": on a ring, busbw is nearly independent of n); else the host link
+    (a ring through host memory, each byte of bus traffic crossing PCIe once,
+    "estimated": a lower bound on any GPU fabric); else source "none".
+    Estimates are never stored in the profile and never labelled measured.
     """
     if world_size <= 1:
         return CollectiveEstimate(0.0, "measured", "one rank: no communication")
-    table = (profile.get("interconnect") or {}).get(collective) or {}
-    fit = table.get(str(world_size))
+    inter = profile.get("interconnect") or {}
+    table = inter.get(collective) or {}
     factor = busbw_factor(collective, world_size)
+    fit = table.get(str(world_size))
     if fit and fit.get("busbw_GBps"):
-        algbw = fit["busbw_GBps"] * 1e9 / factor
-        t = fit.get("alpha_us", 0.0) * 1e-6 + size_bytes / algbw
-        return CollectiveEstimate(t, fit.get("source", "measured"),
-                                  f"{collective} n={world_size}: alpha {fit.get('alpha_us', 0):.1f} us, "
-                                  f"busbw {fit['busbw_GBps']:.0f} GB/s")
-    host = (profile.get("interconnect") or {}).get("host_link_GBps") or {}
-    link = min([v for k, v in host.items() if k in ("h2d", "d2h") and v] or [0.0])
+        t, detail = _measured(collective, size_bytes, world_size, fit, factor)
+        return CollectiveEstimate(t, fit.get("source", "measured"), detail)
+    others = sorted((int(k) for k, v in table.items()
+                     if str(k).isdigit() and int(k) > 1 and (v or {}).get("busbw_GBps")),
+                    key=lambda n: (abs(n - world_size), -n))
+    if others:
+        near = table[str(others[0])]
+        algbw = near["busbw_GBps"] * 1e9 / factor
+        steps_near = max(1, ring_steps(collective, others[0]))
+        steps = ring_steps(collective, world_size)
+        alpha = (near.get("alpha_us", 0.0) or 0.0) * 1e-6 * steps / steps_near
+        return CollectiveEstimate(
+            alpha + size_bytes / algbw, "estimated",
+            f"{collective} n={world_size}: estimated from the measured n={others[0]} fit "
+            f"(busbw {near['busbw_GBps']:.0f} GB/s, alpha scaled by ring steps)")
+    host = inter.get("host_link_GBps") or {}
+    directions = [v for k, v in host.items()
+                  if k in ("h2d", "d2h") and isinstance(v, (int, float)) and v]
+    if isinstance(host.get("bidir"), (int, float)) and host["bidir"]:
+        directions.append(host["bidir"] / 2)  # a ring sends and receives at once
+    link = min(directions or [0.0])
     if link:
         # Ring over PCIe through the host: each byte of the bus traffic crosses the link once.
         algbw = link * 1e9 / factor
-        t = 20e-6 + size_bytes / algbw
-        return CollectiveEstimate(t, "estimated",
+        lat = host.get("latency_us") or {}
+        hop_us = (lat.get("h2d", 0.0) or 0.0) + (lat.get("d2h", 0.0) or 0.0)
+        alpha = ring_steps(collective, world_size) * hop_us * 1e-6 if hop_us else 20e-6
+        return CollectiveEstimate(alpha + size_bytes / algbw, "estimated",
                                   f"{collective} n={world_size}: estimated from host link "
                                   f"{link:.0f} GB/s (no measured collective)")
-    return CollectiveEstimate(float("nan"), "none",
-                              f"no {collective} measurement for {world_size} ranks and no host link")
+    return CollectiveEstimate(
+        float("nan"), "none",
+        f"no {collective} measurement for {world_size} ranks and no host link")
 
 
 def tp_allreduce_time(hidden: int, batch_tokens: int, dtype: str, tp: int,

@@ -21,6 +21,9 @@ Functional form (parameters under profile["model"], fitted by roofline.model_fit
   i.e. a fixed compute start-up cost of flops_half / peak seconds.
 - `overhead_us`: fixed per-kernel cost added to every kernel (start-up, tail,
   ramp of the memory pipeline); `latency_floor_us`: no kernel is faster than it.
+- bound: "latency" when the floor sets the time or the fixed costs (overhead +
+  GEMM start-up) outweigh the work-proportional part; else "memory" when
+  t_mem >= t_comp, else "compute".
 - `overlap_p`: how well memory and compute overlap. Real kernels near the ridge
   point run slower than max(t_mem, t_comp); p = 1 is no overlap (sum), p -> inf
   perfect overlap (the textbook roofline).
@@ -109,8 +112,9 @@ class RooflineModel:
             half = {d: float(p.get("flops_half") or 0.0) for d, p in matmul.items()}
             wave = {d: dict(p["wave"]) for d, p in matmul.items() if p.get("wave")}
             p_overlap = fitted.get("overlap_p")
+            floor = fitted.get("latency_floor_us")
             return cls(float(fitted["bandwidth_GBps"]), peak, half,
-                       float(fitted.get("latency_floor_us") or DEFAULT_LATENCY_FLOOR_US),
+                       float(floor) if floor is not None else DEFAULT_LATENCY_FLOOR_US,
                        source=fitted.get("source", "measured"),
                        notes=list(fitted.get("notes") or []),
                        overhead_us=float(fitted.get("overhead_us") or 0.0),
@@ -156,15 +160,20 @@ class RooflineModel:
         d = self.compute_dtype(dtype)
         mem_s = bytes_moved / (self.bandwidth_GBps * 1e9) if bytes_moved else 0.0
         comp_s = flops / self.throughput_flops_per_s(dtype, flops) if flops else 0.0
-        if comp_s and m is not None and n is not None:
-            comp_s *= wave_factor(int(m), int(n), self.wave.get(d))
+        has_shape = m is not None and n is not None
+        w = wave_factor(int(m), int(n), self.wave.get(d)) if has_shape else 1.0
+        comp_s *= w
+        # the GEMM start-up part of comp_s: (flops + flops_half) / peak = work + start-up
+        startup_s = w * self.flops_half.get(d, 0.0) / (self.peak_TFLOPS[d] * 1e12) if flops else 0.0
         work_s = overhead_s + smooth_max(mem_s, comp_s, self.overlap_p)
         t = max(floor_s, work_s)
         if floor_s >= work_s:
             return Prediction(t, "latency", f"latency floor {self.latency_floor_us:.1f} us",
                               flops, bytes_moved)
-        if overhead_s >= max(mem_s, comp_s):
-            return Prediction(t, "latency", f"per-kernel overhead {self.overhead_us:.1f} us",
+        if overhead_s + startup_s >= max(mem_s, comp_s - startup_s):
+            # fixed costs dominate: more work would barely change the time
+            return Prediction(t, "latency", f"per-kernel overhead {self.overhead_us:.1f} us"
+                              + (f" + GEMM start-up {startup_s * 1e6:.1f} us" if startup_s else ""),
                               flops, bytes_moved)
         if mem_s >= comp_s:
             return Prediction(t, "memory", f"bandwidth {self.bandwidth_GBps:.0f} GB/s",
@@ -176,7 +185,8 @@ class RooflineModel:
                      weight_dtype: str | None = None, act_dtype: str | None = None) -> Prediction:
         """(M, K) x (K, N): 2MKN FLOPs; bytes = weights K*N + activations in M*K + out M*N."""
         w_bytes = DTYPE_BYTES.get(weight_dtype or dtype, 2)
-        a_bytes = DTYPE_BYTES.get(act_dtype or ("bf16" if DTYPE_BYTES.get(dtype, 2) < 2 else dtype), 2)
+        a_default = "bf16" if DTYPE_BYTES.get(dtype, 2) < 2 else dtype  # fp8/int GEMMs: bf16 acts
+        a_bytes = DTYPE_BYTES.get(act_dtype or a_default, 2)
         flops = 2.0 * M * K * N
         moved = K * N * w_bytes + (M * K + M * N) * a_bytes
         return self.predict(flops, moved, dtype, m=M, n=N)

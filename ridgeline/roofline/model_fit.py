@@ -7,21 +7,27 @@ Only validated records are used (ridgeline.records.fit_ready); invalid, waived
 and failed records never reach the fit.
 
 What is fitted, and from what:
-- latency floor (launch records): the per-launch time of the smallest real
-  kernel ("tiny_copy", else "empty") under CUDA-graph replay, i.e. launch cost
-  plus the minimum kernel time; the eager (one launch per call) floor is stored
-  beside it. Serving engines replay graphs in decode, so the graph floor is the
-  model's. Without launch records: the fastest measured kernel.
+- latency floor (launch records): the per-launch time of the fastest minimal
+  kernel under CUDA-graph replay, i.e. launch cost plus the minimum kernel
+  time; the eager (one launch per call) floor is stored beside it. Serving
+  engines replay graphs in decode, so the graph floor is the model's (eager
+  when no graph was timed, e.g. on the CPU). Without launch records: the fitted
+  per-kernel overhead.
 - bandwidth: decode streams weights through a GEMV, not through a STREAM-style
   copy, so when gemv records exist the bandwidth is fitted on them (its raw
   plateau, the median of the best provider's achieved GB/s at batch <= 16 on
   weights >= 64 MB, starts the fit and is stored); otherwise it is the hbm
   read plateau from the ceilings, held fixed. Both numbers are stored.
-- per-dtype peak_TFLOPS and flops_half, one per-kernel overhead_us and the
+- per-dtype peak_TFLOPS and flops_half, the per-kernel overhead and the
   memory/compute overlap exponent overlap_p: least squares on log time
   (relative error) over the matmul records and all gemv records (best provider
   per case), solved by Levenberg-Marquardt for each p of a small grid; the p
   with the best score max(median / 5 %, worst / 15 %) is kept.
+- two overheads: records timed back to back (CUDA-graph replay, the gemv
+  probe) and records timed one launch per sample (events, the matmul probe)
+  pay different fixed costs, so each timing mode gets its own; the model's
+  overhead_us is the graph one (serving replays graphs), the eager one is
+  stored beside it.
 - wave quantization (GPU only, needs the device's SM/CU count): per dtype, a
   tile shape from a few candidates is kept only when it lowers both the score
   and the squared error.
@@ -33,6 +39,7 @@ Run: called by ridgeline.roofline.fit.fit_profile after `ridgeline profile`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict
 from typing import Any, Callable
@@ -53,7 +60,10 @@ FORM = ("t = max(latency_floor, overhead + smax_p(bytes / bandwidth, "
 
 
 def _mode(rec: dict[str, Any]) -> str:
-    """graph | eager for a launch record (explicit 'mode' wins; else from the timer)."""
+    """graph | eager: how a record was timed (explicit 'mode' wins; else from the timer).
+
+    Back-to-back launches in one sample (a CUDA graph, or amortized host launches) count as
+    graph: no per-call launch gap is in the time."""
     if rec.get("mode") in ("graph", "eager"):
         return rec["mode"]
     if rec.get("timer") == "cuda-graph" or (rec.get("launches_per_sample") or 1) > 1:
@@ -62,17 +72,25 @@ def _mode(rec: dict[str, Any]) -> str:
 
 
 def fit_latency(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Launch floors in us: per (mode, kernel) median, and the floor per mode."""
-    per: dict[tuple[str, str], list[float]] = defaultdict(list)
+    """Launch floors in us: per-launch time of every launch kernel, and per mode the fastest.
+
+    {"graph_us": .., "eager_us": .., "kernels": {kernel: {"mode", "provider", "time_us"}}}
+    """
+    kernels: dict[str, dict[str, Any]] = {}
     for r in fit_ready(records, "launch"):
-        if r.get("time_ms_median"):
-            per[(_mode(r), r.get("kernel") or "empty")].append(r["time_ms_median"] * 1e3)
+        if not r.get("time_ms_median"):
+            continue
+        mode = _mode(r)
+        name = str(r.get("kernel") or "launch")
+        name = name if name.endswith(mode) else f"{name}_{mode}"  # one entry per timing mode
+        t_us = r["time_ms_median"] * 1e3
+        if name not in kernels or t_us < kernels[name]["time_us"]:
+            kernels[name] = {"mode": mode, "provider": r.get("provider"), "time_us": t_us}
     out: dict[str, Any] = {}
-    for (mode, kernel), vals in sorted(per.items()):
-        out[f"{kernel}_{mode}_us"] = float(min(vals))
     for mode in ("graph", "eager"):
-        floor = out.get(f"tiny_copy_{mode}_us") or out.get(f"empty_{mode}_us")
-        out[f"{mode}_us"] = floor
+        times = [k["time_us"] for k in kernels.values() if k["mode"] == mode]
+        out[f"{mode}_us"] = float(min(times)) if times else None
+    out["kernels"] = dict(sorted(kernels.items()))
     return out
 
 
@@ -143,6 +161,7 @@ class _Points:
         self.time_s = np.array([it["time_s"] for it in items], dtype=float)
         self.d = np.array([dtypes.index(it["cdtype"]) for it in items], dtype=int)
         self.probe = np.array([it["probe"] for it in items])
+        self.graph = np.array([it["mode"] == "graph" for it in items], dtype=bool)
         counts = {p: int((self.probe == p).sum()) for p in set(self.probe)}
         # each probe weighs the same in the fit, however many cases it swept
         self.sqrt_w = np.array([1.0 / math.sqrt(counts[p]) for p in self.probe])
@@ -154,10 +173,14 @@ class _Points:
 
 def _predict(theta: np.ndarray, pts: _Points, floor_s: float, p: float | None,
              wf: np.ndarray) -> np.ndarray:
-    """numpy mirror of RooflineModel.predict (theta = log bw, log overhead, log peak/half)."""
-    bw, ovh = math.exp(theta[0]), math.exp(theta[1])
-    peak = np.exp(theta[2::2])[pts.d]
-    half = np.exp(theta[3::2])[pts.d]
+    """numpy mirror of RooflineModel.predict.
+
+    theta = log of: bandwidth (B/s), overhead graph, overhead eager (s), then per dtype
+    peak (FLOP/s) and flops_half (FLOP)."""
+    bw = math.exp(theta[0])
+    ovh = np.where(pts.graph, math.exp(theta[1]), math.exp(theta[2]))
+    peak = np.exp(theta[3::2])[pts.d]
+    half = np.exp(theta[4::2])[pts.d]
     mem = pts.bytes / bw
     comp = wf * (pts.flops + half) / peak
     hi, lo = np.maximum(mem, comp), np.minimum(mem, comp)
@@ -204,7 +227,7 @@ def _levenberg_marquardt(resid: Callable[[np.ndarray], np.ndarray], theta0: np.n
                 improved = True
                 break
             lam *= 4
-        if not improved or gain <= 1e-12 * max(cost, 1e-30):
+        if not improved or gain <= 1e-10 * max(cost, 1e-30):
             break
     return theta, cost
 
@@ -220,22 +243,42 @@ def _score(errs: dict[str, np.ndarray]) -> float:
                for e in errs.values() if e.size)
 
 
+def _better(cand: dict[str, Any], best: dict[str, Any]) -> bool:
+    """An extra term must pay for itself: no worse score and 10% less squared error."""
+    return cand["score"] <= best["score"] and cand["cost"] < 0.9 * best["cost"]
+
+
 def _fit_params(pts: _Points, floor_s: float, bw0: float, bw_free: bool,
                 wave: dict[str, dict[str, Any]], overlap_grid) -> dict[str, Any]:
     """Best (theta, p) over the overlap grid for a given wave choice."""
     nd = len(pts.dtypes)
-    theta0 = np.empty(2 + 2 * nd)
+    theta0 = np.empty(3 + 2 * nd)
     theta0[0] = math.log(bw0 * 1e9)
-    theta0[1] = math.log(max(0.3 * float(pts.time_s.min()), 1e-9))
+    theta0[1:3] = math.log(max(0.3 * float(pts.time_s.min()), 1e-9))
     for j in range(nd):
         sel = pts.d == j
         best_rate = float(np.max(pts.flops[sel] / pts.time_s[sel]))
-        theta0[2 + 2 * j] = math.log(1.2 * best_rate)
-        theta0[3 + 2 * j] = math.log(1.2 * best_rate * 1e-6)  # ~1 us of start-up
+        theta0[3 + 2 * j] = math.log(1.2 * best_rate)
+        theta0[4 + 2 * j] = math.log(1.2 * best_rate * 1e-6)  # ~1 us of start-up
+    # physical bounds keep noisy data from sending a parameter to infinity: bandwidth and
+    # peaks within 4x of what was measured, a fixed cost never above the fastest record
     lo = np.full_like(theta0, -60.0)
     hi = np.full_like(theta0, 80.0)
+    rates = pts.bytes / pts.time_s
+    lo[0] = math.log(min(bw0 * 1e9, float(rates.max())) / 4.0)
+    hi[0] = math.log(max(bw0 * 1e9, float(rates.max())) * 4.0)
+    for i, sel in ((1, pts.graph), (2, ~pts.graph)):
+        if sel.any():
+            hi[i] = math.log(float(pts.time_s[sel].min()))
+    for j in range(nd):
+        log_best = theta0[3 + 2 * j] - math.log(1.2)  # best measured FLOP/s of the dtype
+        lo[3 + 2 * j], hi[3 + 2 * j] = log_best - math.log(4.0), log_best + math.log(4.0)
+        # start-up (flops_half / peak) no longer than the slowest record
+        hi[4 + 2 * j] = hi[3 + 2 * j] + math.log(float(pts.time_s.max()))
+    theta0 = np.clip(theta0, lo, hi)
     free = np.ones(theta0.size, dtype=bool)
     free[0] = bw_free
+    free[1], free[2] = bool(pts.graph.any()), bool((~pts.graph).any())
     wf = pts.wave_factors(wave)
     log_t = np.log(pts.time_s)
     best: dict[str, Any] | None = None
@@ -254,18 +297,14 @@ def _fit_params(pts: _Points, floor_s: float, bw0: float, bw_free: bool,
 def _fit_items(matmul: list[dict[str, Any]], gemv_rows: list[dict[str, Any]],
                dtypes: list[str]) -> list[dict[str, Any]]:
     resolver = RooflineModel(1.0, {d: 1.0 for d in dtypes})
-    items = []
-    for r in matmul:
-        items.append({"probe": "matmul", "dtype": r["dtype"], "cdtype": resolver.compute_dtype(r["dtype"]),
-                      "flops": float(r["flops"]), "bytes": float(r["bytes_read"] + r["bytes_written"]),
-                      "time_s": r["time_ms_median"] * 1e-3, "m": int(r["m"]), "n": int(r["n"]),
-                      "k": int(r["k"]), "provider": r["provider"]})
-    for row in gemv_rows:
-        r = row["_record"]
-        items.append({"probe": "gemv", "dtype": r["dtype"], "cdtype": resolver.compute_dtype(r["dtype"]),
-                      "flops": float(r["flops"]), "bytes": float(r["bytes_read"] + r["bytes_written"]),
-                      "time_s": r["time_ms_median"] * 1e-3, "m": row["batch"], "n": row["n"],
-                      "k": row["k"], "provider": r["provider"]})
+    def item(probe: str, r: dict[str, Any], m: int, n: int, k: int) -> dict[str, Any]:
+        return {"probe": probe, "dtype": r["dtype"], "cdtype": resolver.compute_dtype(r["dtype"]),
+                "flops": float(r["flops"]), "bytes": float(r["bytes_read"] + r["bytes_written"]),
+                "time_s": r["time_ms_median"] * 1e-3, "m": int(m), "n": int(n), "k": int(k),
+                "provider": r["provider"], "mode": _mode(r)}
+
+    items = [item("matmul", r, r["m"], r["n"], r["k"]) for r in matmul]
+    items += [item("gemv", row["_record"], row["batch"], row["n"], row["k"]) for row in gemv_rows]
     return [it for it in items if it["time_s"] > 0 and it["flops"] > 0]
 
 
@@ -281,25 +320,29 @@ def _best_matmul(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(best.values())
 
 
-def _error_summary(model: RooflineModel, items: list[dict[str, Any]]) -> dict[str, Any]:
+def _error_summary(models: dict[str, RooflineModel],
+                   items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per probe: median and worst relative error of the model (with the overhead of the
+    record's timing mode) against the record's median time."""
     out: dict[str, Any] = {}
     for probe in sorted({it["probe"] for it in items}):
         rel, worst = [], None
         for it in items:
             if it["probe"] != probe:
                 continue
+            model = models[it["mode"]]
             pred = model.predict(it["flops"], it["bytes"], it["dtype"], m=it["m"], n=it["n"]).time_s
             e = abs(pred - it["time_s"]) / it["time_s"]
             rel.append(e)
             if worst is None or e > worst["error"]:
                 worst = {"error": e, "dtype": it["dtype"], "m": it["m"], "n": it["n"], "k": it["k"],
-                         "provider": it["provider"], "measured_ms": it["time_s"] * 1e3,
-                         "predicted_ms": pred * 1e3}
+                         "provider": it["provider"], "timing": it["mode"],
+                         "measured_ms": it["time_s"] * 1e3, "predicted_ms": pred * 1e3}
         out[probe] = {"n": len(rel), "median": float(np.median(rel)), "worst": float(max(rel)),
                       "worst_case": worst}
     out["statistic"] = "|predicted - measured| / measured on time_ms_median, best provider per case"
-    out["target"] = {"median": TARGET_MEDIAN, "worst": TARGET_WORST}
-    probes = [v for k, v in out.items() if isinstance(v, dict) and "median" in v]
+    probes = [v for v in out.values() if isinstance(v, dict)]
+    out["target"] = {"median_max": TARGET_MEDIAN, "worst_max": TARGET_WORST}
     out["meets_target"] = bool(probes) and all(
         v["median"] <= TARGET_MEDIAN and v["worst"] <= TARGET_WORST for v in probes)
     return out
@@ -316,7 +359,10 @@ def _datasheet_peak(datasheet: dict[str, Any] | None, dtype: str) -> float | Non
 def fit_model(records: list[dict[str, Any]], ceilings: dict[str, Any],
               datasheet: dict[str, Any] | None = None, *,
               device: dict[str, Any] | None = None) -> dict[str, Any]:
-    """profile["model"] from the records (see the module docstring); {} when nothing fits."""
+    """profile["model"] from the records (see the module docstring).
+
+    With no validated matmul or gemv record the result holds only the latency/bandwidth
+    detail and a note (no bandwidth_GBps/matmul): RooflineModel then falls back to ceilings."""
     notes: list[str] = []
     latency = fit_latency(records)
     matmul = _best_matmul(records)
@@ -332,13 +378,13 @@ def fit_model(records: list[dict[str, Any]], ceilings: dict[str, Any],
     elif latency.get("eager_us"):
         floor_us, floor_src = latency["eager_us"], "launch records, eager launches"
     elif items:
-        floor_us = min(it["time_s"] for it in items) * 1e6
-        floor_src = "fastest measured kernel (no launch records)"
+        floor_us, floor_src = None, "the fitted per-kernel overhead (no launch records)"
     else:
         floor_us, floor_src = None, None
     latency["floor_source"] = floor_src
 
-    bandwidth = {"hbm_read_GBps": hbm_read, "gemv_plateau_GBps": plateau["GBps"] if plateau else None,
+    bandwidth = {"hbm_read_GBps": hbm_read,
+                 "gemv_plateau_GBps": plateau["GBps"] if plateau else None,
                  "gemv_plateau": plateau}
     if not items:
         out: dict[str, Any] = {"source": "measured", "form": FORM, "latency": latency,
@@ -362,7 +408,7 @@ def fit_model(records: list[dict[str, Any]], ceilings: dict[str, Any],
         notes.append("no gemv or hbm records: bandwidth fitted on matmul records only")
 
     pts = _Points(items, dtypes)
-    floor_s = floor_us * 1e-6
+    floor_s = floor_us * 1e-6 if floor_us is not None else 0.0
     best = _fit_params(pts, floor_s, bw0, bw_free, {}, OVERLAP_GRID)
     slots = int((device or {}).get("multiprocessors") or 0)
     if slots and (device or {}).get("kind") in ("cuda", "rocm"):
@@ -373,19 +419,29 @@ def fit_model(records: list[dict[str, Any]], ceilings: dict[str, Any],
                 if all(wave_factor(it["m"], it["n"], wave[d]) == 1.0
                        for it in items if it["cdtype"] == d):
                     continue
+                # screen at the current p; only a promising tile shape gets the full p grid
+                cand = _fit_params(pts, floor_s, bw0, bw_free, wave, (best["p"],))
+                if not _better(cand, best):
+                    continue
                 cand = _fit_params(pts, floor_s, bw0, bw_free, wave, OVERLAP_GRID)
-                if cand["score"] <= best["score"] and cand["cost"] < 0.9 * best["cost"]:
+                if _better(cand, best):
                     best = cand
 
     theta = best["theta"]
-    bw_GBps = math.exp(theta[0]) / 1e9
-    overhead_us = math.exp(theta[1]) * 1e6
+    bw_GBps = math.exp(theta[0]) / 1e9 if bw_free else float(bw0)  # held: exactly the ceiling
+    has_graph = bool(pts.graph.any())
+    overhead = {"graph_us": math.exp(theta[1]) * 1e6 if has_graph else None,
+                "eager_us": math.exp(theta[2]) * 1e6 if (~pts.graph).any() else None,
+                "used": "graph" if has_graph else "eager"}
+    overhead_us = overhead[f"{overhead['used']}_us"]
+    if floor_us is None:  # t = max(overhead, overhead + ...): the same predictions
+        floor_us = min(v for v in (overhead["graph_us"], overhead["eager_us"]) if v is not None)
     model_matmul: dict[str, Any] = {}
     for j, d in enumerate(dtypes):
         sel = [it for it in items if it["cdtype"] == d]
         entry: dict[str, Any] = {
-            "peak_TFLOPS": math.exp(theta[2 + 2 * j]) / 1e12,
-            "flops_half": math.exp(theta[3 + 2 * j]),
+            "peak_TFLOPS": math.exp(theta[3 + 2 * j]) / 1e12,
+            "flops_half": math.exp(theta[4 + 2 * j]),
             "best_measured_TFLOPS": max(it["flops"] / it["time_s"] for it in sel) / 1e12,
             "n_records": {p: sum(1 for it in sel if it["probe"] == p) for p in ("matmul", "gemv")},
             "datasheet_TFLOPS": _datasheet_peak(datasheet, d),
@@ -399,6 +455,7 @@ def fit_model(records: list[dict[str, Any]], ceilings: dict[str, Any],
         "bandwidth_GBps": bw_GBps,
         "latency_floor_us": floor_us,
         "overhead_us": overhead_us,
+        "overhead": overhead,
         "overlap_p": best["p"],
         "matmul": model_matmul,
     }
@@ -408,19 +465,26 @@ def fit_model(records: list[dict[str, Any]], ceilings: dict[str, Any],
     out["latency"] = latency
     model = RooflineModel.from_profile({"model": out})
     ds_bw = (datasheet or {}).get("memory_bandwidth_GBps")
+    ceil_mm = (ceilings or {}).get("matmul_TFLOPS") or {}
+    # measured = the fitted model's peak / bandwidth (what predictions use); ceilings = best
+    # measured matmul / hbm read plateau; datasheet = vendor peak / vendor bandwidth
     out["ridge_point_FLOP_per_byte"] = {
         d: {"measured": model.ridge_point(d),
+            "ceilings": (ceil_mm[d] * 1e12 / (hbm_read * 1e9)
+                         if ceil_mm.get(d) and hbm_read else None),
             "datasheet": (model_matmul[d]["datasheet_TFLOPS"] * 1e12 / (ds_bw * 1e9)
                           if ds_bw and model_matmul[d]["datasheet_TFLOPS"] else None)}
         for d in dtypes}
     if ds_bw and bw_GBps > ds_bw:
-        notes.append(f"fitted bandwidth {bw_GBps:.0f} GB/s is above the datasheet {ds_bw:.0f} GB/s: "
-                     "check the gemv working sets exceed the caches")
+        notes.append(f"fitted bandwidth {bw_GBps:.0f} GB/s is above the datasheet {ds_bw:.0f} "
+                     "GB/s: check the gemv working sets exceed the caches")
     for d, e in model_matmul.items():
         if e["datasheet_TFLOPS"] and e["peak_TFLOPS"] > 1.05 * e["datasheet_TFLOPS"]:
             notes.append(f"fitted {d} peak {e['peak_TFLOPS']:.0f} TFLOP/s is above the datasheet "
                          f"{e['datasheet_TFLOPS']:.0f}: check clocks and the matmul inputs")
-    out["fit_error"] = _error_summary(model, items)
+    models = {mode: dataclasses.replace(model, overhead_us=overhead[f"{mode}_us"])
+              for mode in ("graph", "eager") if overhead[f"{mode}_us"] is not None}
+    out["fit_error"] = _error_summary(models, items)
     if not out["fit_error"]["meets_target"]:
         notes.append(f"fit error above target (median <= {TARGET_MEDIAN:.0%}, worst <= "
                      f"{TARGET_WORST:.0%}): the model reproduces its own records only roughly")

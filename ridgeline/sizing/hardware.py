@@ -78,7 +78,8 @@ def hardware_from_profile(profile: dict, source: str = "measured") -> Hardware:
         if profile.get("throttled"):
             hw.warnings.append("the device throttled while it was profiled: ceilings may be low")
         if not (profile.get("model") or {}).get("bandwidth_GBps"):
-            hw.warnings.append("the profile has no fitted roofline model: planning from raw ceilings")
+            hw.warnings.append("the profile has no fitted roofline model: planning from raw "
+                               "ceilings")
     return hw
 
 
@@ -104,7 +105,8 @@ def datasheet_profile(entry: dict[str, Any]) -> dict[str, Any]:
     from ridgeline.roofline.profile import new_profile
 
     peaks = {d: float(v) for d, v in (entry.get("matmul_TFLOPS") or {}).items() if v}
-    device = {"name": entry["name"], "kind": "datasheet", "memory_bytes": int(entry["memory_bytes"]),
+    device = {"name": entry["name"], "kind": "datasheet",
+              "memory_bytes": int(entry["memory_bytes"]),
               "dtypes": {d: True for d in peaks}}
     prof = new_profile(device, command_line=[], versions={})
     prof["complete"] = True
@@ -114,7 +116,8 @@ def datasheet_profile(entry: dict[str, Any]) -> dict[str, Any]:
                      "matmul": {d: {"peak_TFLOPS": v, "flops_half": 0.0} for d, v in peaks.items()},
                      "latency_floor_us": DEFAULT_LATENCY_FLOOR_US, "source": "datasheet"}
     inter: dict[str, Any] = {}
-    link_bidir = entry.get("nvlink_GBps_bidirectional") or entry.get("infinity_fabric_GBps_bidirectional")
+    link_bidir = (entry.get("nvlink_GBps_bidirectional")
+                  or entry.get("infinity_fabric_GBps_bidirectional"))
     if link_bidir:
         fit = {"alpha_us": DATASHEET_ALLREDUCE_ALPHA_US, "busbw_GBps": float(link_bidir) / 2,
                "link": "nvlink" if entry.get("nvlink_GBps_bidirectional") else "xgmi",
@@ -136,7 +139,8 @@ def _datasheet_notes(entry: dict[str, Any]) -> list[str]:
         notes.append(f"all-reduce: bus bandwidth = half the bidirectional link rate, "
                      f"{DATASHEET_ALLREDUCE_ALPHA_US:g} us start-up (assumed)")
     else:
-        notes.append("all-reduce: no GPU-GPU link on the datasheet; estimated over the PCIe host link")
+        notes.append("all-reduce: no GPU-GPU link on the datasheet; estimated over the PCIe "
+                     "host link")
     return notes
 
 
@@ -148,7 +152,7 @@ def hardware_from_datasheet(entry: dict[str, Any]) -> Hardware:
 
 
 def hardware_from_gpu_name(name: str) -> Hardware:
-    """Bundled reference profile (ridgeline/data/profiles/<sku>.json) else the datasheet, labelled."""
+    """Bundled reference profile (data/profiles/<sku>.json), else the datasheet, labelled."""
     entry = datasheets.by_sku(name) or datasheets.lookup(name)
     skus = [name.lower().strip()] + ([entry["sku"]] if entry else [])
     for sku in skus:
@@ -176,10 +180,12 @@ def datasheet_hardware_for(hw: Hardware) -> Hardware:
     if hw.source == "datasheet":
         return hw
     entry = hw.profile.get("datasheet")
-    if not (isinstance(entry, dict) and entry.get("memory_bandwidth_GBps") and entry.get("matmul_TFLOPS")):
+    if not (isinstance(entry, dict) and entry.get("memory_bandwidth_GBps")
+            and entry.get("matmul_TFLOPS")):
         entry = (datasheets.by_sku(hw.sku) if hw.sku else None) or datasheets.lookup(hw.name)
     if entry is None:
-        raise RidgelineError(f"no datasheet entry matches {hw.name!r}: cannot compare against a datasheet")
+        raise RidgelineError(f"no datasheet entry matches {hw.name!r}: cannot compare against a "
+                             "datasheet")
     entry = copy.deepcopy(entry)
     entry.setdefault("name", hw.name)
     entry.setdefault("memory_bytes", hw.memory_bytes)

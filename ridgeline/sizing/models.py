@@ -2,7 +2,7 @@
 
     spec = load_model("llama-3.1-70b")          # bundled (ridgeline/data/models/<name>.json)
     spec = load_model("path/to/config.json")    # or a Hugging Face config (file or its folder)
-    spec.param_count(), spec.active_param_count(), spec.layer_matrices(0)
+    spec.param_count(), spec.active_param_count(), spec.layer_matrices("moe")
 
 Every parameter is counted from the weight matrices the config implies (field
 guide §2.1: weight memory = parameters x bytes per parameter), so the count and
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -40,8 +40,8 @@ class Matrix:
     name: str              # "q_proj", "gate_proj", "experts.gate_proj", ...
     k: int
     n: int
-    group: str             # "attention" | "mlp" | "expert" | "shared_expert" | "router" | "embedding" | "lm_head"
-    split: str             # TP sharding: "column" (N split), "row" (K split), "kv_heads", "replicated"
+    group: str             # attention | mlp | expert | shared_expert | router | embedding | lm_head
+    split: str             # TP: column (N split), row (K split), kv_heads, vocab, replicated
     kernel: str            # matrices with the same kernel name run as one fused GEMM (qkv, gate_up)
     quantized: bool = True  # held in the weight dtype (False: kept in the base dtype)
     bias: bool = False
@@ -118,13 +118,17 @@ class ModelSpec:
         out = []
         if self.q_lora_rank:
             # vLLM fuses q_a and kv_a into one replicated GEMM (fused_qkv_a_proj)
-            out += [Matrix("q_a_proj", h, self.q_lora_rank, "attention", "replicated", "qkv_a_proj"),
-                    Matrix("q_b_proj", self.q_lora_rank, hq * dq, "attention", "column", "q_b_proj")]
+            out += [Matrix("q_a_proj", h, self.q_lora_rank, "attention", "replicated",
+                           "qkv_a_proj"),
+                    Matrix("q_b_proj", self.q_lora_rank, hq * dq, "attention", "column",
+                           "q_b_proj")]
         else:
             out += [Matrix("q_proj", h, hq * dq, "attention", "column", "q_proj")]
         out += [Matrix("kv_a_proj_with_mqa", h, self.kv_lora_rank + self.qk_rope_head_dim,
-                       "attention", "replicated", "qkv_a_proj" if self.q_lora_rank else "kv_a_proj"),
-                Matrix("kv_b_proj", self.kv_lora_rank, hq * (self.qk_nope_head_dim + self.v_head_dim),
+                       "attention", "replicated",
+                       "qkv_a_proj" if self.q_lora_rank else "kv_a_proj"),
+                Matrix("kv_b_proj", self.kv_lora_rank,
+                       hq * (self.qk_nope_head_dim + self.v_head_dim),
                        "attention", "column", "kv_b_proj"),
                 Matrix("o_proj", hq * self.v_head_dim, h, "attention", "row", "o_proj")]
         return out
@@ -151,7 +155,7 @@ class ModelSpec:
 
     def layer_matrices(self, kind: str = "dense") -> list[Matrix]:
         """Weight matrices of one transformer layer of `kind` ("dense" or "moe")."""
-        return self.attention_matrices() + self.mlp_matrices(kind)
+        return list(_layer_matrices(self, kind))
 
     def edge_matrices(self) -> list[Matrix]:
         """Embedding and LM head (vocab-parallel under TP; kept in the base dtype)."""
@@ -171,7 +175,8 @@ class ModelSpec:
         """Total parameters (every expert counted)."""
         total = sum(m.params for m in self.edge_matrices()) + self.hidden_size  # + final norm
         for kind, n in self.layer_kinds():
-            total += n * (sum(m.params for m in self.layer_matrices(kind)) + self.layer_norm_params())
+            layer = sum(m.params for m in self.layer_matrices(kind)) + self.layer_norm_params()
+            total += n * layer
         return total
 
     def inactive_expert_params_per_layer(self) -> int:
@@ -199,18 +204,26 @@ class ModelSpec:
                "attention_heads": self.num_attention_heads, "kv_heads": self.num_kv_heads,
                "head_dim": self.head_dim, "attention": "MLA" if self.is_mla else (
                    "MHA" if self.num_kv_heads == self.num_attention_heads else "GQA"),
-               "vocab_size": self.vocab_size, "context_window": self.max_position_embeddings or None}
+               "vocab_size": self.vocab_size,
+               "context_window": self.max_position_embeddings or None}
         if self.is_moe:
             out["moe"] = {"experts": self.num_experts, "experts_per_token": self.experts_per_token,
                           "shared_experts": self.num_shared_experts,
                           "expert_intermediate_size": self.moe_intermediate_size,
                           "dense_layers": self.num_dense_layers}
         if self.is_mla:
-            out["mla"] = {"kv_lora_rank": self.kv_lora_rank, "qk_rope_head_dim": self.qk_rope_head_dim,
+            out["mla"] = {"kv_lora_rank": self.kv_lora_rank,
+                          "qk_rope_head_dim": self.qk_rope_head_dim,
                           "q_lora_rank": self.q_lora_rank}
         if self.sliding_window:
             out["sliding_window"] = self.sliding_window
         return out
+
+
+@lru_cache(maxsize=256)
+def _layer_matrices(spec: ModelSpec, kind: str) -> tuple[Matrix, ...]:
+    # cached: the latency model asks for the same layer many times per plan
+    return tuple(spec.attention_matrices() + spec.mlp_matrices(kind))
 
 
 # -- loading -----------------------------------------------------------------------------------
@@ -218,8 +231,9 @@ class ModelSpec:
 _ALIASES = {
     "llama-3-8b": "llama-3.1-8b", "llama-3-70b": "llama-3.1-70b", "llama-3-405b": "llama-3.1-405b",
     "meta-llama-3.1-8b": "llama-3.1-8b", "meta-llama-3.1-70b": "llama-3.1-70b",
-    "meta-llama-3.1-405b": "llama-3.1-405b", "llama-2-7b-hf": "llama-2-7b", "llama-2-70b-hf": "llama-2-70b",
-    "mistral-7b-v0.1": "mistral-7b", "mistral-7b-v0.2": "mistral-7b", "mixtral-8x7b-v0.1": "mixtral-8x7b",
+    "meta-llama-3.1-405b": "llama-3.1-405b", "llama-2-7b-hf": "llama-2-7b",
+    "llama-2-70b-hf": "llama-2-70b", "mistral-7b-v0.1": "mistral-7b",
+    "mistral-7b-v0.2": "mistral-7b", "mixtral-8x7b-v0.1": "mixtral-8x7b",
     "deepseek-v3-base": "deepseek-v3",
 }
 
@@ -240,12 +254,13 @@ def _get(cfg: dict[str, Any], key: str, where: str, *alts: str, default: Any = .
         if cfg.get(k) is not None:
             return cfg[k]
     if default is ...:
-        raise RidgelineError(f"{where}: config has no '{key}' (is this a decoder-only LLM config.json?)")
+        raise RidgelineError(f"{where}: config has no '{key}' (is this a decoder-only LLM "
+                             "config.json?)")
     return default
 
 
 def spec_from_config(cfg: dict[str, Any], name: str, where: str = "config") -> ModelSpec:
-    """A ModelSpec from a Hugging Face config.json dict (Llama, Mistral, Mixtral, Qwen2, DeepSeek-V2/V3)."""
+    """A ModelSpec from a HF config.json dict (Llama, Mistral, Mixtral, Qwen2, DeepSeek-V2/V3)."""
     if isinstance(cfg.get("text_config"), dict):  # multimodal wrappers keep the LLM here
         cfg = {**cfg["text_config"], "model_type": cfg["text_config"].get("model_type", "")}
     model_type = str(cfg.get("model_type", ""))
@@ -268,7 +283,8 @@ def spec_from_config(cfg: dict[str, Any], name: str, where: str = "config") -> M
         shared = round(int(cfg["shared_expert_intermediate_size"]) / moe_inter)  # Qwen-MoE
     window = cfg.get("sliding_window") if cfg.get("use_sliding_window", True) is not False else None
     values = dict(
-        name=name, hidden_size=h, num_layers=layers, num_attention_heads=heads, num_kv_heads=kv_heads,
+        name=name, hidden_size=h, num_layers=layers, num_attention_heads=heads,
+        num_kv_heads=kv_heads,
         head_dim=head_dim, intermediate_size=int(_get(cfg, "intermediate_size", where, "ffn_dim",
                                                       default=4 * h)),
         vocab_size=int(_get(cfg, "vocab_size", where)),
@@ -277,7 +293,8 @@ def spec_from_config(cfg: dict[str, Any], name: str, where: str = "config") -> M
         experts_per_token=int(cfg.get("num_experts_per_tok") or (2 if num_experts else 0)),
         num_shared_experts=shared, moe_intermediate_size=moe_inter,
         first_dense_layers=int(cfg.get("first_k_dense_replace") or 0) if num_experts else 0,
-        kv_lora_rank=kv_lora, qk_rope_head_dim=int(cfg.get("qk_rope_head_dim") or 0) if kv_lora else 0,
+        kv_lora_rank=kv_lora,
+        qk_rope_head_dim=int(cfg.get("qk_rope_head_dim") or 0) if kv_lora else 0,
         q_lora_rank=int(cfg.get("q_lora_rank") or 0) if kv_lora else 0,
         qk_nope_head_dim=int(cfg.get("qk_nope_head_dim") or 0) if kv_lora else 0,
         v_head_dim=int(cfg.get("v_head_dim") or 0) if kv_lora else 0,
@@ -302,8 +319,8 @@ def _check(spec: ModelSpec, where: str) -> None:
         if getattr(spec, key) <= 0:
             raise RidgelineError(f"{where}: {key} must be positive")
     if spec.num_attention_heads % spec.num_kv_heads:
-        raise RidgelineError(f"{where}: {spec.num_attention_heads} attention heads are not a multiple "
-                             f"of {spec.num_kv_heads} KV heads")
+        raise RidgelineError(f"{where}: {spec.num_attention_heads} attention heads are not a "
+                             f"multiple of {spec.num_kv_heads} KV heads")
     if spec.is_moe and not (0 < spec.experts_per_token <= spec.num_experts):
         raise RidgelineError(f"{where}: experts per token must be in 1..{spec.num_experts}")
     if spec.first_dense_layers > spec.num_layers:

@@ -24,9 +24,11 @@ from typing import Any
 from ridgeline.errors import RidgelineError
 
 BYTES = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
-WEIGHT_DTYPES = ("fp16", "bf16", "fp8", "int8", "int4")
-ACTIVATION_DTYPES = ("fp16", "bf16", "fp8", "int8")
-KV_DTYPES = ("fp16", "bf16", "fp8")
+# (fp32 is accepted everywhere for CPU runs; the GPU plans use the others)
+WEIGHT_DTYPES = ("fp16", "bf16", "fp8", "int8", "int4", "fp32")
+ACTIVATION_DTYPES = ("fp16", "bf16", "fp8", "int8", "fp32")
+KV_DTYPES = ("fp16", "bf16", "fp8", "fp32")
+WIDE = ("fp16", "bf16", "fp32")  # dtypes hidden states can live in
 INT4_GROUP_SIZE = 128
 SCALE_BYTES = 2.0  # one fp16 scale per int4 group
 
@@ -36,7 +38,8 @@ _SYNONYMS = {"float16": "fp16", "half": "fp16", "bfloat16": "bf16", "float8": "f
 
 # Device dtype flags (provenance.device.dtypes) that make a storage dtype usable.
 _DEVICE_FLAGS = {"fp8": ("fp8_e4m3", "fp8_e5m2", "fp8_e4m3fnuz", "fp8_e5m2fnuz"),
-                 "bf16": ("bf16",), "fp16": ("fp16",), "int8": ("int8", "fp8_e4m3", "fp8_e4m3fnuz")}
+                 "bf16": ("bf16",), "fp16": ("fp16",), "fp32": ("fp32",),
+                 "int8": ("int8", "fp8_e4m3", "fp8_e4m3fnuz")}
 
 
 def normalize_dtype(value: str, allowed: tuple[str, ...], what: str) -> str:
@@ -67,8 +70,8 @@ class Precision:
 
     @property
     def base(self) -> str:
-        """The 16-bit dtype of hidden states, embeddings, LM head and norms."""
-        return self.activations if self.activations in ("fp16", "bf16") else "bf16"
+        """The dtype of hidden states, embeddings, LM head and norms (16-bit, or fp32 on a CPU)."""
+        return self.activations if self.activations in WIDE else "bf16"
 
     @property
     def weight_bytes(self) -> float:
@@ -118,7 +121,7 @@ def resolve_precision(weights: str = "bf16", activations: str | None = None,
     notes: list[str] = []
     w = normalize_dtype(weights, WEIGHT_DTYPES, "weight")
     if activations in (None, "", "auto"):
-        if w in ("fp16", "bf16"):
+        if w in WIDE:
             activations = w
         elif w in ("fp8", "int8") and device_supports(device_dtypes, w) is not False:
             activations = w
@@ -129,7 +132,7 @@ def resolve_precision(weights: str = "bf16", activations: str | None = None,
                              f"(dequantized to bf16)")
     a = normalize_dtype(activations, ACTIVATION_DTYPES, "activation")
     if kv_cache in (None, "", "auto"):
-        kv_cache = a if a in ("fp16", "bf16") else "bf16"
+        kv_cache = a if a in WIDE else "bf16"
     kv = normalize_dtype(kv_cache, KV_DTYPES, "KV cache")
     for what, dt in (("KV cache", kv), ("activation", a)):
         if device_supports(device_dtypes, dt) is False:

@@ -1,10 +1,12 @@
 """`ridgeline validate`: the planner's predictions against a real transformer forward pass.
 
+    footprint.py    bytes of weights, KV cache and activations, from the spec (pure Python)
     transformer.py  decoder layers in PyTorch with random weights, shapes from a ModelSpec
+    kernels.py      the fused Triton elementwise kernels those layers use on a GPU
     measure.py      decode-step and prefill times (CUDA graphs and eager; host clock on the CPU)
     predict.py      the same quantities from a profile and from datasheet peaks; errors
     output.py       validation.json, validation.md, validation.png
     cli.py          the command
 
-Nothing here imports torch at module import time (the CLI parser imports cli.py).
+cli.py imports torch only when the command runs (the CLI parser imports it).
 """

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,8 @@ DEFAULT_PROFILE = Path("ridgeline-out") / "profile.json"
 DEFAULT_BATCHES = "1,8,32,128"
 DEFAULT_CONTEXTS = "1024,4096"
 DEFAULT_PREFILL = "128,1024,4096,16384"
+DEFAULT_PREFILL_CPU = "128,1024,4096"  # 16384 tokens of attention take minutes on a CPU
+SUPPORTED_WEIGHTS = ("bf16", "fp16", "fp8")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,9 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--context", default=DEFAULT_CONTEXTS,
                    help=f"tokens already in the KV cache at the decode step "
                         f"(default {DEFAULT_CONTEXTS}; 'none' skips decode)")
-    p.add_argument("--prefill", default=DEFAULT_PREFILL,
-                   help=f"prefill input lengths at batch 1 (default {DEFAULT_PREFILL}; "
-                        "'none' skips prefill)")
+    p.add_argument("--prefill", default=None,
+                   help=f"prefill input lengths at batch 1 (default {DEFAULT_PREFILL}, on the CPU "
+                        f"{DEFAULT_PREFILL_CPU}; 'none' skips prefill)")
     p.add_argument("--profile", default=None, metavar="P",
                    help=f"profile.json to predict from (default ./{DEFAULT_PROFILE})")
     p.add_argument("--layers", default=None, metavar="N",
@@ -109,71 +110,93 @@ def fp8_waiver(device) -> str | None:
             "torch._scaled_mm cannot run here")
 
 
+def command_line(args: argparse.Namespace) -> list[str]:
+    """The command as the user could re-run it (provenance)."""
+    cmd = ["ridgeline", "validate", "--model", args.model, "--weights", args.weights,
+           "--batch", args.batch, "--context", args.context]
+    for flag, value in (("--prefill", args.prefill), ("--profile", args.profile),
+                        ("--layers", args.layers), ("--device", args.device), ("-o", args.output),
+                        ("--rep-ms", args.rep_ms)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    return cmd + (["--json"] if args.json else [])
+
+
 def run(args: argparse.Namespace) -> int:
-    # parse and check everything a user can get wrong before touching the device
+    # everything a user can get wrong is checked before the device is touched
     batches = parse_int_list(args.batch, "--batch")
     contexts = parse_int_list(args.context, "--context", allow_none=True)
-    prefills = parse_int_list(args.prefill, "--prefill", allow_none=True)
+    prefills = (parse_int_list(args.prefill, "--prefill", allow_none=True)
+                if args.prefill is not None else None)
     layers_cap = parse_positive(args.layers, "--layers")
     rep_ms = parse_positive(args.rep_ms, "--rep-ms", float)
-    if not contexts and not prefills:
+    if not contexts and prefills == []:
         raise RidgelineError("nothing to measure: --context and --prefill are both 'none'")
 
+    from ridgeline.device import get_device
     from ridgeline.roofline.profile import load_profile
     from ridgeline.sizing.hardware import hardware_from_profile
     from ridgeline.sizing.models import load_model
     from ridgeline.validation import predict as pr
     from ridgeline.validation.footprint import dims_from_spec, normalize_weights
+    from ridgeline.validation.measure import decode_points, prefill_points
 
     spec = load_model(args.model)
     weights = normalize_weights(args.weights)
+    if weights not in SUPPORTED_WEIGHTS:
+        raise RidgelineError(f"--weights {args.weights}: validate runs "
+                             f"{', '.join(SUPPORTED_WEIGHTS)} (what the planner sizes)")
     dims = dims_from_spec(spec, weights)
     profile_path = resolve_profile(args.profile)
     profile = load_profile(profile_path)
     hw = hardware_from_profile(profile)
     precision = pr.precision_for(weights)
-
-    from ridgeline.device import get_device
-
     device = get_device(args.device)
+    if prefills is None:
+        prefills = parse_int_list(DEFAULT_PREFILL_CPU if device.kind == "cpu" else DEFAULT_PREFILL,
+                                  "--prefill")
     hw_sheet = pr.datasheet_hardware(profile, device.to_dict())
-    from ridgeline.validation.measure import decode_points, prefill_points
-
     points = decode_points(batches, contexts) + prefill_points(prefills)
     # a planner error surfaces now, not after minutes of measuring
-    for p in points[:1]:
-        pr.predict(spec, precision, hw, p.phase, p.batch, p.context)
+    pr.predict(spec, precision, hw, points[0].phase, points[0].batch, points[0].context)
 
-    out_dir = Path(args.output)
-    from rich.console import Console
-
-    err_console = Console(stderr=True)
+    ctx = dict(args=args, spec=spec, weights=weights, dims=dims, device=device, profile=profile,
+               profile_path=profile_path, hw=hw, hw_sheet=hw_sheet, precision=precision)
     waiver = fp8_waiver(device) if weights == "fp8" else None
     if waiver:
-        result = _result(args, spec, weights, device, profile, profile_path, dims, precision,
-                         [], [], True, [f"all points waived: {waiver}"], None, 0, hw, hw_sheet)
+        from ridgeline.validation.measure import Skipped
+
+        skipped = [Skipped(p.phase, "all", p.batch, p.context, waiver) for p in points]
+        result = build_result(ctx, [], skipped, complete=True, notes=[f"fp8 waived: {waiver}"],
+                              timer_name=None, resident=0)
         result["waived"] = waiver
-        _finish(result, out_dir, args, err_console)
+        finish(result, Path(args.output), args)
         return 0
-    return _measure_and_report(args, spec, weights, dims, device, profile, profile_path, hw,
-                               hw_sheet, precision, points, layers_cap, rep_ms, out_dir,
-                               err_console)
+    measured, skipped, interrupted, notes, timer_name, resident = measure_points(
+        ctx, points, layers_cap, rep_ms)
+    result = build_result(ctx, measured, skipped, complete=not interrupted, notes=notes,
+                          timer_name=timer_name, resident=resident)
+    finish(result, Path(args.output), args)
+    return 130 if interrupted else 0
 
 
-def _measure_and_report(args, spec, weights, dims, device, profile, profile_path, hw, hw_sheet,
-                        precision, points, layers_cap, rep_ms, out_dir, err_console) -> int:
+def measure_points(ctx: dict[str, Any], points: list, layers_cap: int | None, rep_ms: float):
+    """Plan the depth, build the model, time every point with a progress bar (Ctrl-C safe)."""
     import torch
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from ridgeline.device import torch_device
     from ridgeline.timing import make_timer
     from ridgeline.validation import measure as ms
     from ridgeline.validation.transformer import DecoderModel, sdpa_has_gqa
 
+    spec, weights, dims, device = ctx["spec"], ctx["weights"], ctx["dims"], ctx["device"]
     notes: list[str] = []
-    prof_dev = profile["provenance"]["device"]
-    if prof_dev.get("name") != device.name:
-        notes.append(f"the profile was measured on {prof_dev.get('name')!r}, this run is on "
-                     f"{device.name!r}: the 'profile' predictions are for another device")
+    prof_name = ctx["profile"]["provenance"]["device"].get("name")
+    if prof_name != device.name:
+        notes.append(f"the profile was measured on {prof_name!r}, this run is on {device.name!r}: "
+                     "the profile predictions describe another device")
     gqa_native = sdpa_has_gqa()
     if not gqa_native and dims.heads != dims.kv_heads:
         notes.append(f"torch {torch.__version__} has no enable_gqa: KV heads are repeated per "
@@ -182,127 +205,122 @@ def _measure_and_report(args, spec, weights, dims, device, profile, profile_path
         notes.append("fp8: e4m3 weights with per-tensor scales; activations quantized per tensor "
                      "at run time (timed); embedding, LM head and KV cache stay bf16")
     timer = make_timer(device)
-    graph = device.kind != "cpu"
+    modes = ms.modes_for(device)
     budget = ms.memory_budget(device, getattr(timer, "flush_bytes", 0))
     max_layers = min(dims.num_layers, layers_cap or dims.num_layers)
-    plan = ms.plan_depth(dims, weights, points, budget, max_layers=max_layers, graph=graph,
-                         gqa_native=gqa_native)
+    plan = ms.plan_depth(dims, weights, points, budget, max_layers=max_layers,
+                         graph="graph" in modes, gqa_native=gqa_native)
+    fewest = min((n for n in plan.per_point.values() if n), default=dims.num_layers)
     if layers_cap and layers_cap < dims.num_layers:
-        notes.append(f"--layers {layers_cap}: {min(layers_cap, dims.num_layers)} of "
-                     f"{dims.num_layers} layers measured, times scaled to the full depth")
-    elif plan.resident and min((n for n in plan.per_point.values() if n), default=plan.resident) \
-            < dims.num_layers:
-        notes.append("the full depth does not fit beside the KV cache of every point: the largest "
-                     "points measure fewer layers and are scaled to the full depth")
+        notes.append(f"--layers {layers_cap}: at most {layers_cap} of {dims.num_layers} layers "
+                     "measured, times scaled to the full depth")
+    elif fewest < dims.num_layers:
+        notes.append("the full depth does not fit beside every point's KV cache: points marked * "
+                     "measure fewer layers and are scaled to the full depth")
 
-    measured: list = []
-    skipped: list = []
-    interrupted = False
-    console = Console_for(args)
+    err_console = Console(stderr=True)
+    measured, skipped, interrupted = [], [], False
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err_console, transient=True,
-                  disable=not err_console.is_terminal) as progress:
-        task = progress.add_task(f"building {plan.resident} layers of {spec.name}", total=len(points))
+                  TimeElapsedColumn(), console=err_console, transient=True) as progress:
+        task = progress.add_task(f"building {plan.resident} layer(s) of {spec.name}",
+                                 total=len(points))
+
+        def on_result(p, _results) -> None:
+            progress.update(task, advance=1, description=p.label())
+
         try:
             with torch.inference_mode():
-                model = None
+                bench = None
                 if plan.resident:
                     model = DecoderModel(spec, weights, layers=plan.resident,
-                                         device=ms.torch_device_of(device), seed=0,
-                                         gfx_arch=device.gfx_arch, gqa_native=gqa_native)
+                                         device=torch_device(device), gfx_arch=device.gfx_arch,
+                                         gqa_native=gqa_native)
                     model.prepare(max(p.kv_tokens for p in points))
+                    notes.extend(model.notes)
+                    notes.append("elementwise work: " + (
+                        "fused Triton kernels (10 kernels per layer)" if model.ops.name == "triton"
+                        else "PyTorch ops (more kernels per layer than a serving engine)"))
                     bench = ms.Bench(model, device, timer, rep_ms=rep_ms)
-                else:
-                    bench = ms.NullBench(device, dims.num_layers)
-
-                def on_result(p, _out) -> None:
-                    progress.update(task, advance=1, description=p.label())
-
-                progress.update(task, description=points[0].label())
-                measured, skipped, interrupted = ms.run_points(bench, plan, points, on_result)
-        except KeyboardInterrupt:
+                measured, skipped, interrupted = ms.run_points(
+                    points, plan, modes, bench.run_point if bench else None,
+                    cpu=device.kind == "cpu", on_result=on_result)
+        except KeyboardInterrupt:  # while building the model: nothing measured yet
             interrupted = True
-        finally:
-            model = bench = None  # noqa: F841 - release device memory before writing
     if interrupted:
         notes.append("interrupted (Ctrl-C): only the finished points are kept")
-    result = _result(args, spec, weights, device, profile, profile_path, dims, precision,
-                     measured, skipped, not interrupted, notes, timer.name, plan.resident, hw,
-                     hw_sheet)
-    _finish(result, out_dir, args, err_console, console)
-    return 130 if interrupted else 0
+    return measured, skipped, interrupted, notes, timer.name, plan.resident
 
 
-def Console_for(args):
-    from rich.console import Console
-
-    return Console()
-
-
-def _result(args, spec, weights, device, profile, profile_path, dims, precision, measured, skipped,
-            complete, notes, timer_name, resident, hw, hw_sheet) -> dict[str, Any]:
+def build_result(ctx: dict[str, Any], measured: list, skipped: list, *, complete: bool,
+                 notes: list[str], timer_name: str | None, resident: int) -> dict[str, Any]:
+    """The validation.json document (see ridgeline.validation.output)."""
     from dataclasses import asdict
 
     from ridgeline import __version__
     from ridgeline.validation import predict as pr
     from ridgeline.validation.output import VALIDATION_KIND, VALIDATION_SCHEMA_VERSION
 
-    scored = [pr.score_point(m.to_dict(), spec, precision, hw, hw_sheet) for m in measured]
+    args, device, hw_sheet = ctx["args"], ctx["device"], ctx["hw_sheet"]
+    scored = [pr.score_point(m.to_dict(), ctx["spec"], ctx["precision"], ctx["hw"], hw_sheet)
+              for m in measured]
     summary, by_mode = pr.summarize(scored)
+    notes = list(notes) + [f"profile: {w}" for w in ctx["hw"].warnings]
     if hw_sheet is None:
-        notes = notes + [("no datasheet for the CPU" if device.kind == "cpu" else
-                          f"no datasheet entry matches {device.name!r}")
-                         + ": datasheet predictions are empty"]
+        notes.append(("the CPU has no datasheet" if device.kind == "cpu" else
+                      f"no datasheet entry matches {device.name!r}")
+                     + ": datasheet predictions are empty")
     versions: dict[str, Any] = {"python": platform.python_version()}
     try:
         import torch
 
         versions.update(torch=torch.__version__, cuda=torch.version.cuda,
                         hip=getattr(torch.version, "hip", None))
-    except ImportError:  # pragma: no cover
+    except ImportError:  # pragma: no cover - torch is a dependency
         pass
-    layers_measured = min((m.layers_measured for m in measured), default=resident)
     return {
         "kind": VALIDATION_KIND,
         "schema_version": VALIDATION_SCHEMA_VERSION,
-        "model": spec.name,
-        "weights": weights,
-        "precision": asdict(precision),
+        "model": ctx["spec"].name,
+        "weights": ctx["weights"],
+        "precision": asdict(ctx["precision"]),
         "device": device.name,
         "device_id": device.id,
-        "profile": str(profile_path),
-        "profile_device": profile["provenance"]["device"].get("name"),
-        "layers_measured": int(layers_measured),
-        "layers_total": int(dims.num_layers),
+        "profile": str(ctx["profile_path"]),
+        "profile_device": ctx["profile"]["provenance"]["device"].get("name"),
+        "layers_measured": int(min((m.layers_measured for m in measured), default=resident)),
+        "layers_total": int(ctx["dims"].num_layers),
         "scaled": any(m.scaled for m in measured),
         "complete": bool(complete),
         "points": scored,
         "summary": summary,
         "summary_by_mode": by_mode,
         "skipped": [s.to_dict() for s in skipped],
-        "notes": list(notes),
-        "datasheet": (hw_sheet.profile.get("datasheet") or {}).get("source") if hw_sheet else None,
+        "notes": notes,
+        "datasheet_source": (hw_sheet.profile.get("datasheet") or {}).get("source")
+        if hw_sheet else None,
         "provenance": {
             "ridgeline_version": __version__,
             "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command_line": ["ridgeline", *sys.argv[1:]] if sys.argv[0].endswith(
-                ("ridgeline", "__main__.py")) else ["ridgeline", "validate"],
+            "command_line": command_line(args),
             "device": device.to_dict(),
             "versions": versions,
             "timer": timer_name,
-            "rep_ms": float(args.rep_ms) if args.rep_ms else None,
+            "statistic": "median of samples",
         },
     }
 
 
-def _finish(result: dict[str, Any], out_dir: Path, args, err_console, console=None) -> None:
+def finish(result: dict[str, Any], out_dir: Path, args: argparse.Namespace) -> None:
+    """Write the three files, then print the table (or the JSON with --json)."""
     import json
 
-    from ridgeline.validation.output import _clean, print_result, write_all
+    from rich.console import Console
+
+    from ridgeline.validation.output import clean, print_result, write_all
 
     written = write_all(result, out_dir)
     if args.json:
-        print(json.dumps(_clean(result), indent=1))
+        print(json.dumps(clean(result), indent=1))
     else:
-        print_result(result, console or Console_for(args))
-    err_console.print("wrote " + ", ".join(str(p) for p in written.values()))
+        print_result(result, Console())
+    Console(stderr=True).print("wrote " + ", ".join(str(p) for p in written.values()))

@@ -7,7 +7,7 @@ touches device memory.
 Per decoder layer (H heads, G KV heads, d head_dim, h hidden, I intermediate):
 
     weight_bytes_per_layer = (h*(H+2G)*d + H*d*h + h*2I + I*h) * w + 2*h*a
-                             (QKV, O, gate+up, down at weight width w; two norms at activation width a)
+                             (QKV, O, gate+up, down at weight width w; two norms at width a)
     kv_bytes_per_layer     = 2 * batch * G * tokens * d * a
     head_bytes             = vocab*h*a (embedding) + vocab*h*a (LM head, unless tied) + h*a
 
@@ -113,7 +113,8 @@ def dims_from_spec(spec: Any, weights: str = "bf16") -> LayerDims:
 
 def weight_bytes_per_layer(d: LayerDims, weights: str) -> int:
     scales = 2 * 4 * LINEARS_PER_LAYER if weights == "fp8" else 0
-    return d.linear_params() * weight_width_bytes(weights) + 2 * d.hidden * act_width_bytes(weights) + scales
+    return (d.linear_params() * weight_width_bytes(weights)
+            + 2 * d.hidden * act_width_bytes(weights) + scales)
 
 
 def head_bytes(d: LayerDims, weights: str) -> int:

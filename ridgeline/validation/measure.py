@@ -43,7 +43,7 @@ MEMORY_RESERVE_BYTES = 256 * 2**20
 
 @dataclass(frozen=True)
 class Point:
-    """One measured configuration. decode: `context` tokens cached; prefill: `context` input tokens."""
+    """One measured configuration. decode: `context` tokens cached; prefill: `context` inputs."""
 
     phase: str
     batch: int
@@ -201,7 +201,6 @@ class Bench:
         self.warmup_ms, self.rep_ms = warmup_ms, rep_ms
         self.layers_total = model.d.num_layers
 
-
     def _time(self, fn: Callable[[], Any], mode: str):
         """(Timing, output) of fn in this mode; the graph is dropped afterwards."""
         import torch
@@ -244,10 +243,13 @@ class Bench:
                     results.append(Measured(point.phase, mode, point.batch, point.context,
                                             measured_s, layers, self.layers_total, scaled, finite,
                                             timing.stats(), head_stats, notes))
-                except getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError) as exc:
-                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else "out of memory"
+                except Exception as exc:  # noqa: BLE001 - a failed point is a result, not a crash
+                    oom = isinstance(exc, getattr(torch, "OutOfMemoryError",
+                                                  torch.cuda.OutOfMemoryError))
+                    first = (str(exc).strip().splitlines() or [""])[0][:160]
+                    why = "out of memory" if oom else f"failed ({type(exc).__name__})"
                     results.append(Skipped(point.phase, mode, point.batch, point.context,
-                                           f"out of memory: {first[:160]}"))
+                                           f"{why}: {first}"))
                     _release(self.device)
         finally:
             del cache, tokens

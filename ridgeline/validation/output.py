@@ -45,7 +45,8 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
     for p in result["points"]:
         label = point_label(p) + (" *" if p.get("scaled") else "") + ("" if p.get("finite", True)
                                                                        else " (non-finite)")
-        rows.append([label, p["mode"], fmt_time(p["measured_s"]), fmt_time(p["predicted_profile_s"]),
+        rows.append([label, p["mode"], fmt_time(p["measured_s"]),
+                     fmt_time(p["predicted_profile_s"]),
                      fmt_error(p["error_profile"]), fmt_time(p["predicted_datasheet_s"]),
                      fmt_error(p["error_datasheet"]), p.get("bound") or "-"])
     return rows
@@ -61,7 +62,8 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         if not s.get("n_points"):
             continue
         line = (f"{phase} ({s.get('mode')}, {s['n_points']} points): profile error median "
-                f"{fmt_error(s['median_error_profile'])}, worst {fmt_error(s['worst_error_profile'])}")
+                f"{fmt_error(s['median_error_profile'])}, "
+                f"worst {fmt_error(s['worst_error_profile'])}")
         if s.get("median_error_datasheet") is not None:
             line += (f"; datasheet error median {fmt_error(s['median_error_datasheet'])}, "
                      f"worst {fmt_error(s['worst_error_datasheet'])}")
@@ -90,19 +92,19 @@ def print_result(result: dict[str, Any], console) -> None:
         console.print(f"[yellow]note: {note}[/yellow]")
 
 
-def _clean(value: Any) -> Any:
+def clean(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [clean(v) for v in value]
     return value
 
 
 def write_json(result: dict[str, Any], path: Path) -> Path:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_clean(result), indent=1, allow_nan=False) + "\n")
+    tmp.write_text(json.dumps(clean(result), indent=1, allow_nan=False) + "\n")
     tmp.replace(path)  # atomic: Ctrl-C never leaves half a file
     return path
 
@@ -115,7 +117,8 @@ def write_markdown(result: dict[str, Any], path: Path) -> Path:
            + (" (scaled to the full depth where marked *)" if result["scaled"] else ""),
            f"- timer: {prov.get('timer', '?')}; statistic: median of samples",
            f"- command: `{' '.join(prov.get('command_line', []))}`",
-           f"- when: {prov.get('timestamp_utc', '?')}; ridgeline {prov.get('ridgeline_version', '?')}"
+           f"- when: {prov.get('timestamp_utc', '?')}; "
+           f"ridgeline {prov.get('ridgeline_version', '?')}"
            f"; torch {prov.get('versions', {}).get('torch', '?')}",
            "", "error = |predicted - measured| / measured", ""]
     if not result.get("complete", True):
@@ -124,7 +127,8 @@ def write_markdown(result: dict[str, Any], path: Path) -> Path:
             "datasheet median | datasheet worst |", "|---|---|---:|---:|---:|---:|---:|"]
     for phase, s in result["summary"].items():
         out.append(f"| {phase} | {s.get('mode') or '-'} | {s.get('n_points', 0)} | "
-                   f"{fmt_error(s['median_error_profile'])} | {fmt_error(s['worst_error_profile'])} | "
+                   f"{fmt_error(s['median_error_profile'])} | "
+                   f"{fmt_error(s['worst_error_profile'])} | "
                    f"{fmt_error(s['median_error_datasheet'])} | "
                    f"{fmt_error(s['worst_error_datasheet'])} |")
     out += ["", "## Points", "", "| " + " | ".join(TABLE_COLUMNS) + " |",
@@ -147,12 +151,14 @@ def write_plot(result: dict[str, Any], path: Path) -> Path | None:
     points = [p for p in result["points"] if p.get("finite", True)]
     if not points:
         return None
-    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    # Figure + Agg canvas, not pyplot: no global state, no GUI backend, a faster import
+    fig = Figure(figsize=(6.4, 5.6))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.1, top=0.93)
     colors = {"decode": "tab:blue", "prefill": "tab:orange"}
     values = []
     for phase in ("decode", "prefill"):
@@ -186,9 +192,7 @@ def write_plot(result: dict[str, Any], path: Path) -> Path | None:
     ax.set_title(f"{result['model']} {result['weights']} on {result['device']}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 

@@ -5,8 +5,9 @@ Pure Python (no torch). Two predictions per point:
   hardware_from_profile(profile) (the measured roofline of this device);
 - *datasheet*: the same equations on the vendor's peak bandwidth and tensor
   throughput (the profile's labelled `datasheet` entry, else the bundled one
-  matched by device name), with no latency floor and no small-GEMM derating;
-  None on the CPU, which has no datasheet.
+  matched by device name) through the planner's hardware_from_datasheet: peak
+  rates, no small-GEMM derating, an assumed per-kernel floor (labelled in its
+  notes); None on the CPU, which has no datasheet.
 
 Error of one point, and the summary of a phase:
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 import statistics
 from typing import Any, Iterable
 
-from ridgeline.sizing.hardware import Hardware, hardware_from_profile
+from ridgeline.sizing.hardware import Hardware, hardware_from_datasheet
 from ridgeline.sizing.latency import StepTime, decode_step_time, prefill_time
 from ridgeline.sizing.precision import Precision
 
@@ -41,11 +42,17 @@ def precision_for(weights: str) -> Precision:
 
 def predict(spec: Any, precision: Precision, hw: Hardware, phase: str, batch: int,
             context: int) -> StepTime:
-    """decode: one step of `batch` sequences with `context` cached tokens; prefill: `context` inputs."""
+    """decode: one step of `batch` sequences with `context` cached tokens; prefill: `context`
+    input tokens per sequence.
+
+    The measured prefill is one pass over the whole prompt, so the planner is asked for
+    one pass too (max_batched_tokens = the prompt), not its default chunked schedule.
+    """
     if phase == "decode":
         return decode_step_time(spec, precision, hw, batch, context)
     if phase == "prefill":
-        return prefill_time(spec, precision, hw, batch, context)
+        return prefill_time(spec, precision, hw, batch, context,
+                            max_batched_tokens=batch * context)
     raise ValueError(f"unknown phase {phase!r}")
 
 
@@ -59,35 +66,30 @@ def relative_error(predicted_s: float | None, measured_s: float) -> float | None
 
 
 def datasheet_hardware(profile: dict[str, Any] | None, device: dict[str, Any]) -> Hardware | None:
-    """Hardware from datasheet peaks for this device; None on the CPU or an unknown GPU."""
+    """The planner's datasheet Hardware for this device; None on the CPU or an unknown GPU.
+
+    The entry is the profile's labelled `datasheet` when it has one, else the bundled
+    entry whose pattern matches the device name (ridgeline.datasheets).
+    """
     if device.get("kind") == "cpu":
         return None
     from ridgeline import datasheets
-    from ridgeline.roofline.model import RooflineModel
 
-    entry = (profile or {}).get("datasheet") or datasheets.lookup(str(device.get("name", "")))
-    if not entry or not entry.get("memory_bandwidth_GBps") or not entry.get("matmul_TFLOPS"):
+    entry = (profile or {}).get("datasheet")
+    if not (isinstance(entry, dict) and entry.get("memory_bandwidth_GBps")
+            and entry.get("matmul_TFLOPS")):
+        entry = datasheets.lookup(str(device.get("name", "")))
+    if not entry:
         return None
-    peaks = {k: float(v) for k, v in entry["matmul_TFLOPS"].items() if v}
-    # a datasheet planner: peak rates, every GEMM at full speed, no per-kernel floor
-    model = RooflineModel(float(entry["memory_bandwidth_GBps"]), peaks, {}, 0.0,
-                          source="datasheet",
-                          notes=[f"datasheet: {entry.get('source', entry.get('name', '?'))}"])
-    sheet_profile = {"kind": "ridgeline-profile", "schema_version": 1, "complete": True,
-                     "provenance": {"device": {"name": entry.get("name", device.get("name")),
-                                               "memory_bytes": entry.get("memory_bytes")
-                                               or device.get("memory_bytes", 0)}},
-                     "ceilings": {"memory_bandwidth_GBps": {"read": float(entry["memory_bandwidth_GBps"])},
-                                  "matmul_TFLOPS": peaks},
-                     "model": {}, "interconnect": {}, "datasheet": entry, "records": []}
-    return Hardware(name=str(entry.get("name", device.get("name"))),
-                    memory_bytes=int(entry.get("memory_bytes") or device.get("memory_bytes", 0)),
-                    model=model, profile=sheet_profile, source="datasheet")
+    entry = dict(entry)
+    entry.setdefault("name", device.get("name", "?"))
+    entry.setdefault("memory_bytes", device.get("memory_bytes", 0))
+    return hardware_from_datasheet(entry)
 
 
 def score_point(m: dict[str, Any], spec: Any, precision: Precision, hw_profile: Hardware,
                 hw_sheet: Hardware | None) -> dict[str, Any]:
-    """One validation.json point from a measurement dict (phase, mode, batch, context, measured_s)."""
+    """One validation.json point from a measurement (phase, mode, batch, context, measured_s)."""
     pred = predict(spec, precision, hw_profile, m["phase"], m["batch"], m["context"])
     sheet = (predict(spec, precision, hw_sheet, m["phase"], m["batch"], m["context"])
              if hw_sheet is not None else None)
@@ -105,6 +107,7 @@ def score_point(m: dict[str, Any], spec: Any, precision: Precision, hw_profile: 
         "scaled": bool(m.get("scaled", False)),
         "finite": bool(m.get("finite", True)),
         "timing": m.get("timing"),
+        "timing_head": m.get("head_timing"),  # the head alone, timed when the point is scaled
     }
 
 

@@ -16,8 +16,13 @@ One decoder layer, as Llama-family models and serving engines run it:
   per tensor to e4m3 at run time (part of the measured cost) and the GEMM is
   `torch._scaled_mm(x_fp8, W.t(), scale_x, scale_w)` (W row-major, so W.t()
   is the column-major operand it wants).
-- The model adds the embedding lookup before the layers and the final norm and
-  LM head after them (the LM head on the last token of each sequence only).
+- The model adds the embedding lookup before the layers and the final norm,
+  LM head (on the last token of each sequence only), fp32 logits and a greedy
+  sample after them: the step ridgeline.sizing.latency prices.
+- Elementwise work (norms, residual adds, rope + KV write, silu * up, fp8
+  activation quantization) runs as fused Triton kernels on a GPU
+  (ridgeline.validation.kernels, checked against the PyTorch ops first), so a
+  layer is ten kernels as in a serving engine; on the CPU the PyTorch ops run.
 
 `reference_layer` is a plain float32 version of one layer (explicit softmax,
 repeated KV heads, pairwise rotation) that the tests compare against.
@@ -77,9 +82,10 @@ class Linear:
 
     def __init__(self, out_features: int, in_features: int, weights: str, act_dtype: torch.dtype,
                  device: torch.device, generator: torch.Generator,
-                 fp8_dtype: torch.dtype | None = None):
+                 fp8_dtype: torch.dtype | None = None, quant=quantize_per_tensor):
         self.out_features, self.in_features = out_features, in_features
         self.act_dtype = act_dtype
+        self.quant = quant  # run-time activation quantization (TorchOps.quant or FusedOps.quant)
         # random, not zeros: tensor cores run zeros faster; 1/sqrt(fan_in) keeps activations O(1)
         w = torch.randn(out_features, in_features, generator=generator, device=device,
                         dtype=torch.float32).mul_(in_features ** -0.5)
@@ -99,7 +105,7 @@ class Linear:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:  # (M, K) -> (M, N)
         if self.fp8_dtype is None:
             return F.linear(x, self.weight)
-        xq, sx = quantize_per_tensor(x, self.fp8_dtype)
+        xq, sx = self.quant(x, self.fp8_dtype)
         out = torch._scaled_mm(xq, self.weight.t(), scale_a=sx, scale_b=self.scale,
                                out_dtype=self.act_dtype)
         return out[0] if isinstance(out, tuple) else out  # torch < 2.5 returned (out, amax)
@@ -139,6 +145,116 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
                                           v.repeat_interleave(rep, dim=1), is_causal=causal)
 
 
+class TorchOps:
+    """The elementwise parts of a layer in plain PyTorch (the CPU path, and the reference of
+    the fused Triton kernels in ridgeline.validation.kernels)."""
+
+    name = "torch"
+
+    @staticmethod
+    def norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+        return rms_norm(x, w, eps)
+
+    @staticmethod
+    def add_norm(x: torch.Tensor, residual: torch.Tensor, w: torch.Tensor, eps: float):
+        s = x + residual
+        return rms_norm(s, w, eps), s
+
+    @staticmethod
+    def rope_kv(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor,
+                v_cache: torch.Tensor, d: LayerDims, B: int, T: int, start: int) -> torch.Tensor:
+        q, k, v = qkv.split([d.q_size, d.kv_size, d.kv_size], dim=-1)
+        q = q.view(B, T, d.heads, d.head_dim).transpose(1, 2)       # (B, H, T, d)
+        k = k.view(B, T, d.kv_heads, d.head_dim).transpose(1, 2)    # (B, G, T, d)
+        v = v.view(B, T, d.kv_heads, d.head_dim).transpose(1, 2)
+        c, s = cos[start:start + T], sin[start:start + T]           # (T, d), static slices
+        k_cache[:, :, start:start + T].copy_(apply_rotary(k, c, s))  # static slot every replay
+        v_cache[:, :, start:start + T].copy_(v)
+        return apply_rotary(q, c, s)
+
+    @staticmethod
+    def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+        gate, up = gate_up.chunk(2, dim=-1)
+        return F.silu(gate) * up
+
+    @staticmethod
+    def quant(x: torch.Tensor, fp8_dtype: torch.dtype):
+        return quantize_per_tensor(x, fp8_dtype)
+
+
+class FusedOps:
+    """The same parts as single Triton kernels (ridgeline.validation.kernels), as engines do."""
+
+    name = "triton"
+
+    def __init__(self):
+        from ridgeline.validation import kernels
+
+        self.k = kernels
+
+    def norm(self, x, w, eps):
+        return self.k.rms_norm(x.contiguous(), w, eps)
+
+    def add_norm(self, x, residual, w, eps):
+        return self.k.add_rms_norm(x.contiguous(), residual.contiguous(), w, eps)
+
+    def rope_kv(self, qkv, cos, sin, k_cache, v_cache, d, B, T, start):
+        q = self.k.rope_kv_write(qkv, cos, sin, k_cache, v_cache, B, T, start, d.heads,
+                                 d.kv_heads, d.head_dim)                 # (B, T, H, d)
+        return q.transpose(1, 2)                                         # (B, H, T, d) view
+
+    def silu_mul(self, gate_up):
+        return self.k.silu_mul(gate_up)
+
+    def quant(self, x, fp8_dtype):
+        amax = torch.linalg.vector_norm(x, float("inf"))  # one reduction kernel
+        return self.k.quant_fp8(x.contiguous(), amax, fp8_dtype)
+
+
+def check_fused_ops(device: torch.device, act_dtype: torch.dtype,
+                    fp8_dtype: torch.dtype | None = None) -> str | None:
+    """Run each fused kernel once against TorchOps on small odd inputs: None, or why not."""
+    try:
+        fused, ref = FusedOps(), TorchOps()
+        gen = torch.Generator(device=device)
+        gen.manual_seed(1)
+
+        def rnd(*shape):
+            return torch.randn(*shape, generator=gen, device=device).to(act_dtype)
+
+        d = LayerDims(hidden=72, heads=6, kv_heads=2, head_dim=16, intermediate=40, vocab=8,
+                      num_layers=1)
+        x, r, w = rnd(3, 72), rnd(3, 72), rnd(72)
+        tol = dict(atol=3e-2, rtol=3e-2)
+        torch.testing.assert_close(fused.norm(x, w, 1e-5), ref.norm(x, w, 1e-5), **tol)
+        for a, b in zip(fused.add_norm(x, r, w, 1e-5), ref.add_norm(x, r, w, 1e-5)):
+            torch.testing.assert_close(a, b, **tol)
+        cos, sin = rotary_tables(9, 16, 10000.0, act_dtype, device)
+        qkv = rnd(3 * 2, d.qkv_size)
+        caches = [torch.zeros(3, 2, 9, 16, device=device, dtype=act_dtype) for _ in range(4)]
+        qa = fused.rope_kv(qkv, cos, sin, caches[0], caches[1], d, 3, 2, 5)
+        qb = ref.rope_kv(qkv, cos, sin, caches[2], caches[3], d, 3, 2, 5)
+        torch.testing.assert_close(qa, qb, **tol)
+        torch.testing.assert_close(caches[0], caches[2], **tol)
+        torch.testing.assert_close(caches[1], caches[3], **tol)
+        gu = rnd(5, 2 * 40)
+        torch.testing.assert_close(fused.silu_mul(gu), ref.silu_mul(gu), **tol)
+        if fp8_dtype is not None:
+            # inputs on the e4m3 grid (times a scale): the check is of the kernel's scale,
+            # saturation and indexing, not of rounding (the Triton CPU interpreter rounds some
+            # values at a binade edge differently from the hardware and torch)
+            grid = torch.randn(5, 33, generator=gen, device=device).mul(60).to(fp8_dtype).float()
+            grid[0, 0] = torch.finfo(fp8_dtype).max
+            xg = (grid * 0.015625).to(act_dtype)
+            (qa, sa), (qb, sb) = fused.quant(xg, fp8_dtype), ref.quant(xg, fp8_dtype)
+            torch.testing.assert_close(sa, sb, atol=0, rtol=1e-6)
+            torch.testing.assert_close(qa.float(), qb.float(), atol=0, rtol=0)
+    except Exception as exc:  # a Triton that cannot compile here, or a wrong result
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return f"fused Triton kernels unusable here ({type(exc).__name__}: {first[:160]})"
+    return None
+
+
 @dataclass
 class KVCache:
     """Static per-layer K and V of shape (B, G, capacity, d); `length` tokens are filled."""
@@ -146,23 +262,23 @@ class KVCache:
     k: list[torch.Tensor]
     v: list[torch.Tensor]
     length: int
-
-    @property
-    def capacity(self) -> int:
-        return self.k[0].shape[2] if self.k else 0
+    capacity: int
 
 
 class DecoderLayer:
     def __init__(self, d: LayerDims, weights: str, act_dtype: torch.dtype, device: torch.device,
                  generator: torch.Generator, eps: float, fp8_dtype: torch.dtype | None,
-                 gqa_native: bool):
+                 gqa_native: bool, ops=None):
         self.d, self.eps, self.gqa_native = d, eps, gqa_native
+        self.ops = ops or TorchOps()
 
         def lin(o: int, i: int) -> Linear:
-            return Linear(o, i, weights, act_dtype, device, generator, fp8_dtype)
+            return Linear(o, i, weights, act_dtype, device, generator, fp8_dtype,
+                          quant=self.ops.quant)
 
         def norm() -> torch.Tensor:  # around 1, not exactly 1, so a test can see it applied
-            return (1.0 + 0.1 * torch.randn(d.hidden, generator=generator, device=device)).to(act_dtype)
+            w = 1.0 + 0.1 * torch.randn(d.hidden, generator=generator, device=device)
+            return w.to(act_dtype)
 
         self.attn_norm = norm()
         self.qkv = lin(d.qkv_size, d.hidden)
@@ -175,32 +291,26 @@ class DecoderLayer:
                  k_cache: torch.Tensor, v_cache: torch.Tensor, start: int) -> torch.Tensor:
         """x (B, T, hidden) at positions [start, start+T); appends K/V to the caches in place.
 
-        start == 0: prefill, causal over the T new tokens. start > 0: decode (T == 1)
-        over the `start` cached tokens plus the new one.
+        cos/sin: the full rotary tables (positions, d). start == 0: prefill, causal over the
+        T new tokens; start > 0: decode (T == 1) over the `start` cached tokens and the new one.
+        Kernels (fused ops): norm, QKV, rope+KV write, attention, O, add+norm, gate+up,
+        silu*mul, down, add.
         """
-        d = self.d
+        d, ops = self.d, self.ops
         B, T, _ = x.shape
         if start > 0 and T != 1:
             raise ValueError("only prefill from an empty cache or one-token decode steps")
-        h = rms_norm(x, self.attn_norm, self.eps)
-        qkv = self.qkv(h.reshape(B * T, d.hidden))                  # (B*T, (H+2G)*d)
-        q, k, v = qkv.split([d.q_size, d.kv_size, d.kv_size], dim=-1)
-        q = q.view(B, T, d.heads, d.head_dim).transpose(1, 2)       # (B, H, T, d)
-        k = k.view(B, T, d.kv_heads, d.head_dim).transpose(1, 2)    # (B, G, T, d)
-        v = v.view(B, T, d.kv_heads, d.head_dim).transpose(1, 2)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        k_cache[:, :, start:start + T].copy_(k)  # static slot: the same every replay
-        v_cache[:, :, start:start + T].copy_(v)
-        if start == 0:
-            a = attention(q, k, v, causal=True, gqa_native=self.gqa_native)
-        else:
-            a = attention(q, k_cache[:, :, :start + T], v_cache[:, :, :start + T], causal=False,
-                          gqa_native=self.gqa_native)
-        a = a.transpose(1, 2).reshape(B * T, d.q_size)              # (B*T, H*d)
-        x = x + self.o(a).view(B, T, d.hidden)
-        h = rms_norm(x, self.mlp_norm, self.eps).reshape(B * T, d.hidden)
-        gate, up = self.gate_up(h).split([d.intermediate, d.intermediate], dim=-1)
-        return x + self.down(F.silu(gate) * up).view(B, T, d.hidden)
+        M = B * T
+        h = ops.norm(x, self.attn_norm, self.eps)
+        qkv = self.qkv(h.reshape(M, d.hidden))                      # (M, (H+2G)*d)
+        q = ops.rope_kv(qkv, cos, sin, k_cache, v_cache, d, B, T, start)  # (B, H, T, d)
+        S = start + T
+        a = attention(q, k_cache[:, :, :S], v_cache[:, :, :S], causal=start == 0 and T > 1,
+                      gqa_native=self.gqa_native)                   # (B, H, T, d)
+        a = a.transpose(1, 2).reshape(M, d.q_size)                  # (M, H*d)
+        h, x = ops.add_norm(self.o(a).view(B, T, d.hidden), x, self.mlp_norm, self.eps)
+        up = ops.silu_mul(self.gate_up(h.reshape(M, d.hidden)))     # (M, I)
+        return x + self.down(up).view(B, T, d.hidden)
 
 
 class DecoderModel:
@@ -214,7 +324,10 @@ class DecoderModel:
 
     def __init__(self, spec: Any, weights: str = "bf16", layers: int | None = None,
                  device: torch.device | str = "cpu", seed: int = 0,
-                 gfx_arch: str | None = None, gqa_native: bool | None = None):
+                 gfx_arch: str | None = None, gqa_native: bool | None = None,
+                 fused: bool | None = None):
+        """fused: the Triton elementwise kernels (default: on a GPU, after a check against
+        the PyTorch ops; `self.notes` says why not when the check fails)."""
         self.weights = normalize_weights(weights)
         self.d = dims_from_spec(spec, self.weights)
         self.device = torch.device(device)
@@ -224,6 +337,14 @@ class DecoderModel:
         self.eps = float(getattr(spec, "rms_norm_eps", 0) or DEFAULT_RMS_EPS)
         self.gqa_native = sdpa_has_gqa() if gqa_native is None else gqa_native
         fp8 = fp8_dtype_for(self.device, gfx_arch) if self.weights == "fp8" else None
+        self.notes: list[str] = []
+        if fused is None:
+            fused = self.device.type == "cuda"
+            why = check_fused_ops(self.device, self.act_dtype, fp8) if fused else None
+            if why:
+                fused = False
+                self.notes.append(why + ": the PyTorch ops run instead (more kernels per layer)")
+        self.ops = FusedOps() if fused else TorchOps()
         gen = torch.Generator(device=self.device)
         gen.manual_seed(seed)
         d = self.d
@@ -231,7 +352,8 @@ class DecoderModel:
         self.embed = (torch.randn(d.vocab, d.hidden, generator=gen, device=self.device)
                       .to(self.act_dtype))
         self.layers = [DecoderLayer(d, self.weights, self.act_dtype, self.device, gen, self.eps,
-                                    fp8, self.gqa_native) for _ in range(self.num_layers)]
+                                    fp8, self.gqa_native, self.ops)
+                       for _ in range(self.num_layers)]
         self.final_norm = torch.ones(d.hidden, device=self.device, dtype=self.act_dtype)
         self.lm_head = self.embed if d.tied else (
             torch.randn(d.vocab, d.hidden, generator=gen, device=self.device)
@@ -240,7 +362,7 @@ class DecoderModel:
         self._gen = gen
 
     def prepare(self, positions: int) -> None:
-        """Build the rotary tables up front (a host-to-device copy cannot run inside a graph capture)."""
+        """Build the rotary tables up front (no host-to-device copy may run in a graph capture)."""
         self._rotary(positions)
 
     def _rotary(self, positions: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -257,9 +379,12 @@ class DecoderModel:
         shape = (batch, self.d.kv_heads, capacity, self.d.head_dim)
         ks, vs = [], []
         for _ in range(n):
-            ks.append(torch.randn(shape, generator=self._gen, device=self.device).to(self.act_dtype))
-            vs.append(torch.randn(shape, generator=self._gen, device=self.device).to(self.act_dtype))
-        return KVCache(ks, vs, filled)
+            # drawn in the cache dtype: no float32 copy of a multi-GB cache, even transiently
+            ks.append(torch.randn(shape, generator=self._gen, device=self.device,
+                                  dtype=self.act_dtype))
+            vs.append(torch.randn(shape, generator=self._gen, device=self.device,
+                                  dtype=self.act_dtype))
+        return KVCache(ks, vs, filled, capacity)
 
     def random_tokens(self, batch: int, tokens: int) -> torch.Tensor:
         return torch.randint(0, self.d.vocab, (batch, tokens), generator=self._gen,
@@ -278,20 +403,23 @@ class DecoderModel:
         n = len(cache.k) if layers is None else min(layers, len(cache.k))
         if start + T > cache.capacity:
             raise ValueError(f"cache holds {cache.capacity} tokens, step needs {start + T}")
-        cos, sin = self._rotary(start + T)
-        cos, sin = cos[start:start + T], sin[start:start + T]        # (T, d), static slices
+        cos, sin = self._rotary(start + T)                           # full tables (positions, d)
         x = F.embedding(tokens, self.embed)                          # (B, T, hidden)
         for i in range(n):
             x = self.layers[i](x, cos, sin, cache.k[i], cache.v[i], start)
-        last = x[:, -1]                                              # (B, hidden)
-        if not head:
-            return last
-        return F.linear(rms_norm(last, self.final_norm, self.eps), self.lm_head)  # (B, vocab)
+        last = x[:, -1].contiguous()                                 # (B, hidden)
+        return self._head(last) if head else last
+
+    def _head(self, last: torch.Tensor) -> torch.Tensor:
+        """Final norm, LM head, fp32 logits, a greedy sample: how the planner's step ends."""
+        logits = F.linear(self.ops.norm(last, self.final_norm, self.eps), self.lm_head).float()
+        self.sampled = logits.argmax(dim=-1)                         # (B,) next tokens
+        return logits                                                # (B, vocab) fp32
 
     def head_only(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Embedding lookup, final norm and LM head without layers (what scaled timing subtracts)."""
-        x = F.embedding(tokens, self.embed)[:, -1]
-        return F.linear(rms_norm(x, self.final_norm, self.eps), self.lm_head)
+        """Embedding lookup, final norm, LM head and sampling without layers (what scaled
+        timing subtracts)."""
+        return self._head(F.embedding(tokens, self.embed)[:, -1].contiguous())
 
 
 def reference_layer(layer: DecoderLayer, x: torch.Tensor, k_past: torch.Tensor,

@@ -1,0 +1,394 @@
+"""Decode GEMV (skinny GEMM): y = x @ W.T for a small batch of token vectors.
+
+    y[b, n] = scale[n] * sum_k x[b, k] * W[n, k]        (scale = 1 when absent)
+
+    x: (B, K) activations, bf16 (or fp16), row-major; B = decode batch, 1..512
+    W: (N, K) weights, row-major like a torch Linear weight: bf16 / fp16, or fp8
+       e4m3 (torch.float8_e4m3fn; torch.float8_e4m3fnuz on MI300) with a
+       per-output-channel fp32 scale (N,)
+    y: (B, N) in x's dtype; every product is accumulated in fp32
+
+Work (minimal, what achieved rates are computed from):
+    bytes read    = N*K*w_bytes + B*K*x_bytes (+ N*4 for the fp8 scales)
+    bytes written = B*N*y_bytes
+    FLOPs         = 2*B*N*K
+At decode batch sizes the weight read dominates (B*K and B*N are tiny next to
+N*K): the kernel's one job is to stream W from HBM at the bandwidth ceiling.
+
+Kernel (`_gemv_kernel`), grid (cdiv(B, BLOCK_B), cdiv(N, BLOCK_N), SPLIT_K):
+- Each program walks K in (BLOCK_N, BLOCK_K) weight tiles. K is the contiguous
+  axis, so each thread issues wide (16-byte) loads and a warp reads whole
+  rows: coalesced. Weights are read once (`evict_first`); the activations are
+  re-read by every program (`evict_last`, they stay in L2).
+- The batch tile is grid axis 0, so the programs that share a weight tile at
+  B > BLOCK_B are launched next to each other and all but the first find it
+  in L2.
+- BLOCK_B == 1 (B = 1): CUDA-core path. fp32 FMAs into a (BLOCK_N, BLOCK_K)
+  register accumulator, one reduction over K at the end. At one token a
+  tensor-core MMA would be 15/16 padding, and this path has no layout shuffles.
+- BLOCK_B >= 16: tensor-core path, "swap AB": acc(BLOCK_N, BLOCK_B) +=
+  W_tile(BLOCK_N, BLOCK_K) @ x_tile(BLOCK_B, BLOCK_K).T. The weights are the
+  MMA's M side, so a batch of 1..16 tokens pads only the small side to 16,
+  and the weight operand may come straight from registers (Hopper wgmma takes
+  A from registers), which is where the fp8 dequantization happens.
+- fp8 weights are weight-only quantized: each tile is loaded as fp8 (half the
+  bytes, which is the point at decode) and converted in registers to the
+  activation dtype before the dot. The conversion is exact (every e4m3 value
+  is a bf16 value), activations keep full bf16 precision, and the
+  per-channel scale multiplies the fp32 accumulator once at the end (it
+  factors out of the K sum). This is what weight-only-fp8 decode kernels do
+  on GPUs, and it also runs under Triton's CPU interpreter.
+- Split-K (B <= 16, when the N tiles alone would not fill the GPU): grid axis
+  2 cuts K into SPLIT_K contiguous BLOCK_K-aligned ranges; each writes an fp32
+  partial (SPLIT_K, B, N) and `_splitk_reduce_kernel` sums them in a fixed
+  order, applies the scale and casts. A second pass rather than fp32 atomics
+  because: results are deterministic (bitwise repeatable); atomics would need
+  a zeroed fp32 buffer and a separate cast to bf16 (memset + GEMV + cast =
+  three launches against two); a config can be re-run any number of times
+  while tuning with no reset hook; and the partial buffer is tiny at decode
+  batch sizes (SPLIT_K*B*N*4 bytes, L2-resident).
+
+Tuning: `select_config` times each candidate of a small shape-pruned list
+(`candidate_configs`) as the *whole* launch (main kernel + reduction pass)
+with triton.testing.do_bench, which clears L2 before every rep (configs are
+compared streaming from HBM), and caches the winner per (device, dtypes,
+batch bucket, N, K). Not `@triton.autotune`: it times only the kernel it
+decorates, so a split-K config would win by hiding its reduction launch.
+Under TRITON_INTERPRET=1 the first candidate is used, untimed. Set
+RIDGELINE_GEMV_VERBOSE=1 to print every candidate's time when a shape is tuned.
+
+Interpreter note: Triton's CPU interpreter computes a bf16 `tl.dot` on the
+raw 16-bit patterns (numpy has no bf16; triton 3.x stores it as uint16), so
+under the interpreter the tensor-core path upcasts both operands to fp32
+before the dot (`UPCAST_DOT`). On a GPU the dot takes bf16/fp16 operands.
+
+Run:
+    from ridgeline.kernels.gemv import gemv, gemv_reference
+    y = gemv(x, w)              # bf16/fp16 weights
+    y = gemv(x, w8, scale)      # fp8 weights, per-output-channel fp32 scale
+Tests: `pytest tests/test_kernels_gemv.py` (interpreter on CPU; `-m gpu` on a GPU).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+import triton
+import triton.language as tl
+
+from ridgeline.errors import RidgelineError
+
+FP8_DTYPES = tuple(d for d in (getattr(torch, "float8_e4m3fn", None),
+                               getattr(torch, "float8_e4m3fnuz", None)) if d is not None)
+HALF_DTYPES = (torch.bfloat16, torch.float16)
+MAX_SPLIT_K = 8
+_TUNE_WARMUP_MS = 5
+_TUNE_REP_MS = 25
+
+
+class GemvInputError(RidgelineError, ValueError):
+    """Shapes, dtypes, devices or layouts that the GEMV kernel does not take."""
+
+
+@dataclass(frozen=True)
+class GemvConfig:
+    """One launch configuration. block_b == 1 selects the CUDA-core (FMA) path."""
+
+    block_n: int
+    block_k: int
+    block_b: int = 16
+    split_k: int = 1
+    num_warps: int = 4
+    num_stages: int = 3
+
+    def __str__(self) -> str:
+        return (f"BN{self.block_n} BK{self.block_k} BB{self.block_b} SK{self.split_k} "
+                f"w{self.num_warps} s{self.num_stages}")
+
+
+@triton.jit
+def _gemv_kernel(
+    x_ptr, w_ptr, scale_ptr, out_ptr,
+    B, N, K, K_SPLIT,
+    stride_xb, stride_wn, stride_ob, stride_os,
+    HAS_SCALE: tl.constexpr, SPLIT_K: tl.constexpr, EVEN_K: tl.constexpr,
+    UPCAST_DOT: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    pid_b = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    pid_k = tl.program_id(2)
+    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_b = offs_b < B
+    mask_n = offs_n < N
+    # int64 row offsets: N*K passes 2**31 for the largest LLM weights (e.g. lm_head)
+    w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * stride_wn     # (BLOCK_N, 1)
+    x_rows = x_ptr + offs_b.to(tl.int64)[:, None] * stride_xb     # (BLOCK_B, 1)
+    k_begin = pid_k * K_SPLIT
+    k_end = tl.minimum(k_begin + K_SPLIT, K)
+
+    if BLOCK_B == 1:
+        # CUDA-core path (B = 1): elementwise FMAs, one reduction over K at the end
+        acc_nk = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+        for k0 in range(k_begin, k_end, BLOCK_K):
+            offs_k = tl.max_contiguous(tl.multiple_of(k0 + tl.arange(0, BLOCK_K), BLOCK_K), BLOCK_K)
+            if EVEN_K:
+                w_mask = mask_n[:, None]
+            else:
+                w_mask = mask_n[:, None] & (offs_k[None, :] < k_end)
+            w = tl.load(w_rows + offs_k[None, :], mask=w_mask, other=0.0,
+                        eviction_policy="evict_first")                 # (BLOCK_N, BLOCK_K)
+            # x is loaded straight into W's register layout (a broadcast pointer tile, L1
+            # hits): no shared-memory layout conversion and no barrier inside the loop
+            x_tile = tl.broadcast_to(x_rows + offs_k[None, :], (BLOCK_N, BLOCK_K))
+            xv = tl.load(x_tile, mask=w_mask, other=0.0, eviction_policy="evict_last")
+            acc_nk += w.to(tl.float32) * xv.to(tl.float32)
+        acc = tl.sum(acc_nk, axis=1)[:, None]                           # (BLOCK_N, 1)
+    else:
+        # tensor-core path, swap AB: (BLOCK_N, BLOCK_K) @ (BLOCK_K, BLOCK_B)
+        acc = tl.zeros((BLOCK_N, BLOCK_B), dtype=tl.float32)
+        for k0 in range(k_begin, k_end, BLOCK_K):
+            offs_k = tl.max_contiguous(tl.multiple_of(k0 + tl.arange(0, BLOCK_K), BLOCK_K), BLOCK_K)
+            if EVEN_K:
+                w_mask = mask_n[:, None]
+                x_mask = mask_b[:, None]
+            else:
+                w_mask = mask_n[:, None] & (offs_k[None, :] < k_end)
+                x_mask = mask_b[:, None] & (offs_k[None, :] < k_end)
+            w = tl.load(w_rows + offs_k[None, :], mask=w_mask, other=0.0,
+                        eviction_policy="evict_first")                 # (BLOCK_N, BLOCK_K)
+            xv = tl.load(x_rows + offs_k[None, :], mask=x_mask, other=0.0,
+                         eviction_policy="evict_last")                  # (BLOCK_B, BLOCK_K)
+            if UPCAST_DOT:  # interpreter only: its bf16 dot is wrong (see module docstring)
+                acc = tl.dot(w.to(tl.float32), tl.trans(xv.to(tl.float32)), acc)
+            else:  # fp8 -> activation dtype is exact; 16-bit weights: a no-op
+                acc = tl.dot(w.to(xv.dtype), tl.trans(xv), acc)
+
+    out_mask = mask_n[:, None] & mask_b[None, :]
+    out_offs = offs_b[None, :] * stride_ob + offs_n[:, None]            # (BLOCK_N, BLOCK_B)
+    if SPLIT_K == 1:
+        if HAS_SCALE:
+            acc = acc * tl.load(scale_ptr + offs_n, mask=mask_n, other=0.0)[:, None]
+        tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
+    else:
+        # fp32 partial of this K range; _splitk_reduce_kernel finishes the sum
+        tl.store(out_ptr + pid_k * stride_os + out_offs, acc, mask=out_mask)
+
+
+@triton.jit
+def _splitk_reduce_kernel(
+    part_ptr, scale_ptr, y_ptr, B, N, stride_yb,
+    HAS_SCALE: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK: tl.constexpr,
+):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < B * N
+    acc = tl.zeros((BLOCK,), dtype=tl.float32)
+    for s in tl.static_range(SPLIT_K):  # fixed order: deterministic sums
+        acc += tl.load(part_ptr + s * B * N + offs, mask=mask, other=0.0)
+    b = offs // N
+    n = offs % N
+    if HAS_SCALE:
+        acc = acc * tl.load(scale_ptr + n, mask=mask, other=0.0)
+    tl.store(y_ptr + b * stride_yb + n, acc.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+# ---------------------------------------------------------------------------
+# reference, validation, configuration
+
+
+def gemv_reference(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor | None = None,
+                   out_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """fp32 reference: (x @ dequant(W).T) * scale, cast to x's dtype (or `out_dtype`)."""
+    y = x.float() @ w.float().t()                 # (B, K) x (K, N) -> (B, N)
+    if scale is not None:
+        y = y * scale.float()[None, :]
+    return y.to(out_dtype or x.dtype)
+
+
+def _interpreting() -> bool:
+    return type(_gemv_kernel).__name__ == "InterpretedFunction"
+
+
+def _check_inputs(x: Any, w: Any, scale: Any) -> None:
+    if not isinstance(x, torch.Tensor) or not isinstance(w, torch.Tensor):
+        raise GemvInputError("gemv: x and w must be torch tensors")
+    if x.dim() != 2 or w.dim() != 2:
+        raise GemvInputError(f"gemv: x must be (B, K) and w (N, K); got x {tuple(x.shape)}, "
+                             f"w {tuple(w.shape)}")
+    (b, k), (n, kw) = x.shape, w.shape
+    if k != kw:
+        raise GemvInputError(f"gemv: x has K={k} but w has K={kw} (w is (N, K), row-major)")
+    if b < 1 or n < 1 or k < 1:
+        raise GemvInputError(f"gemv: empty problem B={b}, N={n}, K={k}")
+    if x.dtype not in HALF_DTYPES:
+        raise GemvInputError(f"gemv: activations must be bf16 or fp16, got {x.dtype}")
+    if w.dtype in HALF_DTYPES:
+        if w.dtype != x.dtype:
+            raise GemvInputError(f"gemv: 16-bit weights must match the activations' dtype "
+                                 f"(x {x.dtype}, w {w.dtype})")
+    elif w.dtype in FP8_DTYPES:
+        if scale is None:
+            raise GemvInputError("gemv: fp8 weights need a per-output-channel fp32 scale (N,)")
+    else:
+        raise GemvInputError(f"gemv: weights must be bf16, fp16 or fp8 e4m3, got {w.dtype}")
+    if x.device != w.device:
+        raise GemvInputError(f"gemv: x on {x.device} but w on {w.device}")
+    if x.stride(1) != 1 or w.stride(1) != 1:
+        raise GemvInputError("gemv: x and w must be contiguous along K (row-major); "
+                             "call .contiguous() outside the timed region")
+    if scale is not None:
+        if not isinstance(scale, torch.Tensor) or scale.dtype != torch.float32 \
+                or tuple(scale.shape) != (n,) or scale.stride(0) != 1:
+            got = (f"{scale.dtype} {tuple(scale.shape)}" if isinstance(scale, torch.Tensor)
+                   else type(scale).__name__)
+            raise GemvInputError(f"gemv: scale must be a contiguous fp32 tensor of shape ({n},), "
+                                 f"got {got}")
+        if scale.device != w.device:
+            raise GemvInputError(f"gemv: scale on {scale.device} but w on {w.device}")
+    if x.device.type == "cpu" and not _interpreting():
+        raise GemvInputError("gemv: Triton kernels need a GPU; CPU tensors run only under "
+                             "TRITON_INTERPRET=1 (correctness tests)")
+
+
+def batch_bucket(batch: int) -> int:
+    """Next power of two: the tuning key, so B=3 and B=4 share a config."""
+    return 1 << max(0, int(batch) - 1).bit_length()
+
+
+def candidate_configs(batch: int, n: int, k: int, sm_count: int = 132) -> list[GemvConfig]:
+    """The small, shape-pruned list the tuner times; the first is the default."""
+    def C(bn, bk, bb, warps, stages=3):  # noqa: N802 - a table row
+        return GemvConfig(bn, bk, bb, num_warps=warps, num_stages=stages)
+
+    # Pipelined tiles (BN + BB) * BK * 2 B * stages stay <= 160 KB of shared memory
+    # (A100: 164 KB, H100: 227 KB); the tuner skips any a smaller GPU cannot compile.
+    if batch == 1:  # CUDA-core path first (block_b=1), then the tensor-core path
+        base = [C(16, 512, 1, 4), C(32, 512, 1, 8), C(16, 1024, 1, 8),
+                C(64, 256, 16, 4, 4), C(128, 128, 16, 4, 4)]
+    elif batch <= 16:
+        base = [C(64, 256, 16, 4, 4), C(128, 128, 16, 4, 4), C(32, 256, 16, 4, 5),
+                C(64, 128, 16, 4, 6)]
+    elif batch <= 32:
+        base = [C(64, 128, 32, 4, 4), C(128, 128, 32, 4, 4), C(128, 64, 32, 4, 5)]
+    elif batch <= 64:
+        base = [C(64, 128, 64, 4, 4), C(128, 64, 64, 4, 4), C(128, 128, 64, 8, 3)]
+    else:
+        base = [C(128, 64, 128, 8, 4), C(256, 64, 128, 8, 3), C(128, 64, 64, 4, 4)]
+    configs: list[GemvConfig] = []
+    for cfg in base:
+        configs.append(cfg)
+        if batch > 16:
+            continue  # enough output tiles and MMA work: split-K would only add traffic
+        tiles = triton.cdiv(n, cfg.block_n) * triton.cdiv(batch, cfg.block_b)
+        if tiles >= 2 * sm_count:
+            continue  # the output tiles alone give every SM two programs
+        # one split per base config: the power of two that reaches ~2 programs per SM,
+        # halved until every split keeps >= 4 K steps (so the loads still pipeline)
+        split = min(MAX_SPLIT_K, batch_bucket(triton.cdiv(2 * sm_count, tiles)))
+        while split > 1 and triton.cdiv(k, split) < 4 * cfg.block_k:
+            split //= 2
+        if split > 1:
+            configs.append(replace(cfg, split_k=split))
+    return configs
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device: str) -> int:
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return 1
+    return int(torch.cuda.get_device_properties(dev).multi_processor_count)
+
+
+_BEST: dict[tuple, GemvConfig] = {}
+
+
+def _tune_key(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor | None) -> tuple:
+    return (str(x.device), x.dtype, w.dtype, scale is not None, batch_bucket(x.shape[0]),
+            w.shape[0], w.shape[1])
+
+
+def select_config(x: torch.Tensor, w: torch.Tensor,
+                  scale: torch.Tensor | None = None) -> GemvConfig:
+    """The tuned config for this problem (timing the candidates on first use)."""
+    key = _tune_key(x, w, scale)
+    best = _BEST.get(key)
+    if best is not None:
+        return best
+    cands = candidate_configs(x.shape[0], w.shape[0], w.shape[1], _sm_count(str(x.device)))
+    if _interpreting() or len(cands) == 1 or x.device.type != "cuda":
+        best = cands[0]
+    else:
+        best = _time_candidates(cands, x, w, scale)
+    _BEST[key] = best
+    return best
+
+
+def _time_candidates(cands: list[GemvConfig], x, w, scale) -> GemvConfig:
+    timed: list[tuple[float, GemvConfig]] = []
+    errors: list[str] = []
+    for cfg in cands:
+        try:
+            ms = triton.testing.do_bench(lambda: _launch(x, w, scale, cfg), warmup=_TUNE_WARMUP_MS,
+                                         rep=_TUNE_REP_MS, return_mode="median")
+        except Exception as exc:  # e.g. OutOfResources (shared memory) on a smaller GPU
+            errors.append(f"{cfg}: {type(exc).__name__}")
+            continue
+        timed.append((float(ms), cfg))
+    if not timed:
+        raise RidgelineError("gemv: no candidate config compiled here: " + "; ".join(errors))
+    if os.environ.get("RIDGELINE_GEMV_VERBOSE"):
+        print("gemv tune", tuple(x.shape), tuple(w.shape), w.dtype,
+              ", ".join(f"{c}={t * 1e3:.1f}us" for t, c in sorted(timed, key=lambda p: p[0])))
+    return min(timed, key=lambda p: p[0])[1]
+
+
+def _launch(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor | None,
+            cfg: GemvConfig) -> torch.Tensor:
+    B, K = x.shape
+    N = w.shape[0]
+    y = torch.empty((B, N), dtype=x.dtype, device=x.device)
+    split = max(1, cfg.split_k)
+    # each split covers a BLOCK_K-aligned range, so only the very last block is ragged
+    k_split = triton.cdiv(triton.cdiv(K, split), cfg.block_k) * cfg.block_k
+    grid = (triton.cdiv(B, cfg.block_b), triton.cdiv(N, cfg.block_n), split)
+    has_scale = scale is not None
+    scale_arg = scale if has_scale else w  # never read when HAS_SCALE is False
+    out = y if split == 1 else torch.empty((split, B, N), dtype=torch.float32, device=x.device)
+    _gemv_kernel[grid](
+        x, w, scale_arg, out, B, N, K, k_split,
+        x.stride(0), w.stride(0), N, B * N,
+        HAS_SCALE=has_scale, SPLIT_K=split, EVEN_K=(K % cfg.block_k == 0),
+        UPCAST_DOT=_interpreting(),
+        BLOCK_B=cfg.block_b, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+    if split > 1:
+        block = 1024
+        _splitk_reduce_kernel[(triton.cdiv(B * N, block),)](
+            out, scale_arg, y, B, N, N,
+            HAS_SCALE=has_scale, SPLIT_K=split, BLOCK=block, num_warps=4,
+        )
+    return y
+
+
+def gemv(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor | None = None, *,
+         config: GemvConfig | None = None) -> torch.Tensor:
+    """y = (x @ W.T) * scale, shape (B, N), in x's dtype; see the module docstring.
+
+    `config` forces a launch configuration (tests, experiments); by default the
+    tuned one for this shape is used (timed once per shape on first call).
+    """
+    _check_inputs(x, w, scale)
+    if config is not None:
+        if config.block_b == 1 and x.shape[0] != 1:
+            raise GemvInputError("gemv: block_b=1 (the CUDA-core path) needs B=1")
+        if not 1 <= config.split_k <= MAX_SPLIT_K:
+            raise GemvInputError(f"gemv: split_k must be 1..{MAX_SPLIT_K}")
+    cfg = config or select_config(x, w, scale)
+    return _launch(x, w, scale, cfg)

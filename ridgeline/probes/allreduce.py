@@ -1,0 +1,469 @@
+"""All-reduce probe: all-reduce, all-gather and reduce-scatter cost, one process per device.
+
+Backends: NCCL on NVIDIA, RCCL on AMD (torch's backend "nccl" either way), gloo
+on the CPU. Sizes 4 B .. 1 GiB in steps of 2 (bounded by free memory; quick
+mode and the CPU: 4 B .. 4 MiB in steps of 4), in place, bf16 and fp32 (gloo:
+fp32, bf16 waived: see `dtypes_for`), world sizes 2, 4, 8, ... up to the GPUs
+present (and their count when it is not a power of two).
+
+Accounting (nccl-tests definitions, so `busbw_GBps` compares directly with
+all_reduce_perf / all_gather_perf / reduce_scatter_perf):
+
+    algbw_GBps = size_bytes / time / 1e9
+    busbw_GBps = algbw_GBps x factor:  all-reduce 2(n-1)/n;  all-gather, reduce-scatter (n-1)/n
+
+`size_bytes` is nccl-tests' "size": the per-rank buffer for all-reduce, the
+*total* buffer (count x n x element size) for all-gather and reduce-scatter.
+`time` is the median over iterations of the slowest rank's time. The method
+is in ridgeline.probes.collective_worker; values are checked on every run.
+
+How the processes start. `ridgeline profile --probes allreduce` on one node
+starts one `python -m ridgeline.probes.collective_worker` subprocess per rank
+(MASTER_ADDR=127.0.0.1, a free port) rather than torch.multiprocessing.spawn:
+fresh interpreters inherit no CUDA context from the profiling process, the
+ranks use the same env:// initialisation as under torchrun, and a separate
+process group per child lets a watchdog kill a hung rank (and all it started)
+without touching anything else. The watchdog gives the ranks
+`startup_timeout_s` to join the process group, then fails the case when no
+rank has progressed for `timeout_s` (progress files), or as soon as one rank
+exits with an error; it then kills every rank and reports which one stopped
+where. The process group's own timeout bounds collectives the same way under
+torchrun.
+
+Across nodes, under torchrun (RANK, WORLD_SIZE, MASTER_ADDR set):
+
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-endpoint HOST:29500 \\
+        -m ridgeline.probes.allreduce --out DIR [--quick]
+
+runs the same worker in every process, sweeping sub-groups of the first
+2, 4, 8, ... ranks up to WORLD_SIZE; rank 0 writes DIR/records.jsonl,
+DIR/collectives.json (records and the fitted model) and DIR/collectives.csv.
+Without torchrun the same command spawns the ranks on this node itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ridgeline.errors import RidgelineError
+from ridgeline.probes.base import Case, Probe, ProbeContext
+from ridgeline.records import waived_record
+from ridgeline.roofline.interconnect import busbw_factor
+
+COLLECTIVES = ("allreduce", "all_gather", "reduce_scatter")
+GiB, MiB = 2**30, 2**20
+MAX_BYTES = GiB
+QUICK_MAX_BYTES = 4 * MiB
+
+# Iteration budgets (ms) and bounds; nccl-tests defaults are 5 warm-up, 20 timed iterations.
+BUDGETS = {
+    "gpu": {"warmup_ms": 20.0, "rep_ms": 100.0, "min_iters": 20, "max_iters": 200},
+    "gpu_quick": {"warmup_ms": 10.0, "rep_ms": 40.0, "min_iters": 10, "max_iters": 100},
+    "cpu": {"warmup_ms": 2.0, "rep_ms": 15.0, "min_iters": 5, "max_iters": 30},
+}
+
+
+class CollectiveError(RidgelineError):
+    """A rank died or hung; `records` holds the cases finished before it did."""
+
+    def __init__(self, message: str, records: list[dict[str, Any]] | None = None):
+        super().__init__(message)
+        self.records = records or []
+
+
+def algbw_GBps(size_bytes: float, time_s: float) -> float:
+    """nccl-tests algorithm bandwidth: the buffer size over the time (GB = 1e9)."""
+    return size_bytes / time_s / 1e9
+
+
+def busbw_GBps(collective: str, size_bytes: float, world_size: int, time_s: float) -> float:
+    """nccl-tests bus bandwidth: algbw x the collective's factor (the per-link traffic rate)."""
+    return algbw_GBps(size_bytes, time_s) * busbw_factor(collective, world_size)
+
+
+def collective_sizes(quick: bool, max_bytes: int = MAX_BYTES) -> list[int]:
+    """4 B doubling to max_bytes (quick: x4 steps up to 4 MiB)."""
+    step, top = (4, min(max_bytes, QUICK_MAX_BYTES)) if quick else (2, max_bytes)
+    sizes, s = [], 4
+    while s <= top:
+        sizes.append(s)
+        s *= step
+    return sizes
+
+
+def sweep_world_sizes(n: int) -> list[int]:
+    """2, 4, 8, ... up to n, plus n itself when it is not a power of two."""
+    out, w = [], 2
+    while w <= n:
+        out.append(w)
+        w *= 2
+    if n >= 2 and n not in out:
+        out.append(n)
+    return out
+
+
+def dtypes_for(backend: str, quick: bool = False) -> tuple[list[str], dict[str, str]]:
+    """(dtypes to run, {dtype: reason} waived) for a backend."""
+    if backend == "gloo":
+        # gloo reduces bf16 on the CPU, but the CPU sweep is a functional check kept under
+        # a few seconds; its fp32 numbers say all there is to say about loopback TCP.
+        return ["fp32"], {"bf16": "gloo (CPU): fp32 only, bf16 not swept"}
+    return ["bf16", "fp32"], {}
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (the OS picks it; a race is retried by the caller)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _package_root() -> str:
+    import ridgeline
+
+    return str(Path(ridgeline.__file__).resolve().parent.parent)
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+def _log_tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    keep = [ln.strip() for ln in text if ln.strip()][-lines:]
+    return " | ".join(keep)
+
+
+def _read_progress(path: Path) -> tuple[int, str] | None:
+    try:
+        step, stage = path.read_text().rstrip("\n").split("\t", 1)
+        return int(step), stage
+    except (OSError, ValueError):
+        return None
+
+
+def _kill(procs: list[subprocess.Popen]) -> None:
+    """Terminate each rank's process group (only what we started), then kill what remains."""
+    for p in procs:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+    deadline = time.monotonic() + 3.0
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            p.wait()
+
+
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def spawn_world(config: dict[str, Any], world_size: int, *, timeout_s: float,
+                startup_timeout_s: float, poll_s: float = 0.05) -> list[dict[str, Any]]:
+    """Run the worker on `world_size` local ranks; return rank 0's records.
+
+    Raises CollectiveError (with the finished records) when a rank exits with
+    an error, does not join in `startup_timeout_s`, or when no rank makes
+    progress for `timeout_s`; every rank is killed first.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="ridgeline-collectives-"))
+    procs: list[subprocess.Popen] = []
+    logs: list[Path] = []
+    try:
+        cfg = dict(config, out_dir=str(workdir), progress=True, world_sizes=[world_size],
+                   pg_timeout_s=max(timeout_s, startup_timeout_s))
+        (workdir / "config.json").write_text(json.dumps(cfg))
+        port = free_port()
+        root = _package_root()
+        for rank in range(world_size):
+            env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                       WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
+                       LOCAL_WORLD_SIZE=str(world_size), PYTHONUNBUFFERED="1")
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+            if config["device"] == "cpu":
+                env.setdefault("OMP_NUM_THREADS", "1")  # n ranks on few cores: no oversubscription
+            logs.append(workdir / f"rank{rank}.log")
+            with open(logs[-1], "w") as log:
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "ridgeline.probes.collective_worker",
+                     str(workdir / "config.json")],
+                    env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=True))
+        _watch(procs, logs, workdir, world_size, timeout_s, startup_timeout_s, poll_s)
+        return _read_records(workdir / "records.jsonl")
+    except CollectiveError as exc:
+        _kill(procs)
+        exc.records = _read_records(workdir / "records.jsonl")
+        raise
+    except BaseException:  # Ctrl-C included: never leave ranks behind
+        _kill(procs)
+        raise
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _watch(procs, logs, workdir: Path, n: int, timeout_s: float, startup_timeout_s: float,
+           poll_s: float) -> None:
+    start = time.monotonic()
+    last: dict[int, tuple[int, str] | None] = {r: None for r in range(n)}
+    changed_at = start
+    while True:
+        codes = [p.poll() for p in procs]
+        bad = [r for r, c in enumerate(codes) if c not in (None, 0)]
+        if bad:
+            time.sleep(poll_s)  # let peers that fail in turn exit too: report them together
+            codes = [p.poll() for p in procs]
+            bad = [r for r, c in enumerate(codes) if c not in (None, 0)]
+            deaths = "; ".join(
+                f"rank {r} died ({_describe_exit(codes[r])}) at '{(last[r] or (0, 'start'))[1]}': "
+                f"{_log_tail(logs[r], 1) or 'no output'}" for r in bad)
+            raise CollectiveError(f"world size {n}: {deaths}; killed all ranks")
+        if all(c == 0 for c in codes):
+            return
+        now = time.monotonic()
+        for r in range(n):
+            state = _read_progress(workdir / f"progress.rank{r}")
+            if state is not None and state != last[r]:
+                last[r], changed_at = state, now
+        stages = "; ".join(f"rank {r}: '{last[r][1] if last[r] else 'not started'}'"
+                           for r in range(n))
+        joined = all(last[r] is not None and last[r][0] >= 1 for r in range(n))  # step 1 = "ready"
+        if not joined:
+            if now - start > startup_timeout_s:
+                late = [r for r in range(n) if not (last[r] and last[r][0] >= 1)]
+                raise CollectiveError(
+                    f"world size {n}: rank(s) {late} did not join the process group within "
+                    f"{startup_timeout_s:.0f} s ({stages}); killed all ranks")
+        elif now - changed_at > timeout_s:
+            # A rank that stops answering leaves the others waiting inside the same
+            # collective, so the stages say where each one is rather than who is to blame.
+            raise CollectiveError(
+                f"world size {n}: hung, no rank progressed for {timeout_s:g} s ({stages}); "
+                f"killed all ranks")
+        time.sleep(poll_s)
+
+
+def _gpu_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except RuntimeError:
+        return 0
+
+
+def _backend_for(device_kind: str) -> tuple[str, str]:
+    """(torch backend, provider label): NCCL on NVIDIA, RCCL (torch backend "nccl") on AMD."""
+    if device_kind == "cpu":
+        return "gloo", "gloo"
+    return "nccl", ("rccl" if device_kind == "rocm" else "nccl")
+
+
+def build_config(device_kind: str, quick: bool, *, max_bytes: int = MAX_BYTES,
+                 options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The worker's sweep for a device kind ("cuda" | "rocm" | "cpu"); options override parts."""
+    options = options or {}
+    backend, provider = _backend_for(device_kind)
+    cpu = device_kind == "cpu"
+    dtypes, _ = dtypes_for(backend, quick)
+    budget = BUDGETS["cpu" if cpu else ("gpu_quick" if quick else "gpu")]
+    return {
+        "backend": backend, "provider": provider, "device": "cpu" if cpu else "cuda",
+        "collectives": list(options.get("collectives", COLLECTIVES)),
+        "dtypes": list(options.get("dtypes", dtypes)),
+        "sizes": list(options.get("sizes") or collective_sizes(quick or cpu, max_bytes)),
+        "max_bytes": int(max_bytes),
+        "budget": dict(budget, **options.get("budget", {})),
+        # test-only fault injection: a rank that sleeps (hang) or raises (dies)
+        "hang_rank": options.get("hang_rank"), "hang_s": options.get("hang_s", 3600),
+        "fail_rank": options.get("fail_rank"),
+    }
+
+
+class AllReduceProbe(Probe):
+    name = "allreduce"
+    description = "all-reduce, all-gather, reduce-scatter algbw and busbw (nccl-tests definitions)"
+
+    def __init__(self) -> None:
+        self._failed: str | None = None
+
+    def available(self, ctx: ProbeContext) -> str | None:
+        import torch.distributed as dist
+
+        if not dist.is_available():
+            return "this torch build has no torch.distributed"
+        if ctx.device.kind == "cpu":
+            return None if dist.is_gloo_available() else "this torch build has no gloo backend"
+        if _gpu_count() < 2:
+            return "one GPU: all-reduce waived"
+        if not dist.is_nccl_available():
+            return "this torch build has no NCCL/RCCL backend"
+        return None
+
+    def cases(self, ctx: ProbeContext) -> list[Case]:
+        sizes = ctx.options.get("world_sizes")
+        if sizes is None:
+            sizes = [2] if ctx.device.kind == "cpu" else sweep_world_sizes(_gpu_count())
+        return [Case({"world_size": w}) for w in sizes]
+
+    def _max_bytes(self, ctx: ProbeContext) -> int:
+        limit = int(ctx.options.get("max_bytes", MAX_BYTES))
+        if ctx.device.kind == "cpu":
+            return limit
+        import torch
+
+        torch.cuda.empty_cache()  # the profiler's cached blocks would shrink what the ranks get
+        # one buffer, the check's chunk temporaries and NCCL's own buffers must fit on each GPU
+        return min(limit, max(MiB, (ctx.free_memory_bytes() - 2 * GiB) // 2))
+
+    def run(self, case: Case, ctx: ProbeContext) -> list[dict[str, Any]]:
+        w = case["world_size"]
+        if self._failed:
+            return [waived_record("allreduce", f"skipped: {self._failed}", status="failed",
+                                  world_size=w)]
+        config = build_config(ctx.device.kind, ctx.quick, max_bytes=self._max_bytes(ctx),
+                              options=ctx.options)
+        out = [waived_record(probe, reason, provider=config["provider"], dtype=dtype, world_size=w)
+               for dtype, reason in dtypes_for(config["backend"], ctx.quick)[1].items()
+               if dtype not in config["dtypes"] for probe in config["collectives"]]
+        cpu = ctx.device.kind == "cpu"
+        timeout_s = float(ctx.options.get("timeout_s", 60 if cpu else 300))
+        startup_s = float(ctx.options.get("startup_timeout_s", 60 if cpu else 300))
+        telemetry = ctx.telemetry()
+        try:
+            try:
+                records = spawn_world(config, w, timeout_s=timeout_s, startup_timeout_s=startup_s)
+            except CollectiveError as exc:
+                if "address already in use" not in str(exc).lower():
+                    raise
+                records = spawn_world(config, w, timeout_s=timeout_s, startup_timeout_s=startup_s)
+        except CollectiveError as exc:
+            self._failed = f"world size {w} failed"
+            fail = waived_record("allreduce", str(exc), provider=config["provider"],
+                                 status="failed", world_size=w)
+            print(f"ridgeline allreduce: {exc}", file=sys.stderr)
+            return out + exc.records + [fail]
+        for rec in records:
+            rec.update({k: v for k, v in telemetry.items() if k not in rec})
+        return out + records
+
+
+def _write_outputs(out_dir: Path, records: list[dict[str, Any]], device: dict[str, Any]) -> Path:
+    from ridgeline.records import write_csv
+    from ridgeline.roofline.interconnect_fit import fit_interconnect
+    from ridgeline.roofline.profile import software_versions
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    doc = {"kind": "ridgeline-collectives", "command_line": sys.argv,
+           "hostname": socket.gethostname(), "device": device, "versions": software_versions(),
+           "interconnect": fit_interconnect(records, device), "records": records}
+    path = out_dir / "collectives.json"
+    path.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    write_csv(records, out_dir / "collectives.csv")
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m ridgeline.probes.allreduce",
+        description="Collective sweep (nccl-tests algbw/busbw); torchrun-ready.")
+    p.add_argument("--out", required=True, help="output directory (written by rank 0)")
+    p.add_argument("--quick", action="store_true", help="4 B .. 4 MiB in steps of 4")
+    p.add_argument("--max-bytes", type=int, default=MAX_BYTES, help="largest size (default 1 GiB)")
+    p.add_argument("--dtypes", default=None, help="comma list, e.g. bf16,fp32")
+    p.add_argument("--timeout-s", type=float, default=600.0,
+                   help="process-group timeout (torchrun; must exceed one world size's sweep) / "
+                        "no-progress watchdog (local spawn)")
+    p.add_argument("--device", default=None, help="cpu to force gloo; default: GPUs when present")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """torchrun entry point (also runs on one node without torchrun, spawning the ranks)."""
+    args = build_parser().parse_args(argv)
+    out_dir = Path(args.out)
+    gpus = _gpu_count() if args.device != "cpu" else 0
+    kind = "cpu" if gpus == 0 else ("rocm" if _is_rocm() else "cuda")
+    options: dict[str, Any] = {}
+    if args.dtypes:
+        options["dtypes"] = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    config = build_config(kind, args.quick, max_bytes=args.max_bytes, options=options)
+    device = {"kind": kind, "name": _device_name(kind), "gpus_per_node": gpus}
+    try:
+        if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+            import warnings
+
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            from ridgeline.probes.collective_worker import run_worker
+
+            world = int(os.environ["WORLD_SIZE"])
+            rank = int(os.environ["RANK"])
+            if rank == 0:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                (out_dir / "records.jsonl").write_text("")
+            cfg = dict(config, out_dir=str(out_dir) if rank == 0 else None, progress=False,
+                       world_sizes=sweep_world_sizes(world), pg_timeout_s=args.timeout_s)
+            records = run_worker(cfg)
+            if rank == 0:
+                print(f"wrote {_write_outputs(out_dir, records, device)}")
+            return 0
+        if kind != "cpu" and gpus < 2:
+            raise RidgelineError("one GPU: all-reduce waived (run under torchrun to span nodes)")
+        records: list[dict[str, Any]] = []
+        for w in ([2] if kind == "cpu" else sweep_world_sizes(gpus)):
+            records += spawn_world(config, w, timeout_s=args.timeout_s,
+                                   startup_timeout_s=args.timeout_s)
+        print(f"wrote {_write_outputs(out_dir, records, device)}")
+        return 0
+    except RidgelineError as exc:
+        print(f"ridgeline allreduce: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _is_rocm() -> bool:
+    import torch
+
+    return getattr(torch.version, "hip", None) is not None
+
+
+def _device_name(kind: str) -> str:
+    if kind == "cpu":
+        import platform
+
+        return platform.processor() or platform.machine() or "cpu"
+    import torch
+
+    return torch.cuda.get_device_name(0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

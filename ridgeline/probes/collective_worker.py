@@ -1,0 +1,385 @@
+"""Collective worker: the code each rank runs for the all-reduce/all-gather/reduce-scatter sweep.
+
+One process per device. Started either by the allreduce probe (one node:
+`python -m ridgeline.probes.collective_worker CONFIG.json` per rank, with
+RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR=127.0.0.1, MASTER_PORT in the
+environment) or in-process under torchrun (`python -m ridgeline.probes.allreduce`).
+
+Per world size w (the first w ranks, as a sub-group when w < WORLD_SIZE), per
+collective, dtype and size, in place:
+
+1. validate: each rank fills its buffer with a rank-dependent periodic tile
+   (element i of rank r holds (r + i) % m), runs the collective once and
+   compares the result with the closed form (the sum over ranks, or the
+   gathered tiles); the worst error over ranks decides `validated`;
+2. estimate one call's time (3 calls), agreed across ranks (MAX) so that every
+   rank runs the same number of warm-up and timed iterations (a mismatch
+   would deadlock);
+3. warm up, then time each iteration: device events on GPUs; on gloo a barrier
+   then the host clock (CPU work is synchronous);
+4. per iteration take the slowest rank (all-reduce MAX of the per-rank times):
+   the collective is done only when its last rank is.
+
+Sizes follow nccl-tests: all-reduce `size_bytes` is the per-rank buffer;
+all-gather and reduce-scatter `size_bytes` is the *total* buffer (count per
+rank x world size x element size). Then
+
+    algbw_GBps = size_bytes / time / 1e9
+    busbw_GBps = algbw_GBps x factor  (all-reduce 2(n-1)/n; all-gather, reduce-scatter (n-1)/n)
+
+Rank 0 appends one record per case to OUT_DIR/records.jsonl as it goes (a
+later hang keeps the earlier cases). Each rank rewrites
+OUT_DIR/progress.rank<R> ("<step>\\t<stage>") before every step, which the
+parent's watchdog reads to tell a hung rank from a slow one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+COLLECTIVES = ("allreduce", "all_gather", "reduce_scatter")
+DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+
+
+def per_rank_count(collective: str, size_bytes: int, elem_bytes: int, world_size: int) -> int:
+    """Elements each rank contributes for a requested nccl-tests size (at least one)."""
+    if collective == "allreduce":
+        return max(1, size_bytes // elem_bytes)
+    return max(1, size_bytes // (elem_bytes * world_size))
+
+
+def buffer_elems(collective: str, count: int, world_size: int) -> int:
+    """Elements of the in-place buffer: all-reduce count; all-gather/reduce-scatter count x n."""
+    return count if collective == "allreduce" else count * world_size
+
+
+def size_bytes_of(collective: str, count: int, elem_bytes: int, world_size: int) -> int:
+    """The nccl-tests `size` of a case: the (total) buffer in bytes."""
+    return buffer_elems(collective, count, world_size) * elem_bytes
+
+
+def iteration_counts(est_ms: float, warmup_ms: float, rep_ms: float, min_iters: int,
+                     max_iters: int) -> tuple[int, int]:
+    """(warm-up, timed) iteration counts from time budgets: one est_ms gives every rank the same."""
+    est_ms = max(est_ms, 1e-4)
+    warm = max(2, min(int(warmup_ms / est_ms), max_iters))
+    reps = max(min_iters, min(int(math.ceil(rep_ms / est_ms)), max_iters))
+    return warm, reps
+
+
+def sum_tolerance(dtype: str, world_size: int, m: int) -> float:
+    """0 when the closed-form sum is exact in `dtype`, else a rounding bound for the reduction."""
+    from ridgeline.probes.patterns import sum_is_exact
+
+    if sum_is_exact(dtype, world_size, m):
+        return 0.0
+    eps = {"bf16": 2.0**-8, "fp16": 2.0**-11, "fp32": 2.0**-24}[dtype]
+    return world_size * (m - 1) * eps * max(1, math.ceil(math.log2(world_size)))
+
+
+class Progress:
+    """Per-rank progress file the parent's watchdog reads; a no-op when disabled (torchrun)."""
+
+    def __init__(self, out_dir: str | None, rank: int, enabled: bool):
+        self.path = Path(out_dir) / f"progress.rank{rank}" if (enabled and out_dir) else None
+        self.step = 0
+
+    def __call__(self, stage: str) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(f"{self.step}\t{stage}\n")
+        tmp.replace(self.path)
+        self.step += 1
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+class _Comm:
+    """The process group and the device one rank works on."""
+
+    def __init__(self, config: dict[str, Any]):
+        import torch
+        import torch.distributed as dist
+
+        self.torch, self.dist = torch, dist
+        self.rank = int(os.environ["RANK"])
+        self.world = int(os.environ["WORLD_SIZE"])
+        self.local_rank = int(os.environ.get("LOCAL_RANK", self.rank))
+        self.backend = config["backend"]
+        self.on_gpu = config["device"] == "cuda"
+        if self.on_gpu:
+            torch.cuda.set_device(self.local_rank)
+            self.device = torch.device("cuda", self.local_rank)
+        else:
+            self.device = torch.device("cpu")
+
+    def init(self, timeout_s: float) -> None:
+        kwargs: dict[str, Any] = {"backend": self.backend, "timeout": timedelta(seconds=timeout_s)}
+        if self.on_gpu:
+            kwargs["device_id"] = self.device  # binds the rank to its GPU (and its barriers)
+        try:
+            self.dist.init_process_group(**kwargs)
+        except TypeError:  # an older torch without device_id
+            kwargs.pop("device_id", None)
+            self.dist.init_process_group(**kwargs)
+
+    def sync(self) -> None:
+        if self.on_gpu:
+            self.torch.cuda.synchronize(self.device)
+
+    def reduce(self, values: list[float], op: str, group) -> list[float]:
+        """Element-wise MAX/MIN of a float list across the group (float64 on the rank's device)."""
+        t = self.torch.tensor(values, dtype=self.torch.float64, device=self.device)
+        red = {"max": self.dist.ReduceOp.MAX, "min": self.dist.ReduceOp.MIN}[op]
+        self.dist.all_reduce(t, op=red, group=group)
+        return [float(v) for v in t.cpu().tolist()]
+
+    def barrier(self, group) -> None:
+        if self.on_gpu:  # an all-reduce on our own GPU: no guessing of the rank's device
+            self.reduce([0.0], "max", group)
+            self.sync()
+        else:
+            self.dist.barrier(group=group)
+
+
+def make_op(dist, collective: str, buf, count: int, rank: int, group):
+    """The in-place collective as a zero-argument callable (nccl-tests' in-place layout)."""
+    if collective == "allreduce":
+        return lambda: dist.all_reduce(buf, group=group)
+    mine = buf.narrow(0, rank * count, count)  # this rank's slice of the full buffer
+    if collective == "all_gather":
+        gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+        return lambda: gather(buf, mine, group=group)
+    if collective == "reduce_scatter":
+        scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+        return lambda: scatter(mine, buf, group=group)
+    raise ValueError(f"unknown collective {collective!r}")
+
+
+def validate_case(comm: _Comm, collective: str, dtype: str, buf, count: int, w: int,
+                  group, op) -> tuple[float, float]:
+    """Fill rank-dependent tiles, run the collective once, compare with the closed form.
+
+    Returns (worst |error| over ranks, tolerance).
+    """
+    from ridgeline.probes.patterns import (collective_modulus, fill_periodic, max_periodic_error,
+                                           rank_tile_values, sum_tile_values)
+
+    torch, rank = comm.torch, comm.rank
+    dt = _torch_dtype(dtype)
+    m = collective_modulus(dtype, w)
+
+    def tile(values):
+        return torch.tensor(values, dtype=dt, device=comm.device)
+
+    if collective == "allreduce":
+        fill_periodic(buf, tile(rank_tile_values(rank, m)))
+        op()
+        comm.sync()
+        err = max_periodic_error(buf, tile(sum_tile_values(w, m)))
+    elif collective == "all_gather":
+        buf.zero_()  # every other rank's slice must be written by the collective
+        fill_periodic(buf.narrow(0, rank * count, count), tile(rank_tile_values(rank, m)))
+        op()
+        comm.sync()
+        err = max(max_periodic_error(buf.narrow(0, k * count, count), tile(rank_tile_values(k, m)))
+                  for k in range(w))
+    else:  # reduce_scatter: this rank's slice of the sum starts at element rank * count
+        fill_periodic(buf, tile(rank_tile_values(rank, m)))
+        op()
+        comm.sync()
+        expect = sum_tile_values(w, m, phase=(rank * count) % m)
+        err = max_periodic_error(buf.narrow(0, rank * count, count), tile(expect))
+    worst = comm.reduce([err], "max", group)[0]
+    return worst, sum_tolerance(dtype, w, m)
+
+
+def time_case(comm: _Comm, op, group, budget: dict[str, Any], progress: Progress,
+              label: str) -> tuple[list[float], list[float]]:
+    """Per-iteration times (ms) of the slowest and the fastest rank."""
+    torch = comm.torch
+    progress(f"{label}: estimate")
+    comm.barrier(group)
+    if comm.on_gpu:
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        for _ in range(3):
+            op()
+        e.record()
+        comm.sync()
+        est = s.elapsed_time(e) / 3
+    else:
+        t0 = time.perf_counter()
+        for _ in range(3):
+            op()
+        est = (time.perf_counter() - t0) * 1e3 / 3
+    est = comm.reduce([est], "max", group)[0]  # every rank must loop the same number of times
+    warm, reps = iteration_counts(est, budget["warmup_ms"], budget["rep_ms"],
+                                  budget["min_iters"], budget["max_iters"])
+    progress(f"{label}: {warm} warm-up + {reps} timed iterations")
+    for _ in range(warm):
+        op()
+    comm.barrier(group)
+    times: list[float] = []
+    if comm.on_gpu:
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+        for i in range(reps):
+            starts[i].record()
+            op()
+            ends[i].record()
+        comm.sync()
+        times = [a.elapsed_time(b) for a, b in zip(starts, ends)]
+    else:
+        for _ in range(reps):
+            comm.dist.barrier(group=group)  # start together: the host clock times one collective
+            t0 = time.perf_counter()
+            op()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return comm.reduce(times, "max", group), comm.reduce(times, "min", group)
+
+
+def _link_label(comm: _Comm, w: int, nodes: int) -> str:
+    if nodes > 1:
+        return "network"
+    if not comm.on_gpu:
+        return "loopback"
+    try:
+        from ridgeline.topology import group_link, gpu_topology
+
+        return group_link(gpu_topology(), list(range(w)))
+    except Exception:
+        return "unknown"
+
+
+def _versions(comm: _Comm) -> dict[str, Any]:
+    out: dict[str, Any] = {"torch": comm.torch.__version__}
+    if comm.on_gpu:
+        try:
+            v = comm.torch.cuda.nccl.version()
+            out["nccl_version"] = ".".join(map(str, v)) if isinstance(v, tuple) else v
+        except Exception:
+            out["nccl_version"] = None
+        # NVLS (NVLink SHARP) lifts all-reduce busbw on NVSwitch systems: say how it was set
+        out["nccl_nvls_enable"] = os.environ.get("NCCL_NVLS_ENABLE", "default")
+    return out
+
+
+def run_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run the sweep on this rank; returns the records on rank 0 (empty elsewhere)."""
+    from ridgeline.records import make_record
+    from ridgeline.roofline.interconnect import busbw_factor
+    from ridgeline.timing import Timing
+
+    comm = _Comm(config)
+    out_dir = config.get("out_dir")
+    progress = Progress(out_dir, comm.rank, config.get("progress", True))
+    progress("init_process_group")
+    comm.init(config["pg_timeout_s"])
+    dist, torch = comm.dist, comm.torch
+    progress("ready")
+    if config.get("hang_rank") == comm.rank:  # test-only: a rank that stops answering
+        progress("test hang: sleeping")
+        time.sleep(float(config.get("hang_s", 3600)))
+    if config.get("fail_rank") == comm.rank:  # test-only: a rank that dies
+        raise RuntimeError(f"test failure injected on rank {comm.rank}")
+    hosts: list[Any] = [None] * comm.world
+    dist.all_gather_object(hosts, socket.gethostname())
+    world_sizes = [w for w in config["world_sizes"] if 2 <= w <= comm.world]
+    groups = {w: (None if w == comm.world else dist.new_group(list(range(w)))) for w in world_sizes}
+    provider = config.get("provider", comm.backend)
+    timer_name = ("device-events, slowest rank" if comm.on_gpu
+                  else "host-clock+barrier, slowest rank")
+    versions = _versions(comm)
+    records: list[dict[str, Any]] = []
+    sink = None
+    if comm.rank == 0 and out_dir:
+        sink = open(Path(out_dir) / "records.jsonl", "a")
+    try:
+        for w in world_sizes:
+            # Ranks outside this sub-group wait here, not inside the next group's first
+            # collective: a wait is then one world size's sweep, well inside the timeout.
+            progress(f"n={w}: barrier")
+            comm.barrier(None)
+            if comm.rank >= w:
+                continue
+            group = groups[w]
+            nodes = len(set(hosts[:w]))
+            link = _link_label(comm, w, nodes) if comm.rank == 0 else None
+            for collective in config["collectives"]:
+                for dtype in config["dtypes"]:
+                    elem = DTYPE_BYTES[dtype]
+                    seen: set[int] = set()
+                    for requested in config["sizes"]:
+                        count = per_rank_count(collective, requested, elem, w)
+                        size = size_bytes_of(collective, count, elem, w)
+                        if size in seen or size > config.get("max_bytes", 2**62):
+                            continue  # rounding made it a size already measured
+                        seen.add(size)
+                        label = f"{collective} {dtype} n={w} {size} B"
+                        progress(f"{label}: validate")
+                        buf = torch.empty(buffer_elems(collective, count, w),
+                                          dtype=_torch_dtype(dtype), device=comm.device)
+                        op = make_op(dist, collective, buf, count, comm.rank, group)
+                        err, tol = validate_case(comm, collective, dtype, buf, count, w, group, op)
+                        slow, fast = time_case(comm, op, group, config["budget"], progress, label)
+                        del buf, op
+                        if comm.rank != 0:
+                            continue
+                        skew = sorted((a - b) / a for a, b in zip(slow, fast) if a > 0)
+                        rec = make_record(
+                            probe=collective, provider=provider, kernel="in_place", dtype=dtype,
+                            timing=Timing(slow, timer_name), validated=err <= tol,
+                            max_abs_error=err, size_bytes=size, count=count, world_size=w,
+                            nodes=nodes, link=link, backend=comm.backend)
+                        seconds = rec["time_ms_median"] * 1e-3
+                        rec["algbw_GBps"] = size / seconds / 1e9
+                        rec["busbw_factor"] = busbw_factor(collective, w)
+                        rec["busbw_GBps"] = rec["algbw_GBps"] * rec["busbw_factor"]
+                        rec["bw_GBps"] = rec["algbw_GBps"]  # the nccl-tests algbw
+                        rec["latency_us"] = rec["time_ms_median"] * 1e3
+                        rec["rank_skew_median"] = skew[len(skew) // 2] if skew else None
+                        rec.update(versions)
+                        records.append(rec)
+                        if sink is not None:
+                            sink.write(json.dumps(rec, default=str) + "\n")
+                            sink.flush()
+            progress(f"n={w} done")
+        progress("final barrier")
+        comm.barrier(None)
+    finally:
+        if sink is not None:
+            sink.close()
+    dist.destroy_process_group()
+    progress("done")
+    return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m ridgeline.probes.collective_worker CONFIG.json", file=sys.stderr)
+        return 2
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)  # deprecation notes, once per rank
+    config = json.loads(Path(argv[0]).read_text())
+    run_worker(config)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,280 @@
+"""Write a profile's report: report.md with PNG figures beside it, and a self-contained
+report.html (the same content, figures embedded as base64 PNG).
+
+    paths = write_report(profile, "ridgeline-out")   # [report.md, report.html, *.png]
+    ridgeline report PROFILE.json [-o DIR]
+
+The report is built once as a list of blocks (headings, paragraphs, lists,
+tables, figures) and rendered twice, so markdown and HTML say the same thing.
+Sections: status and provenance, ceilings (measured vs datasheet), the
+roofline chart, the fitted model and its error on its own records, bandwidth
+vs working set, matmul vs size, decode GEMV vs batch, interconnect (when
+measured), validation (when a validation.json is given). A section without
+data says so instead of failing.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ridgeline.reports import plots, tables
+from ridgeline.reports.tables import Table, fmt
+
+CSS = """
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; max-width: 1180px;
+       margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { border-bottom: 2px solid #333; padding-bottom: .2em; }
+h2 { margin-top: 1.8em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: .8em 0; font-size: 90%; }
+caption { font-weight: bold; text-align: left; padding: .3em 0; }
+th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; }
+th { background: #f2f2f2; }
+td:nth-child(n+2) { font-variant-numeric: tabular-nums; }
+img { max-width: 100%; border: 1px solid #ddd; }
+figure { margin: 1em 0; } figcaption { font-size: 90%; color: #555; }
+.note { font-size: 85%; color: #555; }
+.warn { color: #8a4b00; } .bad { color: #a00; font-weight: bold; } .ok { color: #060; }
+code { background: #f4f4f4; padding: 0 .2em; }
+"""
+
+
+@dataclass
+class Block:
+    kind: str          # heading | para | list | table | figure
+    content: Any
+    level: int = 2
+
+
+class Report:
+    def __init__(self) -> None:
+        self.blocks: list[Block] = []
+
+    def heading(self, text: str, level: int = 2) -> None:
+        self.blocks.append(Block("heading", text, level))
+
+    def para(self, text: str) -> None:
+        self.blocks.append(Block("para", text))
+
+    def items(self, items: list[str]) -> None:
+        if items:
+            self.blocks.append(Block("list", list(items)))
+
+    def table(self, table: Table, empty: str | None = None) -> None:
+        if table:
+            self.blocks.append(Block("table", table))
+        elif empty:
+            self.para(empty)
+
+    def figure(self, path: Path | None, caption: str, empty: str) -> None:
+        if path is None:
+            self.para(empty)
+        else:
+            self.blocks.append(Block("figure", (Path(path), caption)))
+
+    def to_markdown(self) -> str:
+        out: list[str] = []
+        for b in self.blocks:
+            if b.kind == "heading":
+                out.append("#" * b.level + " " + b.content)
+            elif b.kind == "para":
+                out.append(b.content)
+            elif b.kind == "list":
+                out.append("\n".join(f"- {item}" for item in b.content))
+            elif b.kind == "table":
+                out.append(tables.to_markdown(b.content))
+            elif b.kind == "figure":
+                path, caption = b.content
+                out.append(f"![{caption}]({path.name})\n\n*{caption}*")
+        return "\n\n".join(out) + "\n"
+
+    def to_html(self, title: str) -> str:
+        body: list[str] = []
+        for b in self.blocks:
+            if b.kind == "heading":
+                body.append(f"<h{b.level}>{html.escape(b.content)}</h{b.level}>")
+            elif b.kind == "para":
+                body.append(f"<p>{html.escape(b.content)}</p>")
+            elif b.kind == "list":
+                lis = "".join(f"<li>{html.escape(i)}</li>" for i in b.content)
+                body.append(f"<ul>{lis}</ul>")
+            elif b.kind == "table":
+                body.append(tables.to_html(b.content))
+            elif b.kind == "figure":
+                path, caption = b.content
+                data = base64.b64encode(path.read_bytes()).decode("ascii")
+                alt = html.escape(caption)
+                body.append(f"<figure><img alt=\"{alt}\" src=\"data:image/png;base64,{data}\">"
+                            f"<figcaption>{alt}</figcaption></figure>")
+        return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>\n"
+                + "\n".join(body) + "\n</body></html>\n")
+
+
+def _provenance_items(profile: dict[str, Any]) -> list[str]:
+    prov = profile.get("provenance") or {}
+    dev = prov.get("device") or {}
+    items = []
+    cc = dev.get("compute_capability")
+    arch = f"sm_{str(cc).replace('.', '')}" if cc else dev.get("gfx_arch") or "-"
+    mem = dev.get("memory_bytes")
+    l2 = dev.get("l2_cache_bytes")
+    items.append(f"device: {dev.get('name', '?')} ({dev.get('id', '?')}, {dev.get('kind', '?')}), "
+                 f"{fmt(mem / 2**30 if mem else None, 1, 'GiB')}, arch {arch}, "
+                 f"{dev.get('multiprocessors') or '-'} SMs/CUs/cores, "
+                 f"L2/LLC {fmt(l2 / 2**20 if l2 else None, 0, 'MiB')}")
+    items.append(f"driver {dev.get('driver_version') or '-'}, "
+                 f"runtime {dev.get('runtime_version') or '-'}"
+                 + (f", PCI {dev['pci_bus_id']}" if dev.get("pci_bus_id") else ""))
+    versions = prov.get("versions") or {}
+    if versions:
+        items.append("versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()) if v))
+    telemetry = prov.get("telemetry_at_start") or {}
+    if telemetry:
+        keys = [k for k in sorted(telemetry) if isinstance(telemetry[k], (int, float, str))][:14]
+        items.append("telemetry at start: " + ", ".join(f"{k} {telemetry[k]}" for k in keys))
+    cmd = prov.get("command_line")
+    if cmd:
+        items.append("command: " + (" ".join(map(str, cmd)) if isinstance(cmd, list) else str(cmd)))
+    sweep = prov.get("sweep") or {}
+    if sweep:
+        items.append(f"sweep: probes {', '.join(sweep.get('probes') or []) or '-'}"
+                     + (" (quick)" if sweep.get("quick") else ""))
+    duration = prov.get("duration_s")
+    items.append(f"measured {prov.get('timestamp_utc', '?')} on {prov.get('hostname', '?')}"
+                 + (f" in {duration:.0f} s" if isinstance(duration, (int, float)) else "")
+                 + f"; ridgeline {prov.get('ridgeline_version', '?')}, "
+                   f"schema {profile.get('schema_version')}, "
+                   f"method {profile.get('method_version')}")
+    return items
+
+
+def _status_items(profile: dict[str, Any]) -> list[str]:
+    items = []
+    if profile.get("complete"):
+        items.append("complete: every planned case ran")
+    else:
+        reason = profile.get("incomplete_reason") or "the sweep did not finish"
+        items.append(f"INCOMPLETE: {reason}")
+    throttled: dict[str, list[dict[str, Any]]] = {}
+    for r in profile.get("records") or []:
+        if r.get("throttled"):
+            throttled.setdefault(str(r.get("probe")), []).append(r)
+    if profile.get("throttled") or throttled:
+        items.append("WARNING: the device throttled during the run (clocks or power); "
+                     "ceilings may be below what a cool device gives")
+    for probe, recs in sorted(throttled.items()):
+        reasons = sorted({x for r in recs for x in str(r.get("throttle_reasons") or "").split(",")
+                          if x})
+        items.append(f"throttled: {len(recs)} {probe} record(s)"
+                     + (f" ({', '.join(reasons)})" if reasons else ""))
+    for w in profile.get("warnings") or []:
+        items.append(f"warning: {w}")
+    for flag in (profile.get("ceilings") or {}).get("flags") or []:
+        items.append(f"flag: {flag}")
+    return items
+
+
+def _waived_table(profile: dict[str, Any]) -> Table:
+    table = Table("Waived cases (could not run here)", ["probe", "provider", "dtype", "reason"])
+    seen = set()
+    for w in profile.get("waived") or []:
+        row = (str(w.get("probe", "")), str(w.get("provider") or "-"), str(w.get("dtype") or "-"),
+               str(w.get("reason", "")))
+        if row not in seen:
+            seen.add(row)
+            table.rows.append(list(row))
+    return table
+
+
+def _gemv_wins(profile: dict[str, Any]) -> str | None:
+    rows = (profile.get("model") or {}).get("gemv_best_provider") or []
+    if not rows:
+        return None
+    wins: dict[str, dict[str, int]] = {}
+    for r in rows:
+        wins.setdefault(r["dtype"], {}).setdefault(r["provider"], 0)
+        wins[r["dtype"]][r["provider"]] += 1
+    return "Best decode GEMV provider, cases won: " + "; ".join(
+        f"{d}: " + ", ".join(f"{p} {n}" for p, n in sorted(w.items(), key=lambda kv: -kv[1]))
+        for d, w in sorted(wins.items()))
+
+
+def build_report(profile: dict[str, Any], figures: dict[str, Path],
+                 validation: dict[str, Any] | None = None,
+                 failures: dict[str, str] | None = None) -> Report:
+    failures = failures or {}
+    rep = Report()
+    name = plots._device_name(profile)
+    rep.heading(f"ridgeline report: {name}", 1)
+    rep.heading("Status and provenance")
+    rep.items(_status_items(profile))
+    rep.items(_provenance_items(profile))
+    rep.table(_waived_table(profile))
+
+    rep.heading("Ceilings")
+    rep.table(tables.ceilings_table(profile), "No measured ceilings in this profile.")
+
+    caption = {k: c for k, (_f, c) in plots.FIGURES.items()}
+
+    def figure(key: str, empty: str) -> None:
+        if key in failures:
+            empty = f"Figure not drawn: {failures[key]}"
+        rep.figure(figures.get(key), caption[key], empty)
+
+    rep.heading("Roofline")
+    figure("roofline", "No roofline chart: the profile has no bandwidth or matmul ceiling.")
+
+    rep.heading("Fitted roofline model")
+    rep.table(tables.model_table(profile), "No fitted model in this profile.")
+    rep.table(tables.fit_error_table(profile))
+    notes = (profile.get("model") or {}).get("notes") or []
+    rep.items([f"note: {n}" for n in notes])
+
+    rep.heading("Memory bandwidth")
+    figure("bandwidth_vs_size", "No validated hbm records.")
+    rep.heading("Matmul throughput")
+    figure("matmul_vs_size", "No validated matmul records.")
+    rep.heading("Decode GEMV")
+    figure("gemv_vs_batch", "No validated gemv records.")
+    wins = _gemv_wins(profile)
+    if wins:
+        rep.para(wins)
+    rep.table(tables.gemv_best_table(profile))
+
+    if profile.get("interconnect"):
+        rep.heading("Interconnect")
+        rep.table(tables.interconnect_table(profile),
+                  "The interconnect section holds no fitted link.")
+    if validation:
+        rep.heading("Validation on a real transformer")
+        for t in tables.validation_tables(validation):
+            rep.table(t, f"{t.title}: none.")
+    return rep
+
+
+def write_report(profile: dict[str, Any], out_dir: str | Path,
+                 validation: dict[str, Any] | None = None) -> list[Path]:
+    """Write out_dir/report.md, out_dir/report.html and the figures; returns every path written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, Path] = {}
+    failures: dict[str, str] = {}
+    for fig_name, (draw, _caption) in plots.FIGURES.items():
+        try:
+            path = draw(profile, out / f"{fig_name}.png")
+        except Exception as exc:  # one broken figure must not cost the whole report
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            failures[fig_name] = f"{type(exc).__name__}: {first}"
+            continue
+        if path is not None:
+            figures[fig_name] = path
+    rep = build_report(profile, figures, validation, failures)
+    md = out / "report.md"
+    md.write_text(rep.to_markdown())
+    page = out / "report.html"
+    page.write_text(rep.to_html(f"ridgeline report: {plots._device_name(profile)}"))
+    return [md, page, *figures.values()]

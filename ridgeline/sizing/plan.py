@@ -1,0 +1,375 @@
+"""The plan: the sizing method of field guide §9.1 evaluated on one hardware description.
+
+    inputs = PlanInputs(spec, precision, Workload(input_p95=8192, output_p95=512, concurrency=50,
+                                                  peak_rps=120), SLO(ttft_s=2, itl_s=0.05))
+    plan = make_plan(inputs, hw)          # plain dict, JSON-ready (see `ridgeline plan --json`)
+
+Order (field guide §9.1; 11-step method step 6, capacity first, then performance):
+  1. parallelism  lowest TP (PP beyond a node) that fits the target and meets the SLO
+  2. operating    C_op = min(capacity, SLO-limited concurrency) on that replica; says which binds
+  3. memory       the pooled floor of §2.6 at the target (or fleet) concurrency
+  4. performance  TTFT against input length, ITL and tokens/s against batch, the bound of
+                  each point, the batch where decode turns compute-bound
+  5. fleet        replicas, GPUs with safety and N+1, cost per 1M output tokens, breaker depth
+Every section carries `basis` = the hardware source ("measured" | "reference" | "datasheet").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ridgeline import __version__
+from ridgeline.errors import RidgelineError
+from ridgeline.sizing.fleet import fleet_plan
+from ridgeline.sizing.hardware import Hardware
+from ridgeline.sizing.latency import StepTime, resolve_compute_dtype
+from ridgeline.sizing.memory import EngineConfig, memory_plan
+from ridgeline.sizing.models import ModelSpec
+from ridgeline.sizing.parallelism import ConfigEval, plan_parallelism
+from ridgeline.sizing.precision import Precision, device_supports
+from ridgeline.sizing.serving import ReplicaModel, Shape
+from ridgeline.sizing.workload import SLO, FleetOptions, ParallelOptions, Workload
+
+MAX_TABLE_BATCH = 1024
+ALLREDUCE_LABELS = {"measured": "measured", "estimated": "estimated (no measured all-reduce)",
+                    "datasheet": "datasheet estimate", "n/a": "none (TP=1)"}
+COMPUTE_SEARCH_LIMIT = 1 << 16
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    spec: ModelSpec
+    precision: Precision
+    workload: Workload
+    slo: SLO = SLO()
+    engine: EngineConfig = EngineConfig()
+    parallel: ParallelOptions = ParallelOptions()
+    fleet: FleetOptions = FleetOptions()
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def basis_label(hw: Hardware) -> str:
+    return {"measured": "measured profile", "reference": "reference profile (another machine)",
+            "datasheet": "DATASHEET"}[hw.source]
+
+
+def check_inputs(inputs: PlanInputs, hw: Hardware) -> None:
+    """RidgelineError for input the plan cannot be made from (one line each)."""
+    spec, w = inputs.spec, inputs.workload
+    ctx = w.input_p95 + w.output_p95
+    if spec.max_position_embeddings and ctx > spec.max_position_embeddings:
+        raise RidgelineError(f"p95 context {ctx} tokens (input {w.input_p95} + output "
+                             f"{w.output_p95}) exceeds {spec.name}'s context window of "
+                             f"{spec.max_position_embeddings}")
+    dtypes = hw.device_dtypes
+    p = inputs.precision
+    for what, dt in (("KV cache", p.kv_cache), ("activation", p.activations)):
+        if device_supports(dtypes, dt) is False:
+            have = ", ".join(k for k, v in dtypes.items() if v) or "none"
+            raise RidgelineError(f"{what} dtype {dt} is not supported by {hw.name} "
+                                 f"(its profile lists {have})")
+
+
+def _first_true(pred, hi: int) -> int | None:
+    """Smallest n in [1, hi] with pred(n) true, assuming pred is monotone; None if never."""
+    if pred(1):
+        return 1
+    lo, n = 1, 2
+    while n <= hi and not pred(n):
+        lo, n = n, n * 2
+    if n > hi:
+        if not pred(hi):
+            return None
+        n = hi
+    while n - lo > 1:
+        mid = (lo + n) // 2
+        if pred(mid):
+            n = mid
+        else:
+            lo = mid
+    return n
+
+
+def _gemm_op_bound(step: StepTime, names: tuple[str, ...]) -> str | None:
+    for op in step.ops:
+        if op.name in names:
+            return op.bound
+    return None
+
+
+def _performance(inputs: PlanInputs, hw: Hardware, chosen: ConfigEval,
+                 shape: Shape) -> dict[str, Any]:
+    spec, p = inputs.spec, inputs.precision
+    rm: ReplicaModel = chosen.replica
+    gpus = chosen.gpus
+    cap = chosen.memory.max_concurrency
+    window = spec.max_position_embeddings or (1 << 20)
+    # TTFT against input length (a lone request: queueing is in the operating point)
+    lengths = {shape.input_p50, shape.input_p95}
+    n = 128
+    while n < shape.input_p95 * 2 and n <= window:
+        lengths.add(n)
+        n *= 2
+    ttft = []
+    for s in sorted(x for x in lengths if x + 1 <= window):
+        t = rm.prefill(s)
+        ttft.append({"input_tokens": s, "ttft_s": t.time_s, "bound": t.bound,
+                     "prefill_tokens_per_s": s / t.time_s,
+                     "compute_share": t.by_bound.get("compute", 0.0) / t.time_s,
+                     "allreduce_share": t.allreduce_s / t.time_s if t.time_s else 0.0})
+    # ITL and tokens/s against batch at the p95 context (no prefill interference)
+    top = max(1, min(max(cap, chosen.target, chosen.operating_concurrency or 1), MAX_TABLE_BATCH))
+    batches = {1, chosen.target, chosen.operating_concurrency or 1}
+    b = 2
+    while b <= top:
+        batches.add(b)
+        b *= 2
+    batches.add(top)
+    decode = []
+    for b in sorted(x for x in batches if x >= 1):
+        d = rm.decode(b, shape.context_p95)
+        row = {"batch": b, "itl_s": d.time_s, "tokens_per_s": b / d.time_s,
+               "tokens_per_s_per_gpu": b / d.time_s / gpus, "bound": d.bound,
+               "allreduce_share": d.allreduce_s / d.time_s, "fits": b <= cap,
+               "floor_share": d.floor_s / d.time_s}
+        if spec.is_moe:
+            row["experts_loaded"] = d.experts_loaded
+        decode.append(row)
+    # where decode turns compute-bound
+    gemm_names = ("experts.gate_up",) if spec.is_moe and not spec.num_dense_layers else (
+        "gate_up_proj", "experts.gate_up")
+    gemm_b = _first_true(lambda b: _gemm_op_bound(rm.decode(b, 1), gemm_names) == "compute",
+                         COMPUTE_SEARCH_LIMIT)
+    step_b = _first_true(lambda b: rm.decode(b, shape.context_p95).bound == "compute",
+                         COMPUTE_SEARCH_LIMIT)
+    short_b = _first_true(lambda b: rm.decode(b, 1).bound == "compute", COMPUTE_SEARCH_LIMIT)
+    dtype = resolve_compute_dtype(hw.model, p.gemm_dtype)
+    ridge = hw.model.ridge_point(dtype)
+    one = rm.decode(1, shape.context_p95)
+    allreduce = one.allreduce_source
+    return {
+        "basis": hw.source, "tp": chosen.tp, "pp": chosen.pp,
+        "gemm_dtype": dtype, "ridge_point_flop_per_byte": ridge,
+        "ridge_batch_estimate": ridge * p.weight_bytes / 2,
+        "bandwidth_GBps": hw.model.bandwidth_GBps,
+        "peak_TFLOPS": hw.model.peak_TFLOPS.get(dtype),
+        "latency_floor_us": hw.model.latency_floor_us,
+        "kernels_per_decode_step": one.kernels, "decode_floor_s": one.floor_s,
+        "allreduce_source": allreduce,
+        "allreduce_label": ALLREDUCE_LABELS.get(allreduce, allreduce),
+        "ttft_vs_input": ttft,
+        "decode_vs_batch": decode, "decode_context_tokens": shape.context_p95,
+        "gemm_compute_bound_batch": gemm_b,
+        "decode_compute_bound_batch": step_b,
+        "decode_compute_bound_batch_short_context": short_b,
+        "decode_breakdown_batch1_s": one.breakdown,
+        "notes": list(dict.fromkeys(one.notes + rm.prefill(shape.input_p95).notes)),
+    }
+
+
+def _operating(chosen: ConfigEval, inputs: PlanInputs, hw: Hardware) -> dict[str, Any]:
+    cap = chosen.memory.max_concurrency
+    perf = chosen.max_concurrency_slo
+    c_op = chosen.operating_concurrency or 0
+    slo = inputs.slo
+    if perf is None:
+        binding = "capacity (memory); no latency SLO given"
+    elif c_op == 0:
+        binding = f"performance: {chosen.slo_limit} not met even by one request"
+    elif perf < cap:
+        binding = f"performance ({chosen.slo_limit})"
+    elif perf > cap:
+        binding = "capacity (memory)"
+    else:
+        binding = "capacity and performance (equal)"
+    out: dict[str, Any] = {
+        "basis": hw.source, "tp": chosen.tp, "pp": chosen.pp,
+        "max_concurrency_capacity": cap, "max_concurrency_slo": perf,
+        "slo_limit_above": chosen.slo_limit, "concurrency": c_op, "binding": binding,
+        "target_concurrency": inputs.workload.concurrency,
+    }
+    pt = chosen.operating_point
+    if pt is not None:
+        out.update(pt.to_dict())
+        out["concurrency"] = c_op
+        if slo.ttft_s is not None and slo.itl_s is not None:
+            slo_e2e = slo.ttft_s + inputs.workload.output_p50 * slo.itl_s
+            out["rps_if_requests_took_the_slo"] = c_op / slo_e2e   # §8.3's Little's-law ceiling
+    return out
+
+
+def make_plan(inputs: PlanInputs, hw: Hardware) -> dict[str, Any]:
+    """Run the sizing method on `hw` and return the plan as plain data."""
+    check_inputs(inputs, hw)
+    spec, w, slo = inputs.spec, inputs.workload, inputs.slo
+    shape = Shape(w.input_p50, w.input_p95, w.output_p50, w.output_p95)
+    warnings = list(hw.warnings)
+    notes = list(inputs.notes) + list(hw.notes)
+    target = w.concurrency if w.concurrency is not None else 1
+    par = plan_parallelism(spec, inputs.precision, hw, inputs.engine, shape, slo, target,
+                           inputs.parallel)
+    warnings += par.warnings
+    chosen = par.chosen
+    operating = _operating(chosen, inputs, hw)
+    point = chosen.operating_point
+    # fleet-wide requests in flight (11-step method, step 3)
+    fleet_conc: float | None = None
+    conc_source = "given, per replica"
+    if w.concurrency is None:
+        if w.users is not None:
+            fleet_conc = w.users * (w.duty_cycle or 1.0)
+            conc_source = "users x duty cycle (fleet)"
+        elif w.peak_rps is not None and point is not None:
+            fleet_conc = w.peak_rps * point.e2e_s
+            conc_source = "Little's law: peak RPS x predicted E2E (fleet)"
+    mem_conc = w.concurrency if w.concurrency is not None else int(math.ceil(fleet_conc or 0)) or \
+        max(1, chosen.operating_concurrency or 1)
+    mem = memory_plan(spec, inputs.precision, inputs.engine, hw.memory_bytes, mem_conc,
+                      shape.context_p95, inputs.fleet.memory_headroom)
+    memory = mem.to_dict()
+    if w.concurrency is None and fleet_conc is not None:
+        memory["notes"].append("fleet-wide requests in flight with the weights counted once: a "
+                               "floor (field guide §2.6); each replica holds its own weights")
+    memory.update(basis=hw.source, concurrency_source=conc_source if w.concurrency is not None or
+                  fleet_conc is not None else "operating point (no load given)",
+                  replica_tp=chosen.tp, replica_pp=chosen.pp,
+                  replica_max_concurrency=chosen.memory.max_concurrency,
+                  replica_memory_per_gpu=chosen.memory.to_dict())
+    performance = _performance(inputs, hw, chosen, shape)
+    fleet = fleet_plan(point, chosen.tp, chosen.pp, w, slo, inputs.fleet, fleet_conc).to_dict()
+    fleet["basis"] = hw.source
+    if w.concurrency is not None and chosen.operating_concurrency is not None and \
+            chosen.operating_concurrency < w.concurrency:
+        warnings.append(f"a replica serves at most {chosen.operating_concurrency} requests "
+                        f"({operating['binding']}), below the target {w.concurrency}")
+    if point is None:
+        warnings.append("the SLO cannot be met on this hardware with this model and precision: "
+                        f"{operating['binding']}")
+    if spec.is_moe and chosen.tp > 1:
+        notes.append("MoE experts are modelled tensor-parallel (each expert split over TP); expert "
+                     "parallelism and hot-expert imbalance are not modelled (field guide §5.4)")
+    notes.append("times are roofline predictions from the hardware description; TTFT includes a "
+                 "queueing estimate (M/D/1), ITL includes prefill interference")
+    if slo.percentile != "p95":
+        notes.append(f"SLO quoted at {slo.percentile}: checked on the p95-length request (the "
+                     "planner has p50/p95 lengths, no length distribution beyond them)")
+    parallel = {"basis": hw.source, "rows": [r.to_dict(slo) for r in par.rows],
+                "chosen": {"tp": chosen.tp, "pp": chosen.pp, "gpus": chosen.gpus,
+                           "reason": par.reason}, "most_efficient": None}
+    eff = par.most_efficient
+    if eff is not None:
+        parallel["most_efficient"] = {"tp": eff.tp, "pp": eff.pp,
+                                      "rps_per_gpu": eff.operating_point.rps / eff.gpus,
+                                      "concurrency": eff.operating_concurrency}
+        if eff is not chosen and chosen.operating_point is not None and \
+                eff.operating_point.rps / eff.gpus > chosen.operating_point.rps / chosen.gpus:
+            notes.append(
+                f"TP={eff.tp} x PP={eff.pp} serves the most requests/s per GPU "
+                f"({eff.operating_point.rps / eff.gpus:.2f} vs "
+                f"{chosen.operating_point.rps / chosen.gpus:.2f}, at "
+                f"{eff.operating_concurrency} requests per replica): the fleet may need fewer "
+                "GPUs with it (field guide §8.5; force it with --tp/--pp)")
+    return {
+        "kind": "ridgeline-plan", "ridgeline_version": __version__,
+        "basis": hw.source, "basis_label": basis_label(hw),
+        "hardware": hw.summary(),
+        "model": spec.summary(),
+        "precision": inputs.precision.to_dict(),
+        "workload": {**w.to_dict(), "context_p95": shape.context_p95,
+                     "concurrency_scope": w.concurrency_scope,
+                     "fleet_concurrency": fleet_conc, "concurrency_source": conc_source},
+        "slo": slo.to_dict(),
+        "engine": {k: getattr(inputs.engine, k) for k in inputs.engine.__dataclass_fields__},
+        "memory": memory,
+        "performance": performance,
+        "parallelism": parallel,
+        "operating_point": operating,
+        "fleet": fleet,
+        "warnings": list(dict.fromkeys(warnings)),
+        "notes": list(dict.fromkeys(notes)),
+    }
+
+
+def compare_plans(measured: dict[str, Any], datasheet: dict[str, Any],
+                  same_config: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Rows (quantity, measured, datasheet, ratio datasheet / measured) for the side-by-side."""
+    def get(plan: dict[str, Any], path: str) -> Any:
+        cur: Any = plan
+        for part in path.split("."):
+            if not isinstance(cur, dict):
+                return None
+            cur = cur.get(part)
+        return cur
+
+    rows = []
+    items = [
+        ("memory bandwidth (GB/s)", "performance.bandwidth_GBps"),
+        ("matmul peak (TFLOP/s)", "performance.peak_TFLOPS"),
+        ("latency floor (us)", "performance.latency_floor_us"),
+        ("ridge point (FLOP/byte)", "performance.ridge_point_flop_per_byte"),
+        ("chosen TP", "parallelism.chosen.tp"),
+        ("chosen PP", "parallelism.chosen.pp"),
+        ("max concurrency (capacity)", "operating_point.max_concurrency_capacity"),
+        ("max concurrency (SLO)", "operating_point.max_concurrency_slo"),
+        ("operating concurrency", "operating_point.concurrency"),
+        ("TTFT p95 at operating point (s)", "operating_point.ttft_p95_s"),
+        ("ITL p95 at operating point (s)", "operating_point.itl_p95_s"),
+        ("usable RPS per replica", "fleet.usable_rps_per_replica"),
+        ("replicas (with safety)", "fleet.replicas_with_safety"),
+        ("GPUs deployed (N+redundancy)", "fleet.gpus_deployed"),
+        ("$ per 1M output tokens", "fleet.cost_per_1m_output_tokens"),
+    ]
+    for label, path in items:
+        a, b = get(measured, path), get(datasheet, path)
+        rows.append({"quantity": label, "measured": a, "datasheet": b, "ratio": _ratio(a, b)})
+    for label, (a, b) in (same_config or {}).items():
+        rows.append({"quantity": label, "measured": a, "datasheet": b, "ratio": _ratio(a, b)})
+    return rows
+
+
+def _ratio(a: Any, b: Any) -> float | None:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a and math.isfinite(a) \
+            and math.isfinite(b):
+        return b / a
+    return None
+
+
+def compare_with_datasheet(inputs: PlanInputs, hw: Hardware,
+                           plan: dict[str, Any]) -> dict[str, Any]:
+    """The same plan on the GPU's datasheet, side by side with the measured one.
+
+    Besides each plan's own outcome, the p95 TTFT and the decode step are compared
+    on the same configuration (the measured plan's TP x PP and operating batch),
+    so the ratio isolates the hardware description.
+    """
+    from ridgeline.sizing.hardware import datasheet_hardware_for
+
+    if hw.source == "datasheet":
+        raise RidgelineError("--compare-datasheet needs a measured or reference profile: this plan "
+                             "is already on the datasheet")
+    ds_hw = datasheet_hardware_for(hw)
+    try:
+        ds_plan: dict[str, Any] | None = make_plan(inputs, ds_hw)
+        ds_error = None
+    except RidgelineError as exc:
+        ds_plan, ds_error = None, str(exc)
+    w = inputs.workload
+    shape = Shape(w.input_p50, w.input_p95, w.output_p50, w.output_p95)
+    tp, pp = plan["parallelism"]["chosen"]["tp"], plan["parallelism"]["chosen"]["pp"]
+    batch = plan["operating_point"].get("concurrency") or w.concurrency or 1
+    same: dict[str, tuple[Any, Any]] = {}
+    models = [ReplicaModel(inputs.spec, inputs.precision, h, shape, tp=tp, pp=pp,
+                           max_batched_tokens=inputs.engine.max_batched_tokens)
+              for h in (hw, ds_hw)]
+    try:
+        same[f"TTFT of a p95 prompt, TP={tp} x PP={pp} (s)"] = tuple(
+            m.prefill(w.input_p95).time_s for m in models)
+        same[f"decode step at batch {batch}, TP={tp} x PP={pp} (s)"] = tuple(
+            m.decode(batch, shape.context_p95).time_s for m in models)
+    except RidgelineError as exc:
+        same = {}
+        ds_error = ds_error or str(exc)
+    return {"datasheet": ds_hw.summary(), "datasheet_plan": ds_plan, "datasheet_error": ds_error,
+            "differences": compare_plans(plan, ds_plan or {}, same)}

@@ -1,0 +1,74 @@
+"""The collective probe end to end on the CPU: 2 gloo processes, checked values, a fitted model.
+
+Required in CI (not marked slow): the end-to-end run takes about 5 s, the fault
+cases about 4 s each; every spawn is bounded by the probe's own watchdog.
+"""
+
+import pytest
+
+from ridgeline.device import cpu_device
+from ridgeline.probes.allreduce import AllReduceProbe, CollectiveError, build_config, spawn_world
+from ridgeline.probes.base import ProbeContext
+from ridgeline.roofline.interconnect import busbw_factor, tp_allreduce_time
+from ridgeline.roofline.interconnect_fit import fit_interconnect
+from ridgeline.timing import FakeTimer
+
+
+def _ctx(**options):
+    return ProbeContext(device=cpu_device(), timer=FakeTimer(), quick=True, options=options)
+
+
+def test_two_process_gloo_sweep_checked_and_fitted():
+    probe = AllReduceProbe()
+    ctx = _ctx()
+    assert probe.available(ctx) is None
+    cases = probe.cases(ctx)
+    assert [c["world_size"] for c in cases] == [2]
+    records = probe.run(cases[0], ctx)
+    measured = [r for r in records if r["status"] != "waived"]
+    waived = [r for r in records if r["status"] == "waived"]
+    assert {r["dtype"] for r in waived} == {"bf16"} and all(r["reason"] for r in waived)
+    assert {r["probe"] for r in measured} == {"allreduce", "all_gather", "reduce_scatter"}
+    # every case was checked against the closed form, and passed
+    assert all(r["status"] == "ok" and r["validated"] and r["max_abs_error"] == 0.0
+               for r in measured)
+    for r in measured:
+        assert r["world_size"] == 2 and r["provider"] == "gloo" and r["link"] == "loopback"
+        assert r["n_samples"] >= 5 and r["time_ms_min"] <= r["time_ms_median"] <= r["time_ms_p80"]
+        t_s = r["time_ms_median"] * 1e-3
+        assert r["algbw_GBps"] == pytest.approx(r["size_bytes"] / t_s / 1e9)
+        assert r["busbw_GBps"] == pytest.approx(r["algbw_GBps"] * busbw_factor(r["probe"], 2))
+    ar = sorted((r for r in measured if r["probe"] == "allreduce"), key=lambda r: r["size_bytes"])
+    assert ar[0]["size_bytes"] == 4 and ar[-1]["size_bytes"] == 4 * 2**20 and len(ar) == 11
+    ag_sizes = [r["size_bytes"] for r in measured if r["probe"] == "all_gather"]
+    # 4 B rounds up to one fp32 per rank; sizes that round alike are measured once
+    assert ag_sizes[0] == 8 and len(set(ag_sizes)) == len(ag_sizes)
+
+    inter = fit_interconnect(records, {"kind": "cpu"})
+    fit = inter["allreduce"]["2"]
+    assert fit["source"] == "measured" and fit["backend"] == "gloo" and fit["dtype"] == "fp32"
+    assert fit["alpha_us"] >= 0 and fit["algbw_GBps"] > 0
+    assert fit["busbw_GBps"] == pytest.approx(fit["algbw_GBps"])  # factor 1 at n=2
+    assert set(inter) >= {"allreduce", "all_gather", "reduce_scatter"}
+    est = tp_allreduce_time(256, 8, "fp32", 2, {"interconnect": inter})
+    assert est.source == "measured" and est.time_s > 0
+
+
+def test_hung_rank_ends_with_a_clear_error():
+    config = build_config("cpu", True, options={"hang_rank": 1, "hang_s": 120, "sizes": [4],
+                                                "collectives": ["allreduce"]})
+    with pytest.raises(CollectiveError) as err:
+        spawn_world(config, 2, timeout_s=1.5, startup_timeout_s=60)
+    msg = str(err.value)
+    assert "hung" in msg and "rank 1: 'test hang: sleeping'" in msg and "killed all ranks" in msg
+
+
+def test_dead_rank_fails_the_case_and_skips_larger_worlds():
+    probe = AllReduceProbe()
+    ctx = _ctx(fail_rank=1, sizes=[4], collectives=["allreduce"], world_sizes=[2, 4])
+    recs = probe.run(probe.cases(ctx)[0], ctx)
+    failed = [r for r in recs if r["status"] == "failed"]
+    assert len(failed) == 1 and "rank 1 died" in failed[0]["reason"]
+    assert "test failure injected on rank 1" in failed[0]["reason"]
+    later = probe.run(probe.cases(ctx)[1], ctx)  # world size 4 holds rank 1 too: not retried
+    assert later[0]["status"] == "failed" and later[0]["reason"].startswith("skipped")

@@ -1,0 +1,213 @@
+"""The decode GEMV kernel against its torch reference, at odd sizes.
+
+Runs under the Triton interpreter on CPU tensors when no GPU is present
+(tests/conftest.py sets TRITON_INTERPRET=1), on the GPU otherwise; the
+`gpu`-marked tests add tuned configs, LLM shapes and CUDA-graph capture.
+"""
+
+import re
+
+import pytest
+import torch
+
+from ridgeline.errors import RidgelineError
+from ridgeline.kernels.gemv import (
+    FP8_DTYPES, MAX_SPLIT_K, GemvConfig, GemvInputError, batch_bucket, candidate_configs,
+    gemv, gemv_reference, select_config,
+)
+
+FP8 = torch.float8_e4m3fn
+
+
+def make_inputs(batch, n, k, wdtype, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    act = torch.float16 if wdtype == torch.float16 else torch.bfloat16
+    x = torch.randn(batch, k, generator=g).to(act)
+    w32 = torch.randn(n, k, generator=g)
+    if wdtype in FP8_DTYPES:
+        fmax = torch.finfo(wdtype).max
+        scale = w32.abs().amax(dim=1) / fmax                 # per output channel, fp32
+        w = (w32 / scale[:, None]).clamp(-fmax, fmax).to(wdtype)
+        return x.to(device), w.to(device), scale.to(device)
+    return x.to(device), w32.to(wdtype).to(device), None
+
+
+def assert_close_to_reference(y, x, w, scale):
+    """Within one output ulp of the fp32 reference (bf16: 2**-7, fp16: 2**-10)."""
+    ref = (x.float() @ w.float().t())
+    if scale is not None:
+        ref = ref * scale[None, :]
+    assert y.shape == ref.shape and y.dtype == x.dtype
+    ulp = 2**-7 if x.dtype == torch.bfloat16 else 2**-10
+    rms = ref.pow(2).mean().sqrt()
+    err = (y.float() - ref).abs()
+    bound = ulp * (ref.abs() + 1e-3 * rms)
+    worst = (err / bound).max()
+    assert bool((err <= bound).all()), f"max err {err.max():.3g}, worst err/bound {worst:.3g}"
+
+
+@pytest.mark.parametrize("batch,n,k,wdtype", [
+    (3, 1023, 1000, torch.bfloat16),
+    (1, 1023, 1000, torch.bfloat16),
+    (3, 1023, 1000, FP8),
+    (1, 1023, 1000, FP8),
+    (3, 1023, 1000, torch.float16),
+    (5, 77, 96, torch.bfloat16),       # N and K smaller than one block
+])
+def test_default_config_matches_reference(kernel_device, batch, n, k, wdtype):
+    x, w, scale = make_inputs(batch, n, k, wdtype, kernel_device)
+    y = gemv(x, w, scale)
+    assert_close_to_reference(y, x, w, scale)
+
+
+@pytest.mark.parametrize("batch,cfg,k", [
+    (1, GemvConfig(128, 128, 1, split_k=3), 1000),      # CUDA-core path, ragged K
+    (1, GemvConfig(128, 128, 1, split_k=2), 1024),      # CUDA-core path, even K
+    (3, GemvConfig(64, 128, 16, split_k=3), 1000),      # tensor-core path, ragged K
+    (3, GemvConfig(64, 128, 16, split_k=4), 1024),      # even K; the last split gets no block
+    (1, GemvConfig(64, 128, 16, split_k=2), 1000),      # B = 1 on the tensor-core path
+])
+@pytest.mark.parametrize("wdtype", [torch.bfloat16, FP8])
+def test_split_k_and_paths_match_reference(kernel_device, batch, cfg, k, wdtype):
+    x, w, scale = make_inputs(batch, 301, k, wdtype, kernel_device, seed=1)
+    y = gemv(x, w, scale, config=cfg)
+    assert_close_to_reference(y, x, w, scale)
+
+
+def test_split_k_is_deterministic(kernel_device):
+    x, w, scale = make_inputs(3, 130, 1000, FP8, kernel_device, seed=2)
+    cfg = GemvConfig(64, 64, 16, split_k=4)
+    assert torch.equal(gemv(x, w, scale, config=cfg), gemv(x, w, scale, config=cfg))
+
+
+@pytest.mark.parametrize("batch,cfg", [
+    (37, GemvConfig(32, 32, 32)),       # two batch tiles share each weight tile
+    (130, None),                        # default large-batch config, partial last tile
+])
+def test_several_batch_tiles(kernel_device, batch, cfg):
+    x, w, scale = make_inputs(batch, 77, 96, torch.bfloat16, kernel_device, seed=3)
+    assert_close_to_reference(gemv(x, w, scale, config=cfg), x, w, scale)
+
+
+def test_scale_applies_to_16_bit_weights(kernel_device):
+    x, w, _ = make_inputs(2, 50, 64, torch.bfloat16, kernel_device, seed=4)
+    scale = torch.linspace(0.5, 2.0, 50, device=kernel_device)
+    assert_close_to_reference(gemv(x, w, scale), x, w, scale)
+
+
+def test_reference_is_fp32_x_dequantized_weight():
+    x, w, scale = make_inputs(2, 5, 7, FP8, "cpu", seed=5)
+    expect = torch.zeros(2, 5, dtype=torch.float64)
+    for b in range(2):
+        for n in range(5):
+            dot = sum(float(x[b, kk]) * float(w[n, kk]) for kk in range(7))
+            expect[b, n] = dot * float(scale[n])
+    ref = gemv_reference(x, w, scale, out_dtype=torch.float32)
+    assert torch.allclose(ref.double(), expect, rtol=1e-5, atol=1e-5)
+    assert gemv_reference(x, w, scale).dtype == torch.bfloat16
+
+
+def _bad(kernel_device):
+    bf, dev = torch.bfloat16, kernel_device
+    x = torch.randn(2, 64, device=dev).to(bf)
+    w = torch.randn(32, 64, device=dev).to(bf)
+    w8 = w.to(FP8)
+    s = torch.ones(32, device=dev)
+    return [
+        ((x[0], w, None), "x must be (B, K)"),
+        ((x, w[:, :60], None), "K=64 but w has K=60"),
+        ((x.float(), w, None), "activations must be bf16 or fp16"),
+        ((x, w.half(), None), "must match the activations"),
+        ((x, w.float(), None), "weights must be bf16, fp16 or fp8"),
+        ((x, w8, None), "need a per-output-channel fp32 scale"),
+        ((x, w8, s[:31]), "shape (32,)"),
+        ((x, w8, s.double()), "contiguous fp32"),
+        ((x, w.t().contiguous().t(), None), "contiguous along K"),
+        ((x[:, :0], w[:, :0], None), "empty problem"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(10))
+def test_bad_inputs_raise_actionable_errors(kernel_device, index):
+    args, message = _bad(kernel_device)[index]
+    with pytest.raises(GemvInputError, match=re.escape(message)) as info:
+        gemv(*args)
+    assert isinstance(info.value, RidgelineError) and isinstance(info.value, ValueError)
+
+
+def test_forced_config_is_checked(kernel_device):
+    x, w, _ = make_inputs(2, 32, 64, torch.bfloat16, kernel_device)
+    with pytest.raises(GemvInputError, match="needs B=1"):
+        gemv(x, w, config=GemvConfig(16, 64, 1))
+    with pytest.raises(GemvInputError, match="split_k"):
+        gemv(x, w, config=GemvConfig(16, 64, 16, split_k=MAX_SPLIT_K + 1))
+
+
+def test_batch_bucket():
+    assert [batch_bucket(b) for b in (1, 2, 3, 4, 5, 16, 17, 512)] == [1, 2, 4, 4, 8, 16, 32, 512]
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 16, 17, 33, 64, 65, 512])
+@pytest.mark.parametrize("n,k", [(4096, 4096), (14336, 4096), (4096, 14336), (1023, 1000)])
+def test_candidate_configs_are_launchable(batch, n, k):
+    """Every candidate: power-of-two blocks, tensor-core tiles >= 16, split-K only at decode
+    batch sizes with >= 4 K steps per split, pipelined tiles within H100 shared memory."""
+    cands = candidate_configs(batch, n, k, sm_count=132)
+    assert cands and len(cands) == len(set(cands)) and len(cands) <= 12
+    for c in cands:
+        for v in (c.block_n, c.block_k, c.block_b):
+            assert v & (v - 1) == 0
+        if c.block_b == 1:
+            assert batch == 1        # the CUDA-core path reads W once per batch tile
+        else:
+            assert min(c.block_n, c.block_k, c.block_b) >= 16
+            smem = (c.block_n + c.block_b) * c.block_k * 2 * c.num_stages
+            assert smem <= 227 * 1024
+        assert 1 <= c.split_k <= MAX_SPLIT_K
+        if c.split_k > 1:
+            assert batch <= 16 and -(-k // c.split_k) >= 4 * c.block_k
+    assert any(c.block_b == 1 for c in cands) == (batch == 1)
+    if batch <= 16 and n <= 4096 and k >= 4096:
+        assert any(c.split_k > 1 for c in cands), "B<=16 on a 4096-wide output should try split-K"
+
+
+def test_select_config_is_cached_per_bucket(kernel_device):
+    x, w, _ = make_inputs(3, 64, 128, torch.bfloat16, kernel_device)
+    x4 = torch.cat([x, x[:1]])
+    cfg = select_config(x, w)
+    if kernel_device == "cpu":  # the interpreter takes the first candidate, untimed
+        assert cfg == candidate_configs(3, 64, 128)[0]
+    assert select_config(x4, w) is cfg   # B=3 and B=4 share the bucket
+
+
+# --- on a GPU -------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch", [1, 3, 16, 64, 512])
+@pytest.mark.parametrize("wdtype", [torch.bfloat16, torch.float16, FP8])
+@pytest.mark.parametrize("n,k", [(4096, 4096), (1023, 1000)])
+def test_gpu_tuned_matches_reference(batch, wdtype, n, k):
+    if wdtype in FP8_DTYPES and torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("FP8 needs sm_89+")
+    x, w, scale = make_inputs(batch, n, k, wdtype, "cuda", seed=batch)
+    y = gemv(x, w, scale)
+    torch.cuda.synchronize()
+    assert_close_to_reference(y, x, w, scale)
+
+
+@pytest.mark.gpu
+def test_gpu_cuda_graph_capture_replays_the_same_result():
+    x, w, scale = make_inputs(1, 4096, 4096, torch.bfloat16, "cuda")
+    eager = gemv(x, w, scale)                 # tunes outside the capture
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        gemv(x, w, scale)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = gemv(x, w, scale)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, eager)

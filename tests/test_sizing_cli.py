@@ -1,0 +1,176 @@
+"""`ridgeline plan` end to end: JSON on a synthetic profile, datasheet fallback, errors, TOML."""
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ridgeline.cli import build_parser, main
+from ridgeline.roofline.profile import new_profile, save_profile
+
+ROOT = Path(__file__).resolve().parents[1]
+ISSUE_ARGS = ["--model", "llama-3.1-70b", "--weights", "fp8", "--kv", "fp8", "--input-p95", "8192",
+              "--output-p95", "512", "--concurrency", "50", "--peak-rps", "120", "--ttft-slo", "2",
+              "--itl-slo", "0.05", "--gpu-hourly", "2.5"]
+SECTIONS = ("memory", "performance", "parallelism", "operating_point", "fleet")
+
+
+def synthetic_profile(path, fp8=True, memory_bytes=80_000_000_000):
+    # named like torch names an H100 SXM, so --compare-datasheet finds its datasheet entry
+    dev = {"name": "NVIDIA H100 80GB HBM3", "kind": "cuda", "memory_bytes": memory_bytes,
+           "dtypes": {"fp32": True, "fp16": True, "bf16": True, "fp8_e4m3": fp8}}
+    p = new_profile(dev, command_line=["test"], versions={})
+    p["complete"] = True
+    p["ceilings"] = {"memory_bandwidth_GBps": {"read": 3000.0},
+                     "matmul_TFLOPS": {"bf16": 700.0, "fp8_e4m3": 1300.0}}
+    p["model"] = {"bandwidth_GBps": 3000.0, "latency_floor_us": 3.0, "source": "measured",
+                  "matmul": {"bf16": {"peak_TFLOPS": 700.0, "flops_half": 1e9},
+                             "fp8_e4m3": {"peak_TFLOPS": 1300.0, "flops_half": 2e9}}}
+    p["interconnect"] = {"allreduce": {str(n): {"alpha_us": 10.0, "busbw_GBps": 350.0,
+                                                "source": "measured"} for n in (2, 4, 8)}}
+    p["datasheet"] = None
+    return save_profile(p, path)
+
+
+@pytest.fixture
+def prof(tmp_path):
+    return str(synthetic_profile(tmp_path / "profile.json"))
+
+
+def run_json(capsys, argv):
+    assert main(["plan", *argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_plan_json_on_a_measured_profile(capsys, prof):
+    plan = run_json(capsys, [*ISSUE_ARGS, "--profile", prof])
+    assert plan["kind"] == "ridgeline-plan" and plan["basis"] == "measured"
+    assert plan["hardware"]["name"] == "NVIDIA H100 80GB HBM3"
+    assert plan["memory"]["kv_bytes_per_token"] == 163_840
+    assert plan["memory"]["kv_bytes"] == 50 * 8704 * 163_840
+    assert plan["fleet"]["feasible"] and plan["fleet"]["gpus_deployed"] >= 4
+    assert plan["performance"]["allreduce_source"] in ("measured", "n/a")
+    assert all(plan[k]["basis"] == "measured" for k in SECTIONS)
+
+
+def test_gpu_without_profile_falls_back_to_the_datasheet_labelled_everywhere(capsys):
+    plan = run_json(capsys, [*ISSUE_ARGS, "--gpu", "h100-sxm"])
+    assert plan["basis"] == "datasheet" and plan["basis_label"] == "DATASHEET"
+    assert all(plan[k]["basis"] == "datasheet" for k in SECTIONS)
+    assert "DATASHEET" in plan["warnings"][0]
+    assert plan["performance"]["bandwidth_GBps"] == 3350
+    assert main(["plan", *ISSUE_ARGS, "--gpu", "h100-sxm"]) == 0
+    text = capsys.readouterr().out
+    titles = re.findall(r"^\s*\d[ab]?\. .*$", text, flags=re.M)
+    assert len(titles) == 5 and all("[DATASHEET]" in t for t in titles)
+
+
+def test_compare_datasheet_side_by_side(capsys, prof):
+    plan = run_json(capsys, [*ISSUE_ARGS, "--profile", prof, "--compare-datasheet"])
+    cmp = plan["comparison"]
+    assert cmp["datasheet"]["source"] == "datasheet"
+    rows = {r["quantity"]: r for r in cmp["differences"]}
+    bw = rows["memory bandwidth (GB/s)"]
+    assert bw["measured"] == 3000 and bw["datasheet"] == 3350
+    assert bw["ratio"] == pytest.approx(3350 / 3000)
+    assert any(q.startswith("decode step at batch") for q in rows)
+    assert main(["plan", *ISSUE_ARGS, "--profile", prof, "--compare-datasheet"]) == 0
+    assert "against the datasheet" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "tiny", "--input-p95", "-5", "--output-p95", "8", "--concurrency", "1",
+      "--gpu", "h100"], "input-p95"),
+    (["--model", "gpt-17", "--input-p95", "5", "--output-p95", "8", "--concurrency", "1",
+      "--gpu", "h100"], "unknown model"),
+    (["--model", "tiny", "--kv", "fp8", "--input-p95", "5", "--output-p95", "8",
+      "--concurrency", "1", "--gpu", "a100-sxm4"], "not supported"),
+    (["--model", "tiny", "--input-p95", "5", "--output-p95", "8", "--concurrency", "1"],
+     "no hardware"),
+    (["--model", "tiny", "--input-p95", "5", "--output-p95", "8", "--concurrency", "1",
+      "--gpu", "h100", "--profile", "x.json"], "not both"),
+    (["--model", "tiny", "--input-p95", "5", "--output-p95", "8", "--gpu", "h100"], "no load"),
+    (["--model", "tiny", "--input-p95", "5", "--output-p95", "8", "--concurrency", "1",
+      "--gpu", "tpu-v9"], "unknown GPU"),
+    (["--model", "tiny", "--weights", "fp3", "--input-p95", "5", "--output-p95", "8",
+      "--concurrency", "1", "--gpu", "h100"], "weight dtype"),
+])
+def test_bad_input_exits_2_with_one_line(capsys, argv, message):
+    assert main(["plan", *argv]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err
+
+
+def test_a_model_that_fits_on_no_count_of_gpus(capsys, tmp_path):
+    p = str(synthetic_profile(tmp_path / "p.json", memory_bytes=100_000_000))
+    assert main(["plan", *ISSUE_ARGS, "--profile", p]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "fits on no count of GPUs" in err
+
+
+def test_kv_dtype_the_profile_lacks(capsys, tmp_path):
+    p = str(synthetic_profile(tmp_path / "p.json", fp8=False))
+    assert main(["plan", *ISSUE_ARGS, "--profile", p]) == 2
+    assert "KV cache dtype fp8 is not supported" in capsys.readouterr().err
+
+
+def test_workload_file_and_flag_override(capsys, tmp_path):
+    toml = tmp_path / "chat.toml"
+    toml.write_text(textwrap.dedent("""
+        model = "llama-3.1-70b"
+        [precision]
+        weights = "fp8"
+        kv = "fp8"
+        [workload]
+        input_p95 = 8192
+        output-p95 = 512
+        concurrency = 50
+        peak_rps = 120
+        [slo]
+        ttft_slo = 2
+        itl_slo = 0.05
+        gpu_hourly = 2.5
+        utilization = 0.6
+        [hardware]
+        gpu = "h100-sxm"
+        """))
+    plan = run_json(capsys, ["--workload", str(toml)])
+    assert plan["workload"]["concurrency"] == 50 and plan["slo"]["utilization"] == 0.6
+    assert plan["precision"]["kv_cache"] == "fp8"
+    plan = run_json(capsys, ["--workload", str(toml), "--concurrency", "10"])
+    assert plan["workload"]["concurrency"] == 10
+    toml.write_text('model = "tiny"\ninput_p95 = 10\nouput_p95 = 4\n')
+    assert main(["plan", "--workload", str(toml)]) == 2
+    assert "unknown key" in capsys.readouterr().err
+
+
+def test_documented_plan_flags_exist():
+    doc = (ROOT / "docs" / "planning.md").read_text()
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices["plan"]
+    flags = {s for a in sub._actions for s in a.option_strings}
+    documented = set(re.findall(r"(--[a-z][a-z0-9-]+)", doc))
+    assert documented and documented <= flags, documented - flags
+
+
+def test_planning_does_not_import_torch(prof):
+    code = textwrap.dedent(f"""
+        import sys
+        import ridgeline.sizing
+        from ridgeline.cli import main
+        rc = main(["plan", "--model", "mixtral-8x7b", "--input-p95", "512", "--output-p95", "64",
+                   "--concurrency", "8", "--ttft-slo", "1", "--itl-slo", "0.1",
+                   "--profile", {prof!r}, "--compare-datasheet"])
+        assert rc == 0, rc
+        loaded = [m for m in ("torch", "triton") if m in sys.modules]
+        assert not loaded, loaded
+        print("clean")
+        """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("clean")

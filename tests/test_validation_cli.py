@@ -1,0 +1,178 @@
+"""`ridgeline validate` end to end on the CPU with the tiny model, and its input errors."""
+
+import json
+
+import pytest
+
+from ridgeline.cli import main
+from ridgeline.validation import measure
+
+DOCUMENTED_KEYS = {"kind", "model", "weights", "device", "profile", "layers_measured",
+                   "layers_total", "scaled", "points", "summary"}
+POINT_KEYS = {"phase", "mode", "batch", "context", "measured_s", "predicted_profile_s",
+              "predicted_datasheet_s", "error_profile", "error_datasheet", "bound"}
+SUMMARY_KEYS = {"median_error_profile", "worst_error_profile", "median_error_datasheet",
+                "worst_error_datasheet"}
+FAST = ["--device", "cpu", "--model", "tiny", "--rep-ms", "5"]
+
+
+def cpu_profile(path):
+    """A synthetic, plausible CPU profile (the real `ridgeline profile` takes ~20 s here)."""
+    from ridgeline.device import cpu_device
+    from ridgeline.roofline.profile import new_profile, save_profile
+
+    prof = new_profile(cpu_device().to_dict(), command_line=["test"], versions={})
+    prof["complete"] = True
+    prof["ceilings"] = {"memory_bandwidth_GBps": {"read": 20.0},
+                        "matmul_TFLOPS": {"fp32": 0.2, "bf16": 0.05}}
+    prof["model"] = {"bandwidth_GBps": 20.0, "latency_floor_us": 10.0, "source": "measured",
+                     "matmul": {"fp32": {"peak_TFLOPS": 0.2, "flops_half": 1e6},
+                                "bf16": {"peak_TFLOPS": 0.05, "flops_half": 1e6}}}
+    return save_profile(prof, path)
+
+
+@pytest.fixture(scope="module")
+def profile_path(tmp_path_factory):
+    return cpu_profile(tmp_path_factory.mktemp("prof") / "profile.json")
+
+
+@pytest.fixture(scope="module")
+def run_cpu(tmp_path_factory, profile_path):
+    out = tmp_path_factory.mktemp("val")
+    rc = main(["validate", *FAST, "--batch", "1,3", "--context", "9", "--prefill", "7",
+               "--profile", str(profile_path), "-o", str(out)])
+    return rc, out
+
+
+def test_end_to_end_writes_the_documented_files(run_cpu):
+    rc, out = run_cpu
+    assert rc == 0
+    data = json.loads((out / "validation.json").read_text())
+    assert DOCUMENTED_KEYS <= set(data)
+    assert data["kind"] == "ridgeline-validation" and data["model"] == "tiny"
+    assert data["weights"] == "bf16" and data["layers_total"] == 2
+    assert data["layers_measured"] == 2 and data["scaled"] is False and data["complete"]
+    pts = data["points"]
+    assert [(p["phase"], p["batch"], p["context"]) for p in pts] == [
+        ("decode", 1, 9), ("decode", 3, 9), ("prefill", 1, 7)]
+    for p in pts:
+        assert POINT_KEYS <= set(p)
+        assert p["mode"] == "eager" and p["measured_s"] > 0 and p["predicted_profile_s"] > 0
+        assert p["error_profile"] == pytest.approx(
+            abs(p["predicted_profile_s"] - p["measured_s"]) / p["measured_s"], rel=1e-12)
+        assert p["predicted_datasheet_s"] is None and p["error_datasheet"] is None  # the CPU
+        assert p["bound"] in ("memory", "compute", "latency")
+    for phase in ("decode", "prefill"):
+        assert SUMMARY_KEYS <= set(data["summary"][phase])
+    errs = sorted(p["error_profile"] for p in pts if p["phase"] == "decode")
+    assert data["summary"]["decode"]["worst_error_profile"] == errs[-1]
+    median = data["summary"]["decode"]["median_error_profile"]
+    assert median == pytest.approx((errs[0] + errs[1]) / 2)
+    # graph mode is waived on the CPU, with the reason, for every point
+    graph = [s for s in data["skipped"] if s["mode"] == "graph"]
+    assert len(graph) == 3 and all("GPU" in s["reason"] for s in graph)
+    assert (out / "validation.png").stat().st_size > 1000
+    md = (out / "validation.md").read_text()
+    assert "| decode b=3 ctx=9 | eager |" in md and "validation.png" in md
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--model", "no-such-model"], "no-such-model"),
+    (["--batch", "0"], "--batch"),
+    (["--batch", "1,x"], "--batch"),
+    (["--context", "-3"], "--context"),
+    (["--layers", "0"], "--layers"),
+    (["--weights", "int3"], "--weights"),
+    (["--model", "mixtral-8x7b"], "dense"),
+])
+def test_bad_input_exits_2_with_one_line(argv, needle, profile_path, tmp_path, capsys):
+    rc = main(["validate", "--device", "cpu", "--model", "tiny", "--profile", str(profile_path),
+               "-o", str(tmp_path), *argv])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1 and err.startswith("ridgeline validate: error:")
+    assert needle in err
+    assert not (tmp_path / "validation.json").exists()
+
+
+def test_missing_profile_says_run_profile_first(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no ./ridgeline-out/profile.json here
+    rc = main(["validate", *FAST])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "ridgeline profile" in err and "--profile" in err
+
+
+def test_fp8_on_the_cpu_is_waived_with_its_reason(profile_path, tmp_path):
+    rc = main(["validate", *FAST, "--weights", "fp8", "--batch", "1", "--context", "5",
+               "--prefill", "none", "--profile", str(profile_path), "-o", str(tmp_path), "--json"])
+    data = json.loads((tmp_path / "validation.json").read_text())
+    assert rc == 0 and data["points"] == [] and "fp8" in data["waived"]
+    assert data["skipped"][0]["reason"] == data["waived"]
+
+
+def test_ctrl_c_keeps_finished_points(profile_path, tmp_path, monkeypatch, capsys):
+    real = measure.Bench.run_point
+    calls = []
+
+    def interrupted_second_time(self, point, layers, modes):
+        calls.append(point)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, point, layers, modes)
+
+    monkeypatch.setattr(measure.Bench, "run_point", interrupted_second_time)
+    rc = main(["validate", *FAST, "--batch", "1,2", "--context", "4", "--prefill", "none",
+               "--profile", str(profile_path), "-o", str(tmp_path), "--json"])
+    data = json.loads(capsys.readouterr().out)  # --json prints the document
+    assert rc == 130
+    assert data["complete"] is False and [p["batch"] for p in data["points"]] == [1]
+    assert json.loads((tmp_path / "validation.json").read_text())["points"] == data["points"]
+    assert any("interrupted" in n for n in data["notes"])
+
+
+def test_a_failing_point_is_recorded_not_raised(profile_path, tmp_path, monkeypatch):
+    from ridgeline.validation.transformer import DecoderModel
+
+    real = DecoderModel.forward
+
+    def fails_at_batch_2(self, tokens, cache, *a, **k):
+        if tokens.shape[0] == 2:
+            raise RuntimeError("no kernel image for this shape")
+        return real(self, tokens, cache, *a, **k)
+
+    monkeypatch.setattr(DecoderModel, "forward", fails_at_batch_2)
+    rc = main(["validate", *FAST, "--batch", "1,2", "--context", "4", "--prefill", "none",
+               "--profile", str(profile_path), "-o", str(tmp_path)])
+    data = json.loads((tmp_path / "validation.json").read_text())
+    assert rc == 0 and [p["batch"] for p in data["points"]] == [1]
+    failed = [s for s in data["skipped"] if s["mode"] == "eager"]
+    assert failed == [{"phase": "decode", "mode": "eager", "batch": 2, "context": 4,
+                       "reason": "failed (RuntimeError): no kernel image for this shape"}]
+
+
+def test_documented_options_exist():
+    import re
+    from pathlib import Path
+
+    from ridgeline.cli import build_parser
+
+    doc = (Path(__file__).parent.parent / "docs" / "validation.md").read_text()
+    documented = set(re.findall(r"^\| `(-{1,2}[a-z-]+)", doc, flags=re.M))
+    sub = build_parser()._subparsers._group_actions[0].choices["validate"]
+    flags = {s for a in sub._actions for s in a.option_strings}
+    assert documented and documented <= flags
+    assert flags - {"-h", "--help", "--output"} <= documented
+
+
+def test_layers_cap_scales_to_the_full_depth(profile_path, tmp_path):
+    rc = main(["validate", *FAST, "--batch", "2", "--context", "8", "--prefill", "none",
+               "--layers", "1", "--profile", str(profile_path), "-o", str(tmp_path)])
+    data = json.loads((tmp_path / "validation.json").read_text())
+    assert rc == 0
+    assert data["scaled"] is True and data["layers_measured"] == 1 and data["layers_total"] == 2
+    (p,) = data["points"]
+    step = p["timing"]["time_ms_median"] * 1e-3
+    head = p["timing_head"]["time_ms_median"] * 1e-3
+    assert p["scaled"] and p["layers_measured"] == 1
+    assert p["measured_s"] == pytest.approx(head + max(step - head, 0.0) * 2, rel=1e-12)
