@@ -57,14 +57,9 @@ class ProbeContext:
     def free_memory_bytes(self) -> int:
         """Memory a probe may allocate now (GPU: free per the driver; CPU: available RAM)."""
         if self.device.kind == "cpu":
-            try:
-                with open("/proc/meminfo") as fh:
-                    for line in fh:
-                        if line.startswith("MemAvailable:"):
-                            return int(line.split()[1]) * 1024
-            except OSError:
-                pass
-            return self.device.memory_bytes // 2
+            from ridgeline.device import host_available_bytes
+
+            return host_available_bytes() or self.device.memory_bytes // 2
         import torch
 
         free, _total = torch.cuda.mem_get_info(self.device.index)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ridgeline.device import host_available_bytes
 from ridgeline.probes.base import Case, Probe, ProbeContext
 from ridgeline.records import make_record
 from ridgeline.timing import Timer, Work
@@ -60,18 +61,6 @@ def host_link_sizes(quick: bool, device_free_bytes: int, host_free_bytes: int,
     sizes = SIZES_QUICK if quick else SIZES_FULL
     limit = min(max_bytes, device_free_bytes // 4, host_free_bytes // 4)
     return [s for s in sizes if s <= limit]
-
-
-def host_available_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo (Linux), else None."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def pattern_tile(salt: int):

@@ -116,14 +116,9 @@ def scale_to_depth(step_s: float, head_s: float, layers_measured: int, layers_to
 def free_memory_bytes(device) -> int:
     """Memory a new allocation can use now: the driver's free memory plus torch's cached blocks."""
     if device.kind == "cpu":
-        try:
-            with open("/proc/meminfo") as fh:
-                for line in fh:
-                    if line.startswith("MemAvailable:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return int(device.memory_bytes // 2)
+        from ridgeline.device import host_available_bytes
+
+        return host_available_bytes() or int(device.memory_bytes // 2)
     import torch
 
     free, _ = torch.cuda.mem_get_info(device.index)
