@@ -103,16 +103,16 @@ def new_profile(device: dict[str, Any], *, command_line: list[str] | None = None
     }
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON has no NaN/inf: write them as null so other tools can read the file."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return _clean(value.item())
+        return json_safe(value.item())
     return value
 
 
@@ -120,7 +120,7 @@ def save_profile(profile: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_clean(profile), indent=1, allow_nan=False) + "\n")
+    tmp.write_text(json.dumps(json_safe(profile), indent=1, allow_nan=False) + "\n")
     tmp.replace(path)  # atomic: a Ctrl-C mid-write never leaves half a file
     return path
 

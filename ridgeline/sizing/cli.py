@@ -18,6 +18,7 @@ import math
 from typing import Any
 
 from ridgeline.errors import RidgelineError
+from ridgeline.roofline.profile import json_safe
 
 # dest -> (type, default, help); None defaults are filled from the workload file or the library
 _OPTIONS: list[tuple[str, Any, Any, str]] = [
@@ -163,16 +164,6 @@ def build(values: dict[str, Any]):
     return PlanInputs(spec, precision, workload, slo, engine, parallel, fleet, tuple(notes)), hw
 
 
-def _clean(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    return v
-
-
 def run(args: argparse.Namespace) -> int:
     from ridgeline.sizing.plan import compare_with_datasheet, make_plan
 
@@ -182,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     if values.get("compare_datasheet"):
         plan["comparison"] = compare_with_datasheet(inputs, hw, plan)
     if args.json:
-        print(json.dumps(_clean(plan), indent=1))
+        print(json.dumps(json_safe(plan), indent=1))
         return 0
     from ridgeline.sizing.render import print_plan
 

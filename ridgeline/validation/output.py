@@ -11,7 +11,7 @@ summary_by_mode, skipped points with their reasons, notes and provenance.
 from __future__ import annotations
 
 import json
-import math
+from ridgeline.roofline.profile import json_safe
 from pathlib import Path
 from typing import Any
 
@@ -92,14 +92,7 @@ def print_result(result: dict[str, Any], console) -> None:
         console.print(f"[yellow]note: {note}[/yellow]")
 
 
-def clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean(v) for v in value]
-    return value
+clean = json_safe  # kept as this module's name for callers
 
 
 def write_json(result: dict[str, Any], path: Path) -> Path:
