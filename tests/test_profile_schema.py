@@ -64,23 +64,31 @@ def _hbm(kernel, provider, size, bw, status="ok"):
             "bw_GBps": bw, "status": status, "validated": status == "ok"}
 
 
-def test_ceilings_take_the_plateau_beyond_the_cache_and_the_best_provider():
+def test_ceilings_take_the_verified_plateau_and_the_best_verified_provider():
     mib = 2**20
     records = [
         _hbm("copy", "torch", 25 * mib, 9000.0),        # cache-resident: ignored
-        _hbm("copy", "torch", 200 * mib, 2900.0),
-        _hbm("copy", "torch", 400 * mib, 2950.0),
-        _hbm("copy", "torch", 800 * mib, 3000.0),
-        _hbm("copy", "triton", 400 * mib, 3050.0),
+        _hbm("copy", "torch", 200 * mib, 2950.0),
+        _hbm("copy", "torch", 400 * mib, 3000.0),
+        _hbm("copy", "torch", 800 * mib, 3050.0),
+        _hbm("copy", "triton", 400 * mib, 3100.0),      # one plateau-sized point: unverified
         _hbm("copy", "triton", 800 * mib, 99999.0, status="invalid"),  # never fitted
         {"probe": "matmul", "dtype": "bf16", "m": 8192, "n": 8192, "k": 8192, "TFLOPS": 790.0,
          "status": "ok", "validated": True, "provider": "torch"},
         {"probe": "matmul", "dtype": "bf16", "m": 1, "n": 4096, "k": 4096, "TFLOPS": 2.0,
          "status": "ok", "validated": True, "provider": "torch"},
     ]
-    c = fit_ceilings(records, DEVICE, {"memory_bandwidth_GBps": 3000, "matmul_TFLOPS": {"bf16": 989}})
-    assert c["memory_bandwidth_GBps"]["copy"] == 3050.0
-    assert c["memory_bandwidth_detail"]["copy"]["provider"] == "triton"
-    assert c["memory_bandwidth_detail"]["copy"]["per_provider_GBps"]["torch"] == 2950.0
+    c = fit_ceilings(records, DEVICE, {"memory_bandwidth_GBps": 2990, "matmul_TFLOPS": {"bf16": 989}})
+    copy = c["memory_bandwidth_detail"]["copy"]
+    # the verified torch plateau wins over a higher single triton point
+    assert c["memory_bandwidth_GBps"]["copy"] == 3000.0 and copy["provider"] == "torch"
+    assert copy["status"] == "verified" and copy["reason"] is None
+    assert copy["plateau_sizes_bytes"] == [200 * mib, 400 * mib, 800 * mib]
+    assert copy["spread"]["across_points"] == pytest.approx(100 / 3000)
+    assert copy["per_provider_GBps"]["triton"] == 3100.0
+    assert copy["per_provider_status"] == {"torch": "verified", "triton": "unverified"}
     assert c["matmul_TFLOPS"]["bf16"] == 790.0 and c["matmul_detail"]["bf16"]["m"] == 8192
-    assert any("exceeds the datasheet" in f for f in c["flags"])  # 3050 > 3000: flagged
+    # one shape at the peak, the other at 0.3% of it: a peak of one shape, and it says so
+    assert c["matmul_detail"]["bf16"]["status"] == "unverified"
+    assert "peak from one shape (M=8192 N=8192 K=8192)" in c["matmul_detail"]["bf16"]["reason"]
+    assert any("exceeds the datasheet" in f for f in c["flags"])  # 3000 > 2990: flagged

@@ -74,6 +74,8 @@ def test_ctrl_c_keeps_finished_records_and_marks_incomplete(tmp_path, monkeypatc
     assert [r.get("i") for r in loaded["records"]] == [0, 1]
     assert loaded["records"][1]["status"] == "waived"
     assert loaded["ceilings"]["memory_bandwidth_GBps"]["copy"] == 100.0  # fitted from what finished
+    detail = loaded["ceilings"]["memory_bandwidth_detail"]["copy"]
+    assert detail["status"] == "unverified" and "only 1 size" in detail["reason"]
     assert profile["records"] == loaded["records"]
 
 
@@ -84,5 +86,8 @@ def test_errors_and_oom_become_one_line_records(tmp_path, monkeypatch):
     failed, oom = profile["records"][0], profile["records"][1]
     assert failed["status"] == "failed" and failed["reason"] == "RuntimeError: kernel exploded"
     assert oom["status"] == "waived" and oom["reason"].startswith("out of device memory")
-    assert profile["complete"] is True
     assert len(profile["records"]) == 4  # case 2 produced no record
+    # a failed case is a hole in the sweep: the run says so
+    assert profile["complete"] is False
+    assert "1 hbm case(s) failed" in profile["incomplete_reason"]
+    assert any("incomplete: 1 hbm case(s) failed" in w for w in profile["warnings"])

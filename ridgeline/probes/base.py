@@ -1,7 +1,8 @@
 """The probe interface: what every measurement module provides.
 
 A probe says whether it can run on a device (`available` returns a reason when
-it cannot), lists its cases (`cases`), and runs one case (`run`), which builds
+it cannot), lists its cases (`cases`), may extend them from what it measured (`more_cases`:
+a sweep that goes on until its rate is flat), and runs one case (`run`), which builds
 inputs, checks the output against a reference, times the work through
 `ctx.timer` (probes never touch events or clocks) and returns tidy records
 (ridgeline.records). Work counts are pure module-level functions so they can be
@@ -81,3 +82,11 @@ class Probe(ABC):
     @abstractmethod
     def run(self, case: Case, ctx: ProbeContext) -> list[dict[str, Any]]:
         ...
+
+    def more_cases(self, records: list[dict[str, Any]], ctx: ProbeContext) -> list[Case]:
+        """Cases to add after the planned ones ran (an adaptive sweep); [] when done.
+
+        `records` are this probe's records so far. The runner calls it again after
+        each batch it returns, so a sweep can grow until its plateau is verified.
+        """
+        return []

@@ -3,15 +3,21 @@
     bw_GBps = (bytes_read + bytes_written) / time_ms_median / 1e6
     copy = 2 N e, read = N e, write = N e, triad = 3 N e   (BabelStream's counts)
 
-Sizes run from below the last-level cache to many times it (bounded by free
-memory), so the plot shows the cache step and the fit can take the sustained
-plateau from sizes >= PLATEAU_CACHE_MULTIPLE x the cache, which no cache can fake.
+Sizes run from below the reported last-level cache upwards, doubling, and the
+sweep goes on (`more_cases`) until the rate stops changing: a verified plateau
+(ridgeline.roofline.plateau: the largest sizes agree within a few percent over
+two successive doublings), or until memory or MAX_SWEEP_BYTES runs out. Real
+caches are often larger than the one the system reports (a VM host's L3,
+MI300X's 256 MB Infinity Cache), so the reported size is only where the search
+starts, never where the plateau is assumed to be. Plateau sizes whose samples
+scatter by more than NOISY_SPREAD are measured again (MAX_ATTEMPTS in all);
+the fit keeps the quietest attempt and flags the ceiling noisy if it stays so.
 Below the cache, samples time several back-to-back launches (a CUDA graph on a
-GPU) and are labelled as cache-resident by their size.
+GPU) and are labelled cache-resident by their size.
 
 Providers: on a GPU the Triton kernels (ridgeline.kernels.stream) and the vendor
 baseline (torch copy_/sum/fill_/add, i.e. the CUDA/HIP runtime's kernels); on the
-CPU torch (multi-threaded) and numpy, with the host clock.
+CPU torch (multi-threaded) and numpy (full sweep only), with the host clock.
 
     ridgeline profile --probes hbm [--device cpu] [--quick]
 """
@@ -22,12 +28,18 @@ from typing import Any
 
 from ridgeline.errors import Waived
 from ridgeline.probes.base import Case, Probe, ProbeContext
-from ridgeline.records import make_record
+from ridgeline.records import fit_ready, make_record
+from ridgeline.roofline.ceilings import bandwidth_plateau, plateau_floor_bytes, quietest_per_size
+from ridgeline.roofline.trust import DEFAULT_CACHE_BYTES, NOISY_SPREAD, sample_spread
 from ridgeline.timing import Work
 
-PLATEAU_CACHE_MULTIPLE = 4
-DEFAULT_CACHE_BYTES = 32 * 2**20
 ELEMENT_BYTES = 4  # fp32 arrays, as BabelStream's float mode
+# The sweep never grows past this working set (GPU: above any cache built so far; CPU: RAM-bound).
+MAX_SWEEP_BYTES = {True: 32 * 2**30, False: 8 * 2**30}
+# Share of free memory one working set may take (the rest: flush buffers, allocator slack).
+FREE_MEMORY_SHARE = 0.4
+# Measurements of one size in all, when its samples stay noisy.
+MAX_ATTEMPTS = {True: 2, False: 3}  # quick: 2
 
 # Python-level kernels of the CPU and vendor providers; numpy has no single-pass triad.
 PROVIDER_KERNELS = {
@@ -53,15 +65,26 @@ def arrays_of(kernel: str) -> int:
     return {"copy": 2, "read": 1, "write": 1, "triad": 3}[kernel]
 
 
+PAGE_UNIT = 3 * 4096  # every kernel's arrays are whole pages
+
+
+def round_size(size_bytes: float) -> int:
+    """Rounded up to PAGE_UNIT, so a size meant as k x cache is never just below it."""
+    return max(PAGE_UNIT, -(-int(size_bytes) // PAGE_UNIT) * PAGE_UNIT)
+
+
 def sweep_sizes(cache_bytes: int, free_bytes: int, quick: bool, is_gpu: bool) -> list[int]:
-    """Working-set sizes (bytes): from cache/8 up to max(2 GiB, 32 x cache) on a GPU
-    (256 MiB..1 GiB on the CPU), doubling, capped at 40% of free memory."""
+    """The first working-set sizes (bytes); `HbmProbe.more_cases` extends them to a plateau.
+
+    Full: from cache/8 doubling up to max(2 GiB, 32 x cache) on a GPU (16 x cache,
+    at least 256 MiB, on the CPU). Quick: one cache-resident size, then the
+    plateau floor (4 x cache) and two doublings. Capped at 40% of free memory.
+    """
     top = max(2 * 2**30, 32 * cache_bytes) if is_gpu else max(256 * 2**20, 16 * cache_bytes)
-    top = min(top, int(0.4 * free_bytes))
+    top = min(top, int(FREE_MEMORY_SHARE * free_bytes))
     if quick:
-        # one cache-resident point and two plateau points
-        sizes = [cache_bytes // 2, 8 * cache_bytes, 16 * cache_bytes] if is_gpu else \
-            [cache_bytes // 2, 4 * cache_bytes, 8 * cache_bytes]
+        floor = plateau_floor_bytes(cache_bytes)
+        sizes = [cache_bytes // 2, floor, 2 * floor, 4 * floor]
     else:
         sizes, s = [], max(cache_bytes // 8, 2**20)
         while s <= top:
@@ -69,9 +92,7 @@ def sweep_sizes(cache_bytes: int, free_bytes: int, quick: bool, is_gpu: bool) ->
             s *= 2
         if sizes and top > 1.25 * sizes[-1]:
             sizes.append(top)  # the largest working set memory allows
-    # round to a multiple of 3 arrays x 4 KiB so every kernel's arrays are whole pages
-    unit = 3 * 4096  # rounded up, so a size meant as k x cache is never just below it
-    return sorted({max(unit, -(-min(s, top) // unit) * unit) for s in sizes})
+    return sorted({round_size(min(s, top)) for s in sizes})
 
 
 class HbmProbe(Probe):
@@ -79,7 +100,9 @@ class HbmProbe(Probe):
     description = "memory bandwidth vs working-set size: copy, read, write, triad"
 
     def providers(self, ctx: ProbeContext) -> list[str]:
-        return ["triton", "torch"] if ctx.device.is_gpu else ["torch", "numpy"]
+        if ctx.device.is_gpu:
+            return ["triton", "torch"]
+        return ["torch"] if ctx.quick else ["torch", "numpy"]
 
     def cases(self, ctx: ProbeContext) -> list[Case]:
         cache = ctx.device.l2_cache_bytes or DEFAULT_CACHE_BYTES
@@ -93,6 +116,39 @@ class HbmProbe(Probe):
                     continue
                 for size in sizes:
                     out.append(Case({"kernel": kernel, "provider": provider, "size_bytes": int(size)}))
+        return out
+
+    def more_cases(self, records: list[dict[str, Any]], ctx: ProbeContext) -> list[Case]:
+        """Extend each sweep that has no verified plateau yet; re-measure noisy plateau sizes."""
+        if ctx.options.get("sizes"):
+            return []  # an explicit sweep is measured as given
+        cache = ctx.device.l2_cache_bytes or DEFAULT_CACHE_BYTES
+        ok = [r for r in fit_ready(records, "hbm") if r.get("bw_GBps")]
+        tried = {(r.get("kernel"), r.get("provider"), r.get("size_bytes"), r.get("attempt", 1))
+                 for r in records if r.get("probe") == "hbm"}
+        limit = min(MAX_SWEEP_BYTES[ctx.device.is_gpu],
+                    int(FREE_MEMORY_SHARE * ctx.free_memory_bytes()))
+        out = []
+        for kernel, provider in sorted({(r["kernel"], r["provider"]) for r in ok}):
+            rows = [r for r in ok if r["kernel"] == kernel and r["provider"] == provider]
+            detail = bandwidth_plateau(rows, cache)
+            sizes = set(detail["plateau_sizes_bytes"])
+            noisy = [r for r in quietest_per_size(rows) if r["size_bytes"] in sizes
+                     and (sample_spread(r) or 0.0) > NOISY_SPREAD]
+            again = []
+            for r in noisy:
+                attempt = 1 + max(a for k, p, s, a in tried
+                                  if (k, p, s) == (kernel, provider, r["size_bytes"]))
+                if attempt <= MAX_ATTEMPTS[ctx.quick]:
+                    again.append(Case({"kernel": kernel, "provider": provider,
+                                       "size_bytes": r["size_bytes"], "attempt": attempt}))
+            out += again
+            if again or detail["from_plateau"]:
+                continue  # flat (maybe noisy, which a larger size would not cure)
+            nxt = round_size(2 * detail["largest_size_bytes"])
+            fits = nxt <= limit and nxt // (arrays_of(kernel) * ELEMENT_BYTES) < 2**31
+            if fits and (kernel, provider, nxt, 1) not in tried:
+                out.append(Case({"kernel": kernel, "provider": provider, "size_bytes": nxt}))
         return out
 
     def run(self, case: Case, ctx: ProbeContext) -> list[dict[str, Any]]:
@@ -122,7 +178,7 @@ class HbmProbe(Probe):
         return [make_record(
             probe=self.name, provider=provider, kernel=kernel, dtype="fp32", timing=timing,
             validated=ok and ok_after, bytes_read=bytes_read, bytes_written=bytes_written,
-            size_bytes=ws, n_elements=n, cache_resident=ws < cache,
+            size_bytes=ws, n_elements=n, cache_resident=ws < cache, attempt=case.get("attempt", 1),
             max_abs_error=err, telemetry=ctx.telemetry())]
 
     def _kernel(self, kernel: str, provider: str, arrays: list):

@@ -1,0 +1,134 @@
+"""Whether a measured ceiling can be planned from: verified, unverified or noisy.
+
+Every ceiling's detail in profile.json carries
+
+    "status": "verified" | "unverified" | "noisy"
+    "reason": why it is not verified (None when it is)
+    "spread": {"samples_p20_p80": (p80 - p20) / median of the samples, the worst over
+               the points the ceiling comes from,
+               "across_points": (max - min) / median over those points}
+
+- verified:   taken from a measured plateau (bandwidth: the rate stopped changing
+              over at least two successive doublings of the working set; matmul:
+              several shapes within PEAK_AGREEMENT of the best; collectives: sizes
+              large enough that the bandwidth term dominates) with a small spread.
+- unverified: too few points, no plateau, still in cache, interrupted, one shape.
+- noisy:      a plateau was found but the samples scatter by more than NOISY_SPREAD
+              even after re-measuring: something else was running.
+
+The planner refuses untrusted ceilings unless told (`--allow-unverified`); the
+summary, report and `compare` show the status beside the number.
+
+    for c in untrusted_ceilings(profile): print(c.name, c.status, c.reason)
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+VERIFIED = "verified"
+UNVERIFIED = "unverified"
+NOISY = "noisy"
+STATUSES = (VERIFIED, UNVERIFIED, NOISY)
+
+# A plateau: successive working sets whose rates differ by at most this fraction of their median.
+PLATEAU_TOLERANCE = 0.05
+# Points (sizes) a plateau needs: two successive doublings = three sizes.
+PLATEAU_MIN_POINTS = 3
+# No plateau is looked for below this multiple of the cache the device reports, nor
+# below PLATEAU_MIN_BYTES: real caches are often larger than reported (MI300X's
+# 256 MB Infinity Cache beside a 4 MB L2; a VM host's L3), and a rate that is flat
+# inside such a cache is a cache's rate. Above the floor the sweep still has to
+# find the rate flat; the floor only keeps it from stopping inside a cache.
+PLATEAU_CACHE_MULTIPLE = 4
+PLATEAU_MIN_BYTES = 256 * 2**20
+# When the device reports no cache size.
+DEFAULT_CACHE_BYTES = 32 * 2**20
+# A sample spread (p20..p80 relative to the median) above this means the run was disturbed.
+NOISY_SPREAD = 0.10
+# Matmul: shapes within this fraction of the best confirm the peak is not one lucky shape.
+PEAK_AGREEMENT = 0.05
+PEAK_MIN_SHAPES = 2
+
+OLD_METHOD_REASON = "measured before ridgeline checked plateaus (no status recorded)"
+
+
+@dataclass(frozen=True)
+class CeilingStatus:
+    """One ceiling of a profile and whether it can be trusted."""
+
+    name: str          # "copy bandwidth", "bf16 matmul", "allreduce n=2"
+    value: float | None
+    unit: str
+    status: str
+    reason: str | None
+    spread: dict[str, Any]
+
+    @property
+    def trusted(self) -> bool:
+        return self.status == VERIFIED
+
+
+def relative_spread(values: list[float]) -> float | None:
+    """(max - min) / median of positive values; None for fewer than two."""
+    vals = [v for v in values if isinstance(v, (int, float)) and v > 0]
+    if len(vals) < 2:
+        return None
+    return (max(vals) - min(vals)) / statistics.median(vals)
+
+
+def sample_spread(rec: dict[str, Any]) -> float | None:
+    """(p80 - p20) / median of one record's timing samples."""
+    med, lo, hi = rec.get("time_ms_median"), rec.get("time_ms_p20"), rec.get("time_ms_p80")
+    if not all(isinstance(v, (int, float)) for v in (med, lo, hi)) or not med or med <= 0:
+        return None
+    return (hi - lo) / med
+
+
+def _status_of(detail: Any) -> tuple[str, str | None, dict[str, Any]]:
+    if not isinstance(detail, dict):
+        return UNVERIFIED, OLD_METHOD_REASON, {}
+    status = detail.get("status")
+    if status not in STATUSES:
+        return UNVERIFIED, OLD_METHOD_REASON, {}
+    spread = detail.get("spread") if isinstance(detail.get("spread"), dict) else {}
+    return status, detail.get("reason"), spread
+
+
+def ceiling_statuses(profile: dict[str, Any]) -> list[CeilingStatus]:
+    """Every measured ceiling of a profile with its status (datasheet profiles: none)."""
+    if ((profile.get("model") or {}).get("source") == "datasheet"
+            or ((profile.get("provenance") or {}).get("device") or {}).get("kind") == "datasheet"):
+        return []
+    ceil = profile.get("ceilings") or {}
+    out = []
+    bw_detail = ceil.get("memory_bandwidth_detail") or {}
+    for kernel, value in sorted((ceil.get("memory_bandwidth_GBps") or {}).items()):
+        status, reason, spread = _status_of(bw_detail.get(kernel))
+        out.append(CeilingStatus(f"{kernel} bandwidth", value, "GB/s", status, reason, spread))
+    mm_detail = ceil.get("matmul_detail") or {}
+    for dtype, value in sorted((ceil.get("matmul_TFLOPS") or {}).items()):
+        status, reason, spread = _status_of(mm_detail.get(dtype))
+        out.append(CeilingStatus(f"{dtype} matmul", value, "TFLOP/s", status, reason, spread))
+    ic = profile.get("interconnect") or {}
+    for name, per_world in sorted(ic.items()):
+        if name in ("host_link_GBps", "topology") or not isinstance(per_world, dict):
+            continue
+        for world, fit in sorted(per_world.items(), key=lambda kv: str(kv[0])):
+            if isinstance(fit, dict) and fit.get("source", "measured") == "measured":
+                status, reason, spread = _status_of(fit)
+                out.append(CeilingStatus(f"{name} n={world}", fit.get("busbw_GBps"), "GB/s busbw",
+                                         status, reason, spread))
+    return out
+
+
+def untrusted_ceilings(profile: dict[str, Any]) -> list[CeilingStatus]:
+    """The ceilings of a profile that are not verified (unverified or noisy)."""
+    return [c for c in ceiling_statuses(profile) if not c.trusted]
+
+
+def describe(c: CeilingStatus) -> str:
+    """One line: 'copy bandwidth unverified: no plateau ...'."""
+    return f"{c.name} {c.status}" + (f": {c.reason}" if c.reason else "")
