@@ -13,9 +13,10 @@ reason) or "failed" (an error, with its one-line reason).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
-from ridgeline.timing import Timing
+if TYPE_CHECKING:  # records are read by reports, which must not load the timing code
+    from ridgeline.timing import Timing
 
 CSV_LEAD_COLUMNS = [
     "probe", "provider", "kernel", "dtype", "status", "size_bytes", "m", "n", "k", "batch",
@@ -29,7 +30,7 @@ def make_record(
     probe: str,
     provider: str,
     dtype: str,
-    timing: Timing,
+    timing: "Timing",
     validated: bool,
     bytes_read: float = 0,
     bytes_written: float = 0,

@@ -10,6 +10,13 @@ Method (the same on every device, after `triton.testing.do_bench`):
 3. warm-up calls, then `reps` timed samples. Each sample times
    `launches_per_sample` back-to-back calls and divides by it.
 
+Steps 2 and 3 are one loop, `sample_ms(fn, clock, n_warmup=, n_rep=)`: explicit
+counts, a `Clock` (`HostClock`: perf_counter; `EventClock`: device events) and
+an optional `before_sample` callable run outside the timed region (a cache
+flush, or a barrier that starts the ranks of a collective together). The
+timers below and the collective worker all time through it; `budget_counts`
+turns the time budgets into its counts.
+
 Timers:
 - `EventTimer` (CUDA/HIP): device events around each sample. Before each
   sample an L2 flush buffer (2 x the device's L2, at least 64 MiB) is zeroed
@@ -29,7 +36,7 @@ import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -76,11 +83,127 @@ class Timing:
         }
 
 
-def _counts(est_ms: float, warmup_ms: float, rep_ms: float, min_reps: int, max_reps: int):
+def budget_counts(est_ms: float, warmup_ms: float, rep_ms: float, min_reps: int, max_reps: int,
+                  *, min_warmup: int = 1, max_warmup: int | None = None) -> tuple[int, int]:
+    """(warm-up, timed) counts from time budgets and one sample's estimated time (ms)."""
     est_ms = max(est_ms, 1e-4)
-    n_warmup = max(1, min(int(warmup_ms / est_ms), 10 * max_reps))
+    max_warmup = 10 * max_reps if max_warmup is None else max_warmup
+    n_warmup = max(min_warmup, min(int(warmup_ms / est_ms), max_warmup))
     n_rep = max(min_reps, min(int(math.ceil(rep_ms / est_ms)), max_reps))
     return n_warmup, n_rep
+
+
+class Stopwatch(Protocol):
+    """One sample's start and stop marks; `elapsed_ms` is valid after the clock synchronized."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def elapsed_ms(self) -> float: ...
+
+
+class Clock(Protocol):
+    """Where samples are read: the host clock or device events."""
+
+    name: str
+
+    def stopwatch(self) -> Stopwatch: ...
+
+    def synchronize(self) -> None: ...
+
+
+class _HostStopwatch:
+    __slots__ = ("t0", "t1")
+
+    def start(self) -> None:
+        self.t0 = time.perf_counter_ns()
+
+    def stop(self) -> None:
+        self.t1 = time.perf_counter_ns()
+
+    def elapsed_ms(self) -> float:
+        return (self.t1 - self.t0) / 1e6
+
+
+class HostClock:
+    """`time.perf_counter_ns`: honest only for synchronous (CPU) work."""
+
+    name = "host-clock"
+
+    def stopwatch(self) -> Stopwatch:
+        return _HostStopwatch()
+
+    def synchronize(self) -> None:
+        """Nothing is queued: CPU work is done when the call returns."""
+
+
+class _EventStopwatch:
+    __slots__ = ("begin", "end")
+
+    def __init__(self, torch) -> None:
+        self.begin = torch.cuda.Event(enable_timing=True)
+        self.end = torch.cuda.Event(enable_timing=True)
+
+    def start(self) -> None:
+        self.begin.record()
+
+    def stop(self) -> None:
+        self.end.record()
+
+    def elapsed_ms(self) -> float:
+        return self.begin.elapsed_time(self.end)
+
+
+class EventClock:
+    """Device events (CUDA or HIP through torch.cuda) on the current stream of `device`."""
+
+    name = "device-events"
+
+    def __init__(self, device) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = device
+
+    def stopwatch(self) -> Stopwatch:
+        return _EventStopwatch(self.torch)
+
+    def synchronize(self) -> None:
+        self.torch.cuda.synchronize(self.device)
+
+
+def sample_ms(
+    fn: Callable[[], Any],
+    clock: Clock,
+    *,
+    n_warmup: int,
+    n_rep: int,
+    launches: int = 1,
+    before_sample: Callable[[], Any] | None = None,
+    after_warmup: Callable[[], Any] | None = None,
+) -> list[float]:
+    """The one timing loop: `n_warmup` untimed calls, then `n_rep` samples (ms per call).
+
+    Each sample times `launches` back-to-back calls of `fn` and divides by it.
+    `before_sample` runs before each sample outside the timed region (cache
+    flush, barrier); `after_warmup` runs once between warm-up and timing.
+    """
+    for _ in range(n_warmup):
+        fn()
+    if after_warmup is not None:
+        after_warmup()
+    # Stopwatches exist before the loop: nothing but the marks sits between samples.
+    watches = [clock.stopwatch() for _ in range(n_rep)]
+    for watch in watches:
+        if before_sample is not None:
+            before_sample()
+        watch.start()
+        for _ in range(launches):
+            fn()
+        watch.stop()
+    clock.synchronize()  # device marks are read only once the queue has drained
+    return [watch.elapsed_ms() / launches for watch in watches]
 
 
 class Timer(ABC):
@@ -120,9 +243,10 @@ class EventTimer(Timer):
         l2 = l2_cache_bytes or 128 * 2**20
         self.flush_bytes = int(min(max(2 * l2, MIN_FLUSH_BYTES), MAX_FLUSH_BYTES))
         self._flush_buf = None
+        self.clock = EventClock(self.device)
 
     def synchronize(self) -> None:
-        self.torch.cuda.synchronize(self.device)
+        self.clock.synchronize()
 
     def _flush(self) -> None:
         if self._flush_buf is None:
@@ -145,33 +269,19 @@ class EventTimer(Timer):
 
     def time(self, fn, *, work=None, warmup_ms=DEFAULT_WARMUP_MS, rep_ms=DEFAULT_REP_MS,
              min_reps=5, max_reps=500, flush_cache=True, launches_per_sample=1) -> Timing:
-        torch = self.torch
-        with torch.cuda.device(self.device):
+        with self.torch.cuda.device(self.device):
             fn()  # untimed first call: compilation, autotuning, cuBLAS heuristics
             self.synchronize()
             launches = max(1, int(launches_per_sample))
+            # a graph replay holds all `launches` calls: one call of `body` is one sample
             body = self._graph_of(fn, launches) if launches > 1 else fn
             # estimate one sample's time to turn budgets into counts
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(3):
-                body()
-            end.record()
-            self.synchronize()
-            est_ms = start.elapsed_time(end) / 3
-            n_warmup, n_rep = _counts(est_ms, warmup_ms, rep_ms, min_reps, max_reps)
-            for _ in range(n_warmup):
-                body()
-            starts = [torch.cuda.Event(enable_timing=True) for _ in range(n_rep)]
-            ends = [torch.cuda.Event(enable_timing=True) for _ in range(n_rep)]
-            for i in range(n_rep):
-                if flush_cache:
-                    self._flush()  # outside the events: not timed
-                starts[i].record()
-                body()
-                ends[i].record()
-            self.synchronize()
-            samples = [s.elapsed_time(e) / launches for s, e in zip(starts, ends)]
+            est_ms = sample_ms(body, self.clock, n_warmup=0, n_rep=1, launches=3)[0]
+            n_warmup, n_rep = budget_counts(est_ms, warmup_ms, rep_ms, min_reps, max_reps)
+            flush = self._flush if flush_cache else None  # outside the events: not timed
+            per_sample = sample_ms(body, self.clock, n_warmup=n_warmup, n_rep=n_rep,
+                                   before_sample=flush)
+            samples = [s / launches for s in per_sample]
         name = "cuda-graph" if launches > 1 else self.name
         return Timing(samples, name, launches)
 
@@ -184,6 +294,7 @@ class HostTimer(Timer):
     def __init__(self, flush_bytes: int | None = None):
         self.flush_bytes = int(min(max(2 * (flush_bytes or 32 * 2**20), 16 * 2**20), 512 * 2**20))
         self._flush_buf = None
+        self.clock = HostClock()
 
     def _flush(self) -> None:
         if self._flush_buf is None:
@@ -194,21 +305,13 @@ class HostTimer(Timer):
              min_reps=5, max_reps=500, flush_cache=True, launches_per_sample=1) -> Timing:
         launches = max(1, int(launches_per_sample))
         fn()
-        t0 = time.perf_counter_ns()
-        for _ in range(launches):
-            fn()
-        est_ms = (time.perf_counter_ns() - t0) / 1e6
-        n_warmup, n_rep = _counts(est_ms, warmup_ms, rep_ms, min_reps, max_reps)
-        for _ in range(min(n_warmup, 1000)):
-            fn()
-        samples = []
-        for _ in range(n_rep):
-            if flush_cache:
-                self._flush()
-            t0 = time.perf_counter_ns()
-            for _ in range(launches):
-                fn()
-            samples.append((time.perf_counter_ns() - t0) / 1e6 / launches)
+        # one sample of `launches` calls estimates a sample's time
+        est_ms = sample_ms(fn, self.clock, n_warmup=0, n_rep=1, launches=launches)[0] * launches
+        # the warm-up here counts calls of fn, not samples, and stops at a thousand
+        n_warmup, n_rep = budget_counts(est_ms, warmup_ms, rep_ms, min_reps, max_reps,
+                                        max_warmup=min(10 * max_reps, 1000))
+        samples = sample_ms(fn, self.clock, n_warmup=n_warmup, n_rep=n_rep, launches=launches,
+                            before_sample=self._flush if flush_cache else None)
         return Timing(samples, self.name, launches)
 
 

@@ -85,6 +85,38 @@ def test_iteration_counts_same_for_same_estimate():
     assert ring_steps("allreduce", 8) == 14 and ring_steps("all_gather", 8) == 7
 
 
+def test_planned_cases_in_worker_order_rounded_once():
+    config = ar.build_config("cpu", True, options={"sizes": [4, 8, 16, 64 * MiB],
+                                                   "collectives": ["allreduce", "all_gather"]},
+                             max_bytes=32 * MiB)
+    cases = [(c.collective, c.dtype, c.count, c.size_bytes) for c in cw.planned_cases(config, 4)]
+    # all-gather over 4 ranks: 4 and 8 B both round up to one fp32 per rank (16 B), planned once;
+    # 64 MiB is over max_bytes
+    assert cases == [("allreduce", "fp32", 1, 4), ("allreduce", "fp32", 2, 8),
+                     ("allreduce", "fp32", 4, 16), ("all_gather", "fp32", 1, 16)]
+
+
+def test_cases_without_a_record_become_failed_records():
+    config = ar.build_config("cpu", True, options={"sizes": [4, 1024, 65536]})
+    done = [{"probe": "allreduce", "dtype": "fp32", "size_bytes": s, "status": "ok"}
+            for s in (4, 1024)]
+    failed = ar.missing_case_records(config, 2, done, "rank 1 died\n(signal SIGKILL)")
+    # one record per case never measured, in the worker's order
+    assert [(r["probe"], r["size_bytes"]) for r in failed] == [
+        ("allreduce", 65536), ("all_gather", 8), ("all_gather", 1024), ("all_gather", 65536),
+        ("reduce_scatter", 8), ("reduce_scatter", 1024), ("reduce_scatter", 65536)]
+    assert all(r["status"] == "failed" and r["world_size"] == 2 and r["provider"] == "gloo"
+               and r["dtype"] == "fp32" and not r["validated"] for r in failed)
+    assert failed[0]["reason"] == "allreduce n=2 fp32 stopped at 65536 B: rank 1 died (signal SIGKILL)"
+    assert failed[1]["reason"] == ("all_gather n=2 fp32 not measured: the sweep stopped earlier, "
+                                   "at allreduce fp32 65536 B")
+    assert len({r["reason"] for r in failed}) == 3  # one reason per collective: a summary groups
+    measured = done + [{"probe": c, "dtype": "fp32", "size_bytes": s, "status": "invalid"}
+                       for c in ("allreduce", "all_gather", "reduce_scatter")
+                       for s in (65536, 8, 1024)]
+    assert ar.missing_case_records(config, 2, measured, "unused") == []  # invalid is measured
+
+
 def test_host_link_and_p2p_work_counts():
     assert host_link.link_bytes("h2d", 4096) == 4096
     assert host_link.link_bytes("d2h", 4096) == 4096

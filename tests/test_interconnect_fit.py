@@ -4,17 +4,36 @@ import numpy as np
 import pytest
 
 from ridgeline.roofline.interconnect import busbw_factor
-from ridgeline.roofline.interconnect_fit import alpha_beta_fit, fit_interconnect, plateau
+from ridgeline.roofline.interconnect_fit import (BW_DOMINANCE, alpha_beta_fit, bandwidth_sizes,
+                                                 fit_interconnect, plateau)
+from ridgeline.roofline.trust import NOISY_SPREAD, ceiling_statuses
 
 SIZES = [4 * 2**k for k in range(29)]  # 4 B .. 1 GiB
 
 
-def _rec(probe, size, t_s, *, n=8, dtype="bf16", status="ok", link="nvlink", provider="nccl"):
+def _rec(probe, size, t_s, *, n=8, dtype="bf16", status="ok", link="nvlink", provider="nccl",
+         spread=0.02):
     algbw = size / t_s / 1e9
+    t_ms = t_s * 1e3
     return {"probe": probe, "provider": provider, "dtype": dtype, "status": status,
             "validated": status == "ok", "size_bytes": size, "world_size": n, "link": link,
-            "nodes": 1, "time_ms_median": t_s * 1e3, "algbw_GBps": algbw,
+            "nodes": 1, "time_ms_median": t_ms, "time_ms_p20": t_ms * (1 - spread / 2),
+            "time_ms_p80": t_ms * (1 + spread / 2), "algbw_GBps": algbw,
             "busbw_GBps": algbw * busbw_factor(probe, n)}
+
+
+def _allreduce_fit(recs):
+    return fit_interconnect(recs, {"kind": "cpu"})["allreduce"]["2"]
+
+
+# gloo over loopback as measured on the 2-core CPU box: ~40 us latency, ~1.2 GB/s
+GLOO_ALPHA_S, GLOO_BW = 40e-6, 1.2e9
+CPU_SIZES = [4 * 4**k for k in range(11)]  # the CPU sweep: 4 B .. 4 MiB, x4
+
+
+def _gloo(sizes, spread=lambda size: 0.02):
+    return [_rec("allreduce", s, GLOO_ALPHA_S + s / GLOO_BW, n=2, dtype="fp32", provider="gloo",
+                 link="loopback", spread=spread(s)) for s in sizes]
 
 
 def test_fit_recovers_exact_parameters():
@@ -65,7 +84,8 @@ def test_fit_interconnect_per_collective_and_world_size():
     assert e["alpha_us"] == pytest.approx(20.0, rel=1e-6)
     assert e["algbw_GBps"] == pytest.approx(200.0, rel=1e-6)
     assert e["busbw_GBps"] == pytest.approx(200.0 * 1.75, rel=1e-6)
-    assert e["max_size_bytes"] == 2**30
+    assert (e["size_min_bytes"], e["size_max_bytes"], e["n_points"]) == (4, 2**30, len(SIZES))
+    assert e["status"] == "verified" and e["reason"] is None
     assert e["by_dtype"]["fp32"]["algbw_GBps"] == pytest.approx(150.0, rel=1e-6)
     assert inter["allreduce"]["2"]["busbw_GBps"] == pytest.approx(90.0, rel=1e-6)  # factor 1 at n=2
     assert inter["all_gather"]["8"]["busbw_GBps"] == pytest.approx(300.0 * 0.875, rel=1e-6)
@@ -109,3 +129,69 @@ def test_host_link_plateau_p2p_and_topology():
 def test_plateau():
     assert plateau([1.0, 50.0, 54.0, 55.0]) == 54.0
     assert plateau([]) is None
+
+
+def test_small_sizes_only_are_unverified():
+    """The issue-9 sweep: a worker died after 16 KiB; the points hold a latency, not a bandwidth."""
+    fit = _allreduce_fit(_gloo([s for s in CPU_SIZES if s <= 16384]))
+    assert fit["status"] == "unverified" and fit["n_bandwidth_points"] == 0
+    assert fit["reason"].startswith("bandwidth term not shown") and "16384 B" in fit["reason"]
+    assert (fit["size_min_bytes"], fit["size_max_bytes"]) == (4, 16384)
+    assert fit["spread"]["across_points"] is None
+
+
+def test_full_cpu_sweep_is_verified_with_its_spread():
+    fit = _allreduce_fit(_gloo(CPU_SIZES))
+    assert fit["status"] == "verified" and fit["reason"] is None
+    assert fit["busbw_GBps"] == pytest.approx(1.2, rel=1e-6)
+    # 256 KiB (218 us), 1 MiB and 4 MiB have a size term over 4 x 40 us; 64 KiB (55 us) does not
+    assert fit["n_bandwidth_points"] == 3
+    assert fit["spread"]["samples_p20_p80"] == pytest.approx(0.02)
+    assert fit["spread"]["across_points"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_dominance_rule_at_its_edge():
+    # largest size's term just under 4 x alpha: unverified; just over: verified
+    top = BW_DOMINANCE * GLOO_ALPHA_S * GLOO_BW
+    sizes = [4 * 2**k for k in range(20) if 4 * 2**k < top * 0.9]
+    assert _allreduce_fit(_gloo(sizes))["status"] == "unverified"
+    assert _allreduce_fit(_gloo(sizes + [int(top * 1.1)]))["status"] == "verified"
+
+
+def test_scattered_samples_at_bandwidth_sizes_are_noisy():
+    fit = _allreduce_fit(_gloo(CPU_SIZES, spread=lambda s: 0.4 if s == 4**11 else 0.02))
+    assert fit["status"] == "noisy" and fit["spread"]["samples_p20_p80"] == pytest.approx(0.4)
+    assert "40%" in fit["reason"] and "4194304 B" in fit["reason"]
+
+
+def test_latency_jitter_at_small_sizes_is_not_noise():
+    fit = _allreduce_fit(_gloo(CPU_SIZES, spread=lambda s: 5.0 if s < 2**16 else 0.02))
+    assert fit["status"] == "verified"
+    assert fit["spread"]["samples_p20_p80"] < NOISY_SPREAD
+
+
+def test_a_failed_sweep_is_unverified_even_where_the_points_show_bandwidth():
+    recs = _gloo([s for s in CPU_SIZES if s <= 2**20])
+    recs.append({"probe": "allreduce", "status": "failed", "world_size": 2, "dtype": "fp32",
+                 "validated": False, "reason": "allreduce n=2 fp32 stopped at 4194304 B: ...",
+                 "size_bytes": 4 * 2**20})
+    fit = _allreduce_fit(recs)
+    assert fit["status"] == "unverified" and fit["n_bandwidth_points"] == 2
+    assert fit["reason"].startswith("sweep incomplete: 1 size(s) from 4194304 B not measured")
+
+
+def test_clamped_alpha_cannot_verify_a_flat_sweep():
+    # With alpha clamped to 0 every size passes "size term >= 4 x alpha"; the measured rise
+    # over the smallest size's time (>= 5x) is what keeps a flat sweep from showing bandwidth.
+    times = [40e-6] * 8 + [44e-6, 52e-6]
+    recs = [_rec("allreduce", s, t, n=2, dtype="fp32") for s, t in zip(CPU_SIZES, times)]
+    assert bandwidth_sizes(recs, alpha_s=0.0, algbw_Bps=1e9) == []
+    rising = recs + [_rec("allreduce", 4 * 2**20, 400e-6, n=2, dtype="fp32")]
+    assert [r["size_bytes"] for r in bandwidth_sizes(rising, 0.0, 1e9)] == [4 * 2**20]
+    assert _allreduce_fit(recs)["status"] == "unverified"
+
+
+def test_trust_reads_the_fit_status():
+    fit = _allreduce_fit(_gloo(CPU_SIZES[:6]))
+    (c,) = ceiling_statuses({"interconnect": {"allreduce": {"2": fit}}})
+    assert (c.name, c.status, c.reason) == ("allreduce n=2", "unverified", fit["reason"])

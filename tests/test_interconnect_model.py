@@ -67,3 +67,16 @@ def test_fp32_activations_double_the_bytes():
     b = tp_allreduce_time(HIDDEN, TOKENS, "bf16", 2, prof).time_s
     f = tp_allreduce_time(HIDDEN, TOKENS, "fp32", 2, prof).time_s
     assert f == pytest.approx(2 * b, rel=1e-12)
+
+
+def test_an_unverified_fit_says_so_in_the_estimate():
+    entry = dict(_entry(10.0, 350.0, 8), status="unverified",
+                 reason="bandwidth term not shown: 0 of 7 sizes")
+    prof = {"interconnect": {"allreduce": {"8": entry}}}
+    measured = collective_time("allreduce", SIZE, 8, prof)
+    assert measured.detail.endswith("[unverified: bandwidth term not shown: 0 of 7 sizes]")
+    carried = collective_time("allreduce", SIZE, 4, prof)
+    assert carried.source == "estimated" and "[unverified: " in carried.detail
+    verified = dict(entry, status="verified", reason=None)
+    assert "[" not in collective_time("allreduce", SIZE, 8,
+                                      {"interconnect": {"allreduce": {"8": verified}}}).detail

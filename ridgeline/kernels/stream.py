@@ -22,29 +22,20 @@ import torch
 import triton
 import triton.language as tl
 
+from ridgeline.kernels.stream_counts import (ARRAYS_PER_KERNEL, KERNELS,  # noqa: F401 (re-exported)
+                                             stream_bytes, working_set_bytes)
+
 BLOCK = 4096
 NUM_WARPS = 8
-KERNELS = ("copy", "read", "write", "triad")
-ARRAYS_PER_KERNEL = {"copy": 2, "read": 1, "write": 1, "triad": 3}
 
 
 def bytes_moved(kernel: str, n_elements: int, element_bytes: int) -> tuple[int, int]:
-    """(bytes_read, bytes_written) of one call, counted as BabelStream counts them."""
-    size = n_elements * element_bytes
-    if kernel == "copy":
-        return size, size
+    """(bytes_read, bytes_written) of one call: BabelStream's counts, plus the read kernel's
+    per-block partial sums (P x 4 bytes written)."""
+    bytes_read, bytes_written = stream_bytes(kernel, n_elements, element_bytes)
     if kernel == "read":
-        return size, 4 * triton.cdiv(n_elements, BLOCK)  # the partial sums
-    if kernel == "write":
-        return 0, size
-    if kernel == "triad":
-        return 2 * size, size
-    raise ValueError(f"unknown stream kernel {kernel!r}; known: {', '.join(KERNELS)}")
-
-
-def working_set_bytes(kernel: str, n_elements: int, element_bytes: int) -> int:
-    """Bytes of all arrays the kernel touches (what must exceed the cache)."""
-    return ARRAYS_PER_KERNEL[kernel] * n_elements * element_bytes
+        bytes_written += 4 * triton.cdiv(n_elements, BLOCK)
+    return bytes_read, bytes_written
 
 
 @triton.jit

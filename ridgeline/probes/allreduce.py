@@ -58,6 +58,7 @@ from typing import Any
 
 from ridgeline.errors import RidgelineError
 from ridgeline.probes.base import Case, Probe, ProbeContext
+from ridgeline.probes.collective_worker import planned_cases
 from ridgeline.records import waived_record
 from ridgeline.roofline.interconnect import busbw_factor
 
@@ -303,10 +304,43 @@ def build_config(device_kind: str, quick: bool, *, max_bytes: int = MAX_BYTES,
         "sizes": list(options.get("sizes") or collective_sizes(quick or cpu, max_bytes)),
         "max_bytes": int(max_bytes),
         "budget": dict(budget, **options.get("budget", {})),
-        # test-only fault injection: a rank that sleeps (hang) or raises (dies)
-        "hang_rank": options.get("hang_rank"), "hang_s": options.get("hang_s", 3600),
-        "fail_rank": options.get("fail_rank"),
+        # test-only fault injection (collective_worker.inject_fault): hang, raise or SIGKILL
+        "fault": options.get("fault"),
     }
+
+
+def missing_case_records(config: dict[str, Any], world_size: int,
+                         records: list[dict[str, Any]], cause: str, *,
+                         died: bool = True) -> list[dict[str, Any]]:
+    """A `failed` record for every planned case of a world size that has no record.
+
+    With `died`, the first missing case is where the sweep stopped: its reason
+    carries `cause`, and every later one points to it (one reason per collective
+    and dtype, so a summary can group them).
+    """
+    done = {(r.get("probe"), r.get("dtype"), r.get("size_bytes")) for r in records}
+    missing = [c for c in planned_cases(config, world_size)
+               if (c.collective, c.dtype, c.size_bytes) not in done]
+    out = []
+    for c in missing:
+        where = f"{c.collective} n={world_size} {c.dtype}"
+        if not died:
+            reason = f"{where} not measured: {cause}"
+        elif c is missing[0]:
+            reason = f"{where} stopped at {c.size_bytes} B: {cause}"
+        else:
+            stop = missing[0]
+            reason = (f"{where} not measured: the sweep stopped earlier, at "
+                      f"{stop.collective} {stop.dtype} {stop.size_bytes} B")
+        out.append(waived_record(c.collective, _one_line(reason), provider=config["provider"],
+                                 dtype=c.dtype, status="failed", world_size=world_size,
+                                 size_bytes=c.size_bytes, count=c.count))
+    return out
+
+
+def _one_line(text: str) -> str:
+    """Reasons are one line: a rank's log tail may hold several."""
+    return " ".join(text.split())
 
 
 class AllReduceProbe(Probe):
@@ -346,35 +380,50 @@ class AllReduceProbe(Probe):
         return min(limit, max(MiB, (ctx.free_memory_bytes() - 2 * GiB) // 2))
 
     def run(self, case: Case, ctx: ProbeContext) -> list[dict[str, Any]]:
+        """Records of one world size; every planned case is either measured or a `failed` record."""
         w = case["world_size"]
-        if self._failed:
-            return [waived_record("allreduce", f"skipped: {self._failed}", status="failed",
-                                  world_size=w)]
         config = build_config(ctx.device.kind, ctx.quick, max_bytes=self._max_bytes(ctx),
                               options=ctx.options)
         out = [waived_record(probe, reason, provider=config["provider"], dtype=dtype, world_size=w)
                for dtype, reason in dtypes_for(config["backend"], ctx.quick)[1].items()
                if dtype not in config["dtypes"] for probe in config["collectives"]]
+        if self._failed:
+            return out + missing_case_records(config, w, [], f"skipped: {self._failed}",
+                                              died=False)
+        records, failure = self._spawn(config, w, ctx)
+        telemetry = ctx.telemetry()
+        for rec in records:
+            rec.update({k: v for k, v in telemetry.items() if k not in rec})
+        if failure is None:
+            # every rank exited cleanly, yet a case has no record: say so, never drop it
+            return out + records + missing_case_records(
+                config, w, records, "the ranks exited without measuring it")
+        missing = missing_case_records(config, w, records, failure)
+        if not missing:  # every case was measured, then a rank failed: still a failure
+            missing = [waived_record("allreduce", _one_line(f"n={w}: {failure}"), status="failed",
+                                     provider=config["provider"], world_size=w)]
+        stop = missing[0]
+        self._failed = f"world size {w} failed" + (
+            f" at {stop['probe']} {stop['dtype']} {stop['size_bytes']} B"
+            if stop.get("size_bytes") else "")
+        return out + records + missing
+
+    def _spawn(self, config: dict[str, Any], w: int,
+               ctx: ProbeContext) -> tuple[list[dict[str, Any]], str | None]:
+        """(records, None) from a clean sweep; (the records finished, why) when it failed."""
         cpu = ctx.device.kind == "cpu"
         timeout_s = float(ctx.options.get("timeout_s", 60 if cpu else 300))
         startup_s = float(ctx.options.get("startup_timeout_s", 60 if cpu else 300))
-        telemetry = ctx.telemetry()
         try:
             try:
-                records = spawn_world(config, w, timeout_s=timeout_s, startup_timeout_s=startup_s)
+                return spawn_world(config, w, timeout_s=timeout_s, startup_timeout_s=startup_s), None
             except CollectiveError as exc:
                 if "address already in use" not in str(exc).lower():
                     raise
-                records = spawn_world(config, w, timeout_s=timeout_s, startup_timeout_s=startup_s)
+                return spawn_world(config, w, timeout_s=timeout_s, startup_timeout_s=startup_s), None
         except CollectiveError as exc:
-            self._failed = f"world size {w} failed"
-            fail = waived_record("allreduce", str(exc), provider=config["provider"],
-                                 status="failed", world_size=w)
             print(f"ridgeline allreduce: {exc}", file=sys.stderr)
-            return out + exc.records + [fail]
-        for rec in records:
-            rec.update({k: v for k, v in telemetry.items() if k not in rec})
-        return out + records
+            return exc.records, str(exc)
 
 
 def _write_outputs(out_dir: Path, records: list[dict[str, Any]], device: dict[str, Any]) -> Path:

@@ -16,7 +16,8 @@ collective, dtype and size, in place:
    rank runs the same number of warm-up and timed iterations (a mismatch
    would deadlock);
 3. warm up, then time each iteration: device events on GPUs; on gloo a barrier
-   then the host clock (CPU work is synchronous);
+   then the host clock (CPU work is synchronous). Both go through the one
+   timing loop, `ridgeline.timing.sample_ms`;
 4. per iteration take the slowest rank (all-reduce MAX of the per-rank times):
    the collective is done only when its last rank is.
 
@@ -27,8 +28,10 @@ rank x world size x element size). Then
     algbw_GBps = size_bytes / time / 1e9
     busbw_GBps = algbw_GBps x factor  (all-reduce 2(n-1)/n; all-gather, reduce-scatter (n-1)/n)
 
-Rank 0 appends one record per case to OUT_DIR/records.jsonl as it goes (a
-later hang keeps the earlier cases). Each rank rewrites
+The cases run in the order of `planned_cases(config, w)`, which the parent
+also uses to name the cases a dead or hung sweep never measured. Rank 0
+appends one record per case to OUT_DIR/records.jsonl as it goes (a later
+hang keeps the earlier cases). Each rank rewrites
 OUT_DIR/progress.rank<R> ("<step>\\t<stage>") before every step, which the
 parent's watchdog reads to tell a hung rank from a slow one.
 """
@@ -38,9 +41,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import socket
 import sys
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -66,13 +71,47 @@ def size_bytes_of(collective: str, count: int, elem_bytes: int, world_size: int)
     return buffer_elems(collective, count, world_size) * elem_bytes
 
 
+@dataclass(frozen=True)
+class CollectiveCase:
+    """One case of a world size's sweep: what is run, and its nccl-tests size."""
+
+    collective: str
+    dtype: str
+    count: int        # elements per rank
+    size_bytes: int   # nccl-tests size (all-gather / reduce-scatter: the total buffer)
+
+
+def planned_cases(config: dict[str, Any], world_size: int) -> list[CollectiveCase]:
+    """Every case of one world size, in the order the worker runs them.
+
+    A requested size that rounds to one already planned (too small to split over
+    the ranks) is planned once; sizes over `max_bytes` are not planned.
+    """
+    cases = []
+    for collective in config["collectives"]:
+        for dtype in config["dtypes"]:
+            elem = DTYPE_BYTES[dtype]
+            seen: set[int] = set()
+            for requested in config["sizes"]:
+                count = per_rank_count(collective, requested, elem, world_size)
+                size = size_bytes_of(collective, count, elem, world_size)
+                if size in seen or size > config.get("max_bytes", 2**62):
+                    continue
+                seen.add(size)
+                cases.append(CollectiveCase(collective, dtype, count, size))
+    return cases
+
+
 def iteration_counts(est_ms: float, warmup_ms: float, rep_ms: float, min_iters: int,
                      max_iters: int) -> tuple[int, int]:
-    """(warm-up, timed) iteration counts from time budgets: one est_ms gives every rank the same."""
-    est_ms = max(est_ms, 1e-4)
-    warm = max(2, min(int(warmup_ms / est_ms), max_iters))
-    reps = max(min_iters, min(int(math.ceil(rep_ms / est_ms)), max_iters))
-    return warm, reps
+    """(warm-up, timed) iteration counts from time budgets: one est_ms gives every rank the same.
+
+    The worker's bounds on timing.budget_counts: 2 .. max_iters warm-up iterations.
+    """
+    from ridgeline.timing import budget_counts
+
+    return budget_counts(est_ms, warmup_ms, rep_ms, min_iters, max_iters,
+                         min_warmup=2, max_warmup=max_iters)
 
 
 def sum_tolerance(dtype: str, world_size: int, m: int) -> float:
@@ -210,45 +249,20 @@ def validate_case(comm: _Comm, collective: str, dtype: str, buf, count: int, w: 
 def time_case(comm: _Comm, op, group, budget: dict[str, Any], progress: Progress,
               label: str) -> tuple[list[float], list[float]]:
     """Per-iteration times (ms) of the slowest and the fastest rank."""
-    torch = comm.torch
+    from ridgeline.timing import EventClock, HostClock, sample_ms
+
+    clock = EventClock(comm.device) if comm.on_gpu else HostClock()
     progress(f"{label}: estimate")
     comm.barrier(group)
-    if comm.on_gpu:
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        for _ in range(3):
-            op()
-        e.record()
-        comm.sync()
-        est = s.elapsed_time(e) / 3
-    else:
-        t0 = time.perf_counter()
-        for _ in range(3):
-            op()
-        est = (time.perf_counter() - t0) * 1e3 / 3
+    est = sample_ms(op, clock, n_warmup=0, n_rep=1, launches=3)[0]
     est = comm.reduce([est], "max", group)[0]  # every rank must loop the same number of times
     warm, reps = iteration_counts(est, budget["warmup_ms"], budget["rep_ms"],
                                   budget["min_iters"], budget["max_iters"])
     progress(f"{label}: {warm} warm-up + {reps} timed iterations")
-    for _ in range(warm):
-        op()
-    comm.barrier(group)
-    times: list[float] = []
-    if comm.on_gpu:
-        starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-        ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-        for i in range(reps):
-            starts[i].record()
-            op()
-            ends[i].record()
-        comm.sync()
-        times = [a.elapsed_time(b) for a, b in zip(starts, ends)]
-    else:
-        for _ in range(reps):
-            comm.dist.barrier(group=group)  # start together: the host clock times one collective
-            t0 = time.perf_counter()
-            op()
-            times.append((time.perf_counter() - t0) * 1e3)
+    # gloo: start together, so the host clock times one collective, not a wait for a late peer
+    start_together = None if comm.on_gpu else (lambda: comm.barrier(group))
+    times = sample_ms(op, clock, n_warmup=warm, n_rep=reps, before_sample=start_together,
+                      after_warmup=lambda: comm.barrier(group))
     return comm.reduce(times, "max", group), comm.reduce(times, "min", group)
 
 
@@ -278,31 +292,83 @@ def _versions(comm: _Comm) -> dict[str, Any]:
     return out
 
 
-def run_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
-    """Run the sweep on this rank; returns the records on rank 0 (empty elsewhere)."""
+def inject_fault(config: dict[str, Any], rank: int, progress: Progress,
+                 case: CollectiveCase | None = None) -> None:
+    """Test-only: make this rank hang, raise or be SIGKILLed where `config["fault"]` says.
+
+    fault = {"rank": R, "kind": "hang" | "raise" | "kill", "at": None | [collective, size_bytes]}
+    ("at" None: right after joining the process group; "hang_s": how long a hang lasts).
+    """
+    fault = config.get("fault") or {}
+    if fault.get("rank") != rank:
+        return
+    at = fault.get("at")
+    if (case is None) != (at is None):
+        return
+    if case is not None and [case.collective, case.size_bytes] != list(at):
+        return
+    kind = fault.get("kind")
+    if kind == "hang":
+        progress("test hang: sleeping")
+        time.sleep(float(fault.get("hang_s", 3600)))
+    elif kind == "raise":
+        raise RuntimeError(f"test failure injected on rank {rank}")
+    elif kind == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer or `kill -9` would: no cleanup
+
+
+def _measure(comm: _Comm, case: CollectiveCase, w: int, group, config: dict[str, Any],
+             progress: Progress, labels: dict[str, Any]) -> dict[str, Any]:
+    """Validate then time one case on every rank of `group`; the record (meaningful on rank 0).
+
+    `labels`: provider, nodes, link and backend, copied into the record.
+    """
     from ridgeline.records import make_record
     from ridgeline.roofline.interconnect import busbw_factor
     from ridgeline.timing import Timing
 
+    inject_fault(config, comm.rank, progress, case)
+    collective, dtype, count, size = case.collective, case.dtype, case.count, case.size_bytes
+    label = f"{collective} {dtype} n={w} {size} B"
+    progress(f"{label}: validate")
+    buf = comm.torch.empty(buffer_elems(collective, count, w), dtype=_torch_dtype(dtype),
+                           device=comm.device)
+    op = make_op(comm.dist, collective, buf, count, comm.rank, group)
+    err, tol = validate_case(comm, collective, dtype, buf, count, w, group, op)
+    slow, fast = time_case(comm, op, group, config["budget"], progress, label)
+    del buf, op
+    timer_name = ("device-events, slowest rank" if comm.on_gpu
+                  else "host-clock+barrier, slowest rank")
+    skew = sorted((a - b) / a for a, b in zip(slow, fast) if a > 0)
+    rec = make_record(probe=collective, provider=labels["provider"], kernel="in_place", dtype=dtype,
+                      timing=Timing(slow, timer_name), validated=err <= tol, max_abs_error=err,
+                      size_bytes=size, count=count, world_size=w, nodes=labels["nodes"],
+                      link=labels["link"], backend=labels["backend"])
+    seconds = rec["time_ms_median"] * 1e-3
+    rec["algbw_GBps"] = size / seconds / 1e9
+    rec["busbw_factor"] = busbw_factor(collective, w)
+    rec["busbw_GBps"] = rec["algbw_GBps"] * rec["busbw_factor"]
+    rec["bw_GBps"] = rec["algbw_GBps"]  # the nccl-tests algbw
+    rec["latency_us"] = rec["time_ms_median"] * 1e3
+    rec["rank_skew_median"] = skew[len(skew) // 2] if skew else None
+    return rec
+
+
+def run_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run the sweep on this rank; returns the records on rank 0 (empty elsewhere)."""
     comm = _Comm(config)
     out_dir = config.get("out_dir")
     progress = Progress(out_dir, comm.rank, config.get("progress", True))
     progress("init_process_group")
     comm.init(config["pg_timeout_s"])
-    dist, torch = comm.dist, comm.torch
+    dist = comm.dist
     progress("ready")
-    if config.get("hang_rank") == comm.rank:  # test-only: a rank that stops answering
-        progress("test hang: sleeping")
-        time.sleep(float(config.get("hang_s", 3600)))
-    if config.get("fail_rank") == comm.rank:  # test-only: a rank that dies
-        raise RuntimeError(f"test failure injected on rank {comm.rank}")
+    inject_fault(config, comm.rank, progress)
     hosts: list[Any] = [None] * comm.world
     dist.all_gather_object(hosts, socket.gethostname())
     world_sizes = [w for w in config["world_sizes"] if 2 <= w <= comm.world]
     groups = {w: (None if w == comm.world else dist.new_group(list(range(w)))) for w in world_sizes}
     provider = config.get("provider", comm.backend)
-    timer_name = ("device-events, slowest rank" if comm.on_gpu
-                  else "host-clock+barrier, slowest rank")
     versions = _versions(comm)
     records: list[dict[str, Any]] = []
     sink = None
@@ -319,44 +385,16 @@ def run_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
             group = groups[w]
             nodes = len(set(hosts[:w]))
             link = _link_label(comm, w, nodes) if comm.rank == 0 else None
-            for collective in config["collectives"]:
-                for dtype in config["dtypes"]:
-                    elem = DTYPE_BYTES[dtype]
-                    seen: set[int] = set()
-                    for requested in config["sizes"]:
-                        count = per_rank_count(collective, requested, elem, w)
-                        size = size_bytes_of(collective, count, elem, w)
-                        if size in seen or size > config.get("max_bytes", 2**62):
-                            continue  # rounding made it a size already measured
-                        seen.add(size)
-                        label = f"{collective} {dtype} n={w} {size} B"
-                        progress(f"{label}: validate")
-                        buf = torch.empty(buffer_elems(collective, count, w),
-                                          dtype=_torch_dtype(dtype), device=comm.device)
-                        op = make_op(dist, collective, buf, count, comm.rank, group)
-                        err, tol = validate_case(comm, collective, dtype, buf, count, w, group, op)
-                        slow, fast = time_case(comm, op, group, config["budget"], progress, label)
-                        del buf, op
-                        if comm.rank != 0:
-                            continue
-                        skew = sorted((a - b) / a for a, b in zip(slow, fast) if a > 0)
-                        rec = make_record(
-                            probe=collective, provider=provider, kernel="in_place", dtype=dtype,
-                            timing=Timing(slow, timer_name), validated=err <= tol,
-                            max_abs_error=err, size_bytes=size, count=count, world_size=w,
-                            nodes=nodes, link=link, backend=comm.backend)
-                        seconds = rec["time_ms_median"] * 1e-3
-                        rec["algbw_GBps"] = size / seconds / 1e9
-                        rec["busbw_factor"] = busbw_factor(collective, w)
-                        rec["busbw_GBps"] = rec["algbw_GBps"] * rec["busbw_factor"]
-                        rec["bw_GBps"] = rec["algbw_GBps"]  # the nccl-tests algbw
-                        rec["latency_us"] = rec["time_ms_median"] * 1e3
-                        rec["rank_skew_median"] = skew[len(skew) // 2] if skew else None
-                        rec.update(versions)
-                        records.append(rec)
-                        if sink is not None:
-                            sink.write(json.dumps(rec, default=str) + "\n")
-                            sink.flush()
+            labels = {"provider": provider, "nodes": nodes, "link": link, "backend": comm.backend}
+            for case in planned_cases(config, w):
+                rec = _measure(comm, case, w, group, config, progress, labels)
+                if comm.rank != 0:
+                    continue
+                rec.update(versions)
+                records.append(rec)
+                if sink is not None:
+                    sink.write(json.dumps(rec, default=str) + "\n")
+                    sink.flush()
             progress(f"n={w} done")
         progress("final barrier")
         comm.barrier(None)

@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 from ridgeline.errors import Waived
+from ridgeline.kernels.stream_counts import ARRAYS_PER_KERNEL, stream_bytes
 from ridgeline.probes.base import Case, Probe, ProbeContext
 from ridgeline.records import fit_ready, make_record
 from ridgeline.roofline.ceilings import bandwidth_plateau, plateau_floor_bytes, quietest_per_size
@@ -52,17 +53,15 @@ PROVIDER_KERNELS = {
 def bytes_moved(kernel: str, n_elements: int, element_bytes: int = ELEMENT_BYTES,
                 provider: str = "torch") -> tuple[int, int]:
     """(bytes_read, bytes_written) per call; Triton's read also writes its partial sums."""
-    size = n_elements * element_bytes
     if kernel == "read" and provider == "triton":
-        from ridgeline.kernels.stream import bytes_moved as stream_bytes
+        from ridgeline.kernels.stream import bytes_moved as stream_bytes_with_partials
 
-        return stream_bytes(kernel, n_elements, element_bytes)
-    return {"copy": (size, size), "read": (size, 0), "write": (0, size),
-            "triad": (2 * size, size)}[kernel]
+        return stream_bytes_with_partials(kernel, n_elements, element_bytes)
+    return stream_bytes(kernel, n_elements, element_bytes)
 
 
 def arrays_of(kernel: str) -> int:
-    return {"copy": 2, "read": 1, "write": 1, "triad": 3}[kernel]
+    return ARRAYS_PER_KERNEL[kernel]
 
 
 PAGE_UNIT = 3 * 4096  # every kernel's arrays are whole pages

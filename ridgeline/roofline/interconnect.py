@@ -5,13 +5,19 @@ Profile layout (written by roofline.interconnect_fit.fit_interconnect):
     "interconnect": {
       "allreduce": {"2": {"alpha_us": 12.0, "busbw_GBps": 370.0, "algbw_GBps": 185.0,
                           "link": "nvlink", "source": "measured", "dtype": "bf16",
-                          "backend": "nccl", "fit_error_median": .., "fit_error_worst": ..}, ...},
+                          "backend": "nccl", "fit_error_median": .., "fit_error_worst": ..,
+                          "status": "verified", "reason": None, "spread": {..},
+                          "n_points": 29, "size_min_bytes": 4, "size_max_bytes": 2**30}, ...},
       "all_gather": {...same per world size...},
       "reduce_scatter": {...},
       "host_link_GBps": {"h2d": 55.0, "d2h": 53.0, "bidir": 100.0, "source": "measured", ...},
       "p2p": {"pairs": [{"src", "dst", "path", "bw_GBps", "latency_us"}], "source": "measured"},
       "topology": {...}
     }
+
+`status` says whether the sweep showed the bandwidth term (interconnect_fit's
+rule; trust.py's meaning); an estimate from a fit that is not verified says so
+in its `detail`.
 
 Alpha-beta model with the nccl-tests bus-bandwidth factors (so `busbw_GBps`
 compares directly with all_reduce_perf):
@@ -62,7 +68,15 @@ def _measured(collective: str, size_bytes: float, world_size: int, fit: dict[str
     alpha_us = fit.get("alpha_us", 0.0) or 0.0
     return alpha_us * 1e-6 + size_bytes / algbw, (
         f"{collective} n={world_size}: alpha {alpha_us:.1f} us, busbw {fit['busbw_GBps']:.0f} GB/s"
-        f" ({fit.get('link', 'link unknown')}, {fit.get('dtype', '?')})")
+        f" ({fit.get('link', 'link unknown')}, {fit.get('dtype', '?')}){_trust_note(fit)}")
+
+
+def _trust_note(fit: dict[str, Any]) -> str:
+    """'' for a verified fit (or one from before fits carried a status), else why not."""
+    status = fit.get("status")
+    if status in (None, "verified"):
+        return ""
+    return f" [{status}: {fit['reason']}]" if fit.get("reason") else f" [{status}]"
 
 
 def collective_time(collective: str, size_bytes: float, world_size: int,
@@ -97,7 +111,7 @@ def collective_time(collective: str, size_bytes: float, world_size: int,
         return CollectiveEstimate(
             alpha + size_bytes / algbw, "estimated",
             f"{collective} n={world_size}: estimated from the measured n={others[0]} fit "
-            f"(busbw {near['busbw_GBps']:.0f} GB/s, alpha scaled by ring steps)")
+            f"(busbw {near['busbw_GBps']:.0f} GB/s, alpha scaled by ring steps){_trust_note(near)}")
     host = inter.get("host_link_GBps") or {}
     directions = [v for k, v in host.items()
                   if k in ("h2d", "d2h") and isinstance(v, (int, float)) and v]

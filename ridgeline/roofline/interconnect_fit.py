@@ -18,6 +18,31 @@ and largest |t_fit - t| / t over the points. `size_bytes` follows nccl-tests
 with all_reduce_perf and friends. One entry per world size, in the dtype the
 planner uses (bf16, else fp16, else fp32); every dtype sits under "by_dtype".
 
+Whether a fit's bandwidth can be trusted (the fields of roofline.trust:
+`status`, `reason`, `spread`; beside them `n_points`, `size_min_bytes`,
+`size_max_bytes`, `n_bandwidth_points`). A size *shows the bandwidth term*
+when both
+
+    size / algbw >= BW_DOMINANCE x alpha           (fitted: >= 80% of its time)
+    t(size) >= (1 + BW_DOMINANCE) x t(smallest)    (measured: the same, model-free)
+
+hold. Why 4: algbw = size / (t - alpha), so where the size term is 4x alpha an
+alpha wrong by 20% moves algbw by at most 5%; below it the bandwidth is mostly
+a guess about alpha. The measured condition keeps a fit whose alpha was
+clamped to 0 from passing the fitted one by construction. The bandwidth is
+"verified" with BW_MIN_POINTS such sizes (in practice: the largest size) and
+a complete sweep (no `failed` record for that collective, world size and
+dtype); else it is "unverified" with the reason: a sweep that died at 16 KiB
+fits a latency, not a bandwidth. A fixed size floor (say 1 MiB) is not the
+rule: on NVLink a 1 MiB all-reduce is still mostly latency, over loopback TCP
+256 KiB is not. "noisy": verified by the rule, but at a size that shows the
+bandwidth term the samples' (p80 - p20) / median exceeds trust.NOISY_SPREAD.
+`spread`: `samples_p20_p80`, the worst of that over the sizes showing the
+bandwidth term (over all fitted sizes when none does: the small sizes' scatter
+is latency jitter, not the bandwidth's), and `across_points`, the range
+(max - min) of the relative residuals (t_fit - t) / t over those sizes (None
+below two).
+
 Host link (probe host_link): the pinned-memory plateau per direction, i.e. the
 median bw_GBps over the sizes within 10% of the best one; "bidir" is the
 aggregate of both directions at once. Pageable plateaus and the latency of
@@ -40,10 +65,15 @@ import numpy as np
 
 from ridgeline.records import fit_ready
 from ridgeline.roofline.interconnect import busbw_factor
+from ridgeline.roofline.trust import NOISY, NOISY_SPREAD, UNVERIFIED, VERIFIED, sample_spread
 
 COLLECTIVES = ("allreduce", "all_gather", "reduce_scatter")
 DTYPE_PREFERENCE = ("bf16", "fp16", "fp32")
 PLATEAU_FRACTION = 0.9
+# A size shows the bandwidth term when size / algbw is at least this many times alpha.
+BW_DOMINANCE = 4.0
+# Sizes showing it that a verified bandwidth needs (one fixes algbw to 5% given alpha).
+BW_MIN_POINTS = 1
 
 
 def alpha_beta_fit(size_bytes: Iterable[float], time_s: Iterable[float],
@@ -108,32 +138,102 @@ def _most_common(values: Iterable[Any]) -> Any:
     return max(counts, key=counts.get) if counts else None
 
 
-def _fit_one(recs: list[dict[str, Any]], collective: str, n: int) -> dict[str, Any]:
+def _fit_one(recs: list[dict[str, Any]], collective: str, n: int,
+             failed: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """One collective, world size and dtype: the alpha-beta fit and whether it can be trusted."""
     fit = alpha_beta_fit([r["size_bytes"] for r in recs],
                          [r["time_ms_median"] * 1e-3 for r in recs])
     largest = max(recs, key=lambda r: r["size_bytes"])
     algbw = fit["algbw_Bps"] / 1e9
-    return {
+    out = {
         "alpha_us": fit["alpha_s"] * 1e6,
         "algbw_GBps": algbw,
         "busbw_GBps": algbw * busbw_factor(collective, n),
         "fit_error_median": fit["fit_error_median"],
         "fit_error_worst": fit["fit_error_worst"],
         "n_points": fit["n_points"],
-        "max_size_bytes": int(largest["size_bytes"]),
+        "size_min_bytes": int(min(r["size_bytes"] for r in recs)),
+        "size_max_bytes": int(largest["size_bytes"]),
         # the figure to hold against all_reduce_perf's busbw at the same size
         "busbw_GBps_at_max_size": largest.get("busbw_GBps"),
     }
+    out.update(fit_trust(recs, fit["alpha_s"], fit["algbw_Bps"], failed or []))
+    return out
+
+
+def bandwidth_sizes(recs: list[dict[str, Any]], alpha_s: float,
+                    algbw_Bps: float) -> list[dict[str, Any]]:
+    """The records whose size shows the bandwidth term (module docstring), smallest first."""
+    recs = sorted(recs, key=lambda r: r["size_bytes"])
+    t_smallest_s = recs[0]["time_ms_median"] * 1e-3
+    return [r for r in recs
+            if r["size_bytes"] / algbw_Bps >= BW_DOMINANCE * alpha_s
+            and r["time_ms_median"] * 1e-3 >= (1 + BW_DOMINANCE) * t_smallest_s]
+
+
+def fit_trust(recs: list[dict[str, Any]], alpha_s: float, algbw_Bps: float,
+              failed: list[dict[str, Any]]) -> dict[str, Any]:
+    """status, reason, spread and n_bandwidth_points of one fit (module docstring)."""
+    shown = bandwidth_sizes(recs, alpha_s, algbw_Bps)
+    judged = shown or recs
+    spreads = [(v, r["size_bytes"]) for r in judged if (v := sample_spread(r)) is not None]
+    worst = max(spreads) if spreads else None
+    residuals = [(alpha_s + r["size_bytes"] / algbw_Bps) / (r["time_ms_median"] * 1e-3) - 1.0
+                 for r in shown]
+    spread = {"samples_p20_p80": worst[0] if worst else None,
+              "across_points": max(residuals) - min(residuals) if len(residuals) >= 2 else None}
+    reasons = [_incomplete_reason(failed)] if failed else []
+    if len(shown) < BW_MIN_POINTS:
+        reasons.append(_not_shown_reason(recs, alpha_s, algbw_Bps, len(shown)))
+    if reasons:
+        status = UNVERIFIED
+    elif worst and worst[0] > NOISY_SPREAD:
+        status = NOISY
+        reasons.append(f"samples scatter {worst[0]:.0%} (p20-p80 / median) at {worst[1]} B, "
+                       f"above {NOISY_SPREAD:.0%}: something else was running")
+    else:
+        status = VERIFIED
+    return {"status": status, "reason": "; ".join(reasons) or None, "spread": spread,
+            "n_bandwidth_points": len(shown)}
+
+
+def _not_shown_reason(recs: list[dict[str, Any]], alpha_s: float, algbw_Bps: float,
+                      n_shown: int) -> str:
+    largest = max(recs, key=lambda r: r["size_bytes"])
+    smallest = min(recs, key=lambda r: r["size_bytes"])
+    term = largest["size_bytes"] / algbw_Bps
+    ratio = f"{term / alpha_s:.2g}x alpha" if alpha_s > 0 else "alpha fitted to 0"
+    rise = largest["time_ms_median"] / smallest["time_ms_median"]
+    return (f"bandwidth term not shown: {n_shown} of {len(recs)} sizes (needs {BW_MIN_POINTS}); "
+            f"at the largest, {largest['size_bytes']} B, size/bandwidth is {ratio} and the time "
+            f"{rise:.2g}x the smallest size's (needs >= {BW_DOMINANCE:g}x and "
+            f">= {1 + BW_DOMINANCE:g}x)")
+
+
+def _incomplete_reason(failed: list[dict[str, Any]]) -> str:
+    # the failed records themselves carry the full story (which rank, where, why)
+    sizes = sorted(f["size_bytes"] for f in failed if f.get("size_bytes"))
+    what = (f"{len(sizes)} size(s) from {sizes[0]} B not measured" if sizes
+            else "a rank failed")
+    return f"sweep incomplete: {what} (see the failed records)"
 
 
 def fit_collectives(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """{collective: {"<world_size>": entry}} for every collective with a fittable sweep."""
+    """{collective: {"<world_size>": entry}} for every collective with a fittable sweep.
+
+    A `failed` record of the same collective, world size and dtype (a sweep that
+    died or was skipped) makes that fit unverified.
+    """
     out: dict[str, dict[str, Any]] = {}
     for collective in COLLECTIVES:
         groups: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
         for r in fit_ready(records, collective):
             if r.get("world_size") and r.get("time_ms_median"):
                 groups[(int(r["world_size"]), r.get("dtype") or "")].append(r)
+        failed: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
+        for r in records:
+            if r.get("probe") == collective and r.get("status") == "failed" and r.get("world_size"):
+                failed[(int(r["world_size"]), r.get("dtype") or "")].append(r)
         table: dict[str, Any] = {}
         for n in sorted({n for n, _ in groups}):
             by_dtype = {}
@@ -141,7 +241,7 @@ def fit_collectives(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 if m != n:
                     continue
                 try:
-                    by_dtype[dtype] = _fit_one(recs, collective, n)
+                    by_dtype[dtype] = _fit_one(recs, collective, n, failed.get((n, dtype)))
                 except ValueError:
                     continue
             if not by_dtype:

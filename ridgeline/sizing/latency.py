@@ -40,12 +40,12 @@ from ridgeline.errors import RidgelineError
 from ridgeline.roofline.interconnect import tp_allreduce_time
 from ridgeline.roofline.model import RooflineModel
 from ridgeline.sizing.hardware import Hardware
-from ridgeline.sizing.memory import DEFAULT_MAX_BATCHED_TOKENS, _rank_shape, stage_layers
+from ridgeline.sizing.memory import (DEFAULT_MAX_BATCHED_TOKENS, LOGIT_BYTES, _rank_shape,
+                                     stage_layers)
 from ridgeline.sizing.models import ModelSpec
 from ridgeline.sizing.precision import Precision
 
 DEFAULT_INTER_NODE_GBPS = 50.0   # assumed PP link without a measured one (IB NDR, one GPU)
-LOGIT_BYTES = 4
 BOUNDS = ("memory", "compute", "latency", "communication")
 
 
