@@ -2,13 +2,15 @@
 
 Each subcommand lives in its own module exposing `add_arguments(parser)` and
 `run(args) -> int`, imported lazily, so `ridgeline plan` never imports torch.
-Errors a user can act on (RidgelineError) print as one line and exit 2.
+Errors a user can act on (RidgelineError) print as one line and exit 2; a reader
+that closes the pipe early (`ridgeline devices --json | head -1`) ends it quietly.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from ridgeline import __version__
@@ -52,13 +54,31 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        sys.stdout.flush()  # a closed pipe must raise here, not in the interpreter's exit flush
+        return code
     except RidgelineError as exc:
         print(f"ridgeline {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"ridgeline {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        _silence_stdout()
+        return 1  # what Python exits with on EPIPE; the reader has what it wanted
+
+
+def _silence_stdout() -> None:
+    """The reader of stdout went away (`| head -1`): point stdout at /dev/null so the
+    interpreter's flush at exit does not raise a second BrokenPipeError (Python docs,
+    "Note on SIGPIPE")."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (captured in tests): nothing is flushed at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -109,11 +109,33 @@ def test_recovers_the_textbook_roofline():
     true = RooflineModel(2000.0, {"bf16": 400.0}, {"bf16": 1e9}, 2.5)
     m = fit_model(synthetic_records(true, dtypes=("bf16",)), {}, None)
     assert m["overlap_p"] is None
-    assert m["overhead"]["eager_us"] < 0.01
+    assert m["overhead"]["eager_us"] == 0.0  # no eager overhead in the data: stored as 0
     assert m["overhead_us"] == pytest.approx(GRAPH_OVERHEAD_US, rel=1e-3)
     assert m["bandwidth_GBps"] == pytest.approx(2000.0, rel=1e-3)
     assert m["matmul"]["bf16"]["peak_TFLOPS"] == pytest.approx(400.0, rel=1e-3)
     assert "wave" not in m["matmul"]["bf16"]  # no device given: no wave term tried
+
+
+def test_terms_the_data_cannot_determine_are_stored_as_zero_with_a_note():
+    # no eager overhead and no GEMM start-up: the fit runs both to its numerical floor
+    true = RooflineModel(2000.0, {"bf16": 400.0}, {"bf16": 0.0}, 2.5)
+    m = fit_model(synthetic_records(true, dtypes=("bf16",)), {}, None)
+    assert m["overhead"]["eager_us"] == 0.0 and m["matmul"]["bf16"]["flops_half"] == 0.0
+    assert m["undetermined"] == ["overhead.eager_us", "matmul.bf16.flops_half"]
+    note = next(n for n in m["notes"] if n.startswith("not determined by the data"))
+    assert "overhead.eager_us" in note and "matmul.bf16.flops_half" in note
+    # what the data does determine is kept as fitted, and the fit still reproduces its records
+    assert m["overhead_us"] == pytest.approx(GRAPH_OVERHEAD_US, rel=1e-3)
+    assert m["fit_error"]["meets_target"]
+    # without launch records the floor is the overhead: undetermined with it
+    m = fit_model(synthetic_records(true, dtypes=("bf16",), launch=False, gemv=False), {}, None)
+    assert m["latency_floor_us"] == 0.0 and m["overhead_us"] == 0.0
+    assert {"overhead_us", "latency_floor_us"} <= set(m["undetermined"])
+
+
+def test_determined_terms_are_not_marked(exact_fit):
+    assert exact_fit["undetermined"] == []
+    assert not any("not determined" in n for n in exact_fit["notes"])
 
 
 def test_noisy_records_stay_within_tolerance():

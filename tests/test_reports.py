@@ -20,9 +20,14 @@ DEVICE = {"id": "cuda:0", "kind": "cuda", "name": "Fake GPU 80GB", "memory_bytes
           "driver_version": "999.1", "runtime_version": "12.9"}
 SHEET = {"label": "vendor datasheet (not measured)", "name": "Fake GPU", "source": "fake sheet",
          "memory_bandwidth_GBps": 1000.0, "matmul_TFLOPS": {"bf16": 100.0, "fp32": 20.0}}
+VERIFIED = {"status": "verified", "reason": None,
+            "spread": {"samples_p20_p80": 0.06, "across_points": 0.02}}
 CEILINGS = {"memory_bandwidth_GBps": {"read": 950.0, "copy": 900.0},
+            "memory_bandwidth_detail": {"read": dict(VERIFIED), "copy": dict(VERIFIED)},
             "matmul_TFLOPS": {"bf16": 80.0, "fp32": 15.0},
-            "matmul_detail": {"bf16": {"provider": "torch", "m": 4096, "n": 4096, "k": 4096}}}
+            "matmul_detail": {"bf16": {"provider": "torch", "m": 4096, "n": 4096, "k": 4096,
+                                       **VERIFIED},
+                              "fp32": dict(VERIFIED)}}
 FIGURES = ("roofline.png", "bandwidth_vs_size.png", "matmul_vs_size.png", "gemv_vs_batch.png")
 
 
@@ -81,7 +86,7 @@ def make_profile(*, gemv: bool = True, interconnect: bool = True) -> dict:
         profile["interconnect"] = {
             "host_link_GBps": {"h2d": 50.0, "d2h": 45.0, "source": "measured"},
             "allreduce": {"2": {"alpha_us": 10.0, "busbw_GBps": 300.0, "algbw_GBps": 150.0,
-                                "link": "nvlink", "source": "measured"}}}
+                                "link": "nvlink", "source": "measured", **VERIFIED}}}
     return profile
 
 
@@ -150,13 +155,98 @@ def test_markdown_has_the_right_numbers_and_sections(report_dir, profile):
 
 def test_ceilings_table_rows_and_note(profile):
     table = ceilings_table(profile)
-    assert table.rows[0][:4] == ["copy bandwidth", "900 GB/s", "1,000 GB/s", "90%"]
-    assert table.rows[-1][-1] == "-" and table.rows[0][-1] == "-"  # no detail given for those
+    assert table.rows[0][:6] == ["copy bandwidth", "900 GB/s", "1,000 GB/s", "90%", "verified",
+                                 "±3.0% p20-p80, ±1.0% across points"]
+    assert table.rows[0][-1] == "-"  # the detail names no provider
     bf16 = next(r for r in table.rows if r[0] == "bf16 matmul")
     assert bf16[-1] == "torch M=4096 N=4096 K=4096"
     assert "fake sheet" in table.note and "not measured" in table.note
+    assert "half of (p80 - p20) / median" in table.note
     assert to_markdown(table).splitlines()[2] == \
-        "| ceiling | measured | datasheet | measured / datasheet | where |"
+        "| ceiling | measured | datasheet | measured / datasheet | status | spread | where |"
+
+
+def untrusted(profile: dict) -> dict:
+    """The profile with copy bandwidth unverified (a reason) and bf16 matmul noisy."""
+    p = copy.deepcopy(profile)
+    detail = p["ceilings"]["memory_bandwidth_detail"]["copy"]
+    detail.update(status="unverified", reason="no plateau: the rate still rose at 1 GiB",
+                  spread={"samples_p20_p80": 0.01, "across_points": 0.30})
+    p["ceilings"]["matmul_detail"]["bf16"].update(status="noisy", reason=None,
+                                                  spread={"samples_p20_p80": 0.25})
+    return p
+
+
+def test_ceilings_table_shows_unverified_and_noisy_with_spread(profile):
+    rows = {r[0]: r for r in ceilings_table(untrusted(profile)).rows}
+    assert rows["copy bandwidth"][4] == "unverified: no plateau: the rate still rose at 1 GiB"
+    assert rows["copy bandwidth"][5] == "±0.5% p20-p80, ±15% across points"
+    assert rows["bf16 matmul"][4:6] == ["noisy", "±12% p20-p80"]
+    assert rows["read bandwidth"][4] == "verified"
+    # a profile written before statuses existed: unverified, and says why
+    old = copy.deepcopy(profile)
+    del old["ceilings"]["memory_bandwidth_detail"]
+    rows = {r[0]: r for r in ceilings_table(old).rows}
+    assert rows["read bandwidth"][4].startswith("unverified: measured before ridgeline checked")
+    assert rows["read bandwidth"][5] == "-"
+
+
+def test_report_warns_about_untrusted_ceilings_in_a_box(profile, tmp_path):
+    write_report(untrusted(profile), tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "> **WARNING: 2 ceiling(s) not verified" in md
+    assert "> - copy bandwidth unverified: no plateau: the rate still rose at 1 GiB" in md
+    assert "> - bf16 matmul noisy" in md
+    page = (tmp_path / "report.html").read_text()
+    assert '<div class="warnbox">' in page and "<li>bf16 matmul noisy</li>" in page
+    assert "| allreduce | 2 | 300.0 GB/s busbw | 10.0 us | nvlink | measured | verified |" in md
+
+
+def test_verified_profile_has_no_warning_box(report_dir):
+    out, _ = report_dir
+    assert "WARNING" not in (out / "report.md").read_text()
+
+
+def _roofline_lines(profile, monkeypatch, tmp_path):
+    """{legend label: (y values, linestyle)} of the roofline chart's lines."""
+    from ridgeline.reports import plots
+
+    drawn = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.setdefault("fig", fig) and path)
+    assert plots.roofline_chart(profile, tmp_path / "r.png") is not None
+    ax = drawn["fig"].axes[0]
+    return {line.get_label(): (line.get_ydata(), line.get_linestyle()) for line in ax.get_lines()}
+
+
+def test_roofline_roofs_are_the_measured_ceilings_and_the_fit_is_apart(profile, monkeypatch,
+                                                                        tmp_path):
+    lines = _roofline_lines(untrusted(profile), monkeypatch, tmp_path)
+    # the table's numbers, solid: read bandwidth 950 GB/s, bf16 80 and fp32 15 TFLOP/s
+    y, style = lines["bf16 roof 80 TFLOP/s (noisy)"]
+    assert style == "-" and set(y) == {80.0}
+    y, style = lines["fp32 roof 15 TFLOP/s"]
+    assert style == "-" and set(y) == {15.0}
+    y, style = lines["measured read bandwidth 950 GB/s"]
+    assert style == "-" and max(y) == 80.0
+    # the fitted model is drawn apart, dash-dot, labelled "fit"
+    fit = {k: v for k, v in lines.items() if k.startswith("fit ")}
+    peak = profile["model"]["matmul"]["bf16"]["peak_TFLOPS"]
+    y, style = next(v for k, v in fit.items() if k.startswith("fit bf16 peak"))
+    assert style == "-." and y[0] == pytest.approx(peak)
+    assert any(k.startswith("fit bandwidth") for k in fit)
+    y, style = lines["datasheet bf16 100 TFLOP/s"]
+    assert style == "--" and set(y) == {100.0}
+
+
+def test_undetermined_fit_terms_read_not_determined(profile):
+    from ridgeline.reports.tables import model_table
+
+    p = copy.deepcopy(profile)
+    p["model"]["overhead_us"] = 1.13e-10  # an old profile's noise, no "undetermined" mark
+    p["model"]["undetermined"] = ["matmul.bf16.flops_half"]
+    table = model_table(p)
+    assert "per-kernel overhead not determined" in table.note and "e-10" not in table.note
+    assert next(r for r in table.rows if r[0] == "bf16")[4] == "not determined"
 
 
 def test_incomplete_throttled_profile_is_flagged(tmp_path):
@@ -219,6 +309,51 @@ def test_compare_ratios_and_gate(profile):
     assert rows["read bandwidth"]["flag"] == "better" and res["exit_code"] == 0
     assert rows["triad bandwidth"]["flag"] == "only in node"
     assert rows["triad bandwidth"]["ratio"] is None
+
+
+def test_compare_never_gates_on_an_unverified_ceiling(profile, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # rich wraps the table to the terminal
+    node = untrusted(profile)
+    node["ceilings"]["memory_bandwidth_GBps"]["copy"] = 900.0 * 0.5    # 50% worse, unverified
+    node["ceilings"]["matmul_TFLOPS"]["bf16"] = 80.0 * 1.5              # 50% better, noisy
+    node["ceilings"]["matmul_TFLOPS"]["fp32"] = 15.0 * 0.5              # 50% worse, verified
+    result = compare_profiles(node, profile)
+    rows = {r["quantity"]: r for r in result["rows"]}
+    copy_bw = rows["copy bandwidth"]
+    assert copy_bw["flag"] == "unverified" and copy_bw["deviation"] == "worse"
+    assert (copy_bw["node_status"], copy_bw["reference_status"]) == ("unverified", "verified")
+    assert rows["bf16 matmul"]["flag"] == "unverified" and rows["bf16 matmul"]["ratio"] == 1.5
+    assert rows["fp32 matmul"]["flag"] == "worse"
+    assert result["worse_ceilings"] == ["fp32 matmul"] and result["exit_code"] == 1
+    assert result["unverified_ceilings"] == [
+        "copy bandwidth (node unverified, would be worse)",
+        "bf16 matmul (node noisy, would be better)"]
+    # on the command line: the status column and one line naming what was not gated
+    node["ceilings"]["matmul_TFLOPS"]["fp32"] = 15.0
+    node_path = save_profile(node, tmp_path / "node.json")
+    ref_path = save_profile(profile, tmp_path / "ref.json")
+    assert main(["compare", str(node_path), str(ref_path)]) == 0
+    out = capsys.readouterr().out
+    assert "unverified / verified" in out and "would be worse" in out
+    assert "NOT GATED: unverified or noisy on either side" in out
+    assert "OK: no verified ceiling worse" in out
+
+
+def test_compare_skips_fitted_terms_either_side_could_not_determine(profile):
+    node = copy.deepcopy(profile)
+    node["model"]["overhead_us"] = 1.13e-10            # noise from an old fit, not marked
+    node["model"]["undetermined"] = []
+    node["model"]["matmul"]["bf16"]["flops_half"] = 2e9
+    ref = copy.deepcopy(profile)
+    ref["model"]["overhead_us"] = 424.0
+    assert "matmul.bf16.flops_half" in ref["model"]["undetermined"]  # FakeTimer: no start-up
+    rows = {r["quantity"]: r for r in compare_profiles(node, ref)["rows"]}
+    ovh = rows["model per-kernel overhead"]
+    assert ovh["ratio"] is None and ovh["flag"] == "not determined (node)"
+    assert ovh["node"] is None and ovh["reference"] == 424.0
+    start = rows["model bf16 GEMM start-up"]
+    assert start["ratio"] is None and start["flag"] == "not determined (reference)"
+    assert rows["model bandwidth"]["ratio"] == 1.0
 
 
 def test_compare_cli_exit_codes_and_json(profile, tmp_path, capsys):

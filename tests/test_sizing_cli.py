@@ -19,19 +19,25 @@ ISSUE_ARGS = ["--model", "llama-3.1-70b", "--weights", "fp8", "--kv", "fp8", "--
 SECTIONS = ("memory", "performance", "parallelism", "operating_point", "fleet")
 
 
-def synthetic_profile(path, fp8=True, memory_bytes=80_000_000_000):
+VERIFIED = {"status": "verified", "reason": None, "spread": {"samples_p20_p80": 0.02}}
+
+
+def synthetic_profile(path, fp8=True, memory_bytes=80_000_000_000, bf16_status=VERIFIED):
     # named like torch names an H100 SXM, so --compare-datasheet finds its datasheet entry
     dev = {"name": "NVIDIA H100 80GB HBM3", "kind": "cuda", "memory_bytes": memory_bytes,
            "dtypes": {"fp32": True, "fp16": True, "bf16": True, "fp8_e4m3": fp8}}
     p = new_profile(dev, command_line=["test"], versions={})
     p["complete"] = True
     p["ceilings"] = {"memory_bandwidth_GBps": {"read": 3000.0},
-                     "matmul_TFLOPS": {"bf16": 700.0, "fp8_e4m3": 1300.0}}
+                     "memory_bandwidth_detail": {"read": dict(VERIFIED)},
+                     "matmul_TFLOPS": {"bf16": 700.0, "fp8_e4m3": 1300.0},
+                     "matmul_detail": {"bf16": dict(bf16_status), "fp8_e4m3": dict(VERIFIED)}}
     p["model"] = {"bandwidth_GBps": 3000.0, "latency_floor_us": 3.0, "source": "measured",
                   "matmul": {"bf16": {"peak_TFLOPS": 700.0, "flops_half": 1e9},
                              "fp8_e4m3": {"peak_TFLOPS": 1300.0, "flops_half": 2e9}}}
     p["interconnect"] = {"allreduce": {str(n): {"alpha_us": 10.0, "busbw_GBps": 350.0,
-                                                "source": "measured"} for n in (2, 4, 8)}}
+                                                "source": "measured", **VERIFIED}
+                                       for n in (2, 4, 8)}}
     p["datasheet"] = None
     return save_profile(p, path)
 
@@ -110,6 +116,48 @@ def test_a_model_that_fits_on_no_count_of_gpus(capsys, tmp_path):
     assert main(["plan", *ISSUE_ARGS, "--profile", p]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "fits on no count of GPUs" in err
+
+
+NOISY = {"status": "noisy", "reason": "samples scatter 14% after re-measuring", "spread": {}}
+
+
+def test_untrusted_ceilings_are_refused_in_one_line(capsys, tmp_path):
+    p = str(synthetic_profile(tmp_path / "p.json", bf16_status=NOISY))
+    assert main(["plan", *ISSUE_ARGS, "--profile", p]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "bf16 matmul noisy: samples scatter 14% after re-measuring" in err
+    assert "--allow-unverified" in err and "fp8_e4m3 matmul" not in err  # only the untrusted
+
+
+def test_allow_unverified_plans_and_names_them(capsys, tmp_path):
+    p = str(synthetic_profile(tmp_path / "p.json", bf16_status=NOISY))
+    plan = run_json(capsys, [*ISSUE_ARGS, "--profile", p, "--allow-unverified"])
+    assert plan["basis"] == "measured" and plan["fleet"]["gpus_deployed"] >= 4
+    assert any(w.startswith("planning with ceilings that are not verified: bf16 matmul noisy")
+               for w in plan["warnings"])
+    assert main(["plan", *ISSUE_ARGS, "--profile", p, "--allow-unverified"]) == 0
+    assert "bf16 matmul noisy" in capsys.readouterr().out
+    # a workload file may set it too
+    toml = tmp_path / "w.toml"
+    toml.write_text(f"allow_unverified = true\nprofile = {p!r}\n")
+    assert run_json(capsys, [*ISSUE_ARGS, "--workload", str(toml)])["basis"] == "measured"
+
+
+def test_profiles_without_statuses_count_as_unverified(capsys, tmp_path):
+    path = synthetic_profile(tmp_path / "p.json")
+    old = json.loads(path.read_text())
+    for key in ("memory_bandwidth_detail", "matmul_detail"):
+        del old["ceilings"][key]
+    path.write_text(json.dumps(old))
+    assert main(["plan", *ISSUE_ARGS, "--profile", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "read bandwidth, bf16 matmul, fp8_e4m3 matmul unverified: measured before" in err
+
+
+def test_a_datasheet_is_never_refused(capsys):
+    plan = run_json(capsys, [*ISSUE_ARGS, "--gpu", "h100-sxm"])
+    assert not any("not verified" in w for w in plan["warnings"])
 
 
 def test_kv_dtype_the_profile_lacks(capsys, tmp_path):

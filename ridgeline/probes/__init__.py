@@ -26,9 +26,15 @@ DEFAULT_PROBES: tuple[str, ...] = ("hbm", "matmul", "gemv", "launch", "host_link
 
 
 def parse_probe_list(text: str | None) -> list[str]:
-    if not text:
+    """Probe names from "hbm,matmul" in the order given, duplicates dropped; None: the defaults.
+
+    An empty or blank string is an error, not "everything": `--probes "$LIST"` with an
+    unset variable must not start an hour-long full sweep."""
+    if text is None:
         return [p for p in DEFAULT_PROBES if _importable(p)]
-    names = [t.strip() for t in text.split(",") if t.strip()]
+    names = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    if not names:
+        raise RidgelineError(f"--probes {text!r} names no probe; known: {', '.join(REGISTRY)}")
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
         raise RidgelineError(f"unknown probe(s) {', '.join(unknown)}; known: {', '.join(REGISTRY)}")

@@ -10,13 +10,24 @@ interconnect bandwidth) is worse than the reference beyond the threshold, 0
 otherwise: usable as a fleet acceptance gate. Fitted model parameters are
 shown and flagged but do not fail the gate (they move with the fit, not only
 with the hardware).
+
+Ceilings carry both sides' status (roofline.trust). A ceiling unverified or
+noisy on either side is never called better or worse: it is flagged
+"unverified" (with the direction it would have had), neither passes nor
+fails the gate, and one line lists every such ceiling ("NOT GATED: ...").
+A fitted fixed cost that either side's fit could not determine (listed in
+its model's "undetermined", or below RESOLVABLE_TIME_US) gets no ratio:
+"not determined".
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import Any, NamedTuple
+
+from ridgeline.roofline.model import RESOLVABLE_TIME_US
+from ridgeline.roofline.trust import CeilingStatus, ceiling_statuses
 
 DEFAULT_THRESHOLD = 0.10
 
@@ -30,77 +41,153 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
 
-def _quantities(profile: dict[str, Any]) -> dict[str, tuple[float, str, bool, str]]:
-    """name -> (value, unit, higher_is_better, kind) for every comparable number."""
-    out: dict[str, tuple[float, str, bool, str]] = {}
+class Quantity(NamedTuple):
+    value: float | None        # None: not determined by the fit (see `undetermined`)
+    unit: str
+    higher_is_better: bool
+    kind: str                  # "ceiling" | "fitted"
+    status: CeilingStatus | None = None   # ceilings: from roofline.trust; None: none recorded
+    undetermined: bool = False
 
-    def put(name: str, value: Any, unit: str, higher: bool, kind: str) -> None:
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-            out[name] = (float(value), unit, higher, kind)
+
+def _number(value: Any) -> float | None:
+    """A positive number, else None (absent, null, zero)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None
+
+
+def _fitted_us(value: Any, field: str, undetermined: list[str]) -> tuple[float | None, bool]:
+    """A fitted fixed cost and whether it is undetermined: marked so by the fit, or below what a
+    timer resolves (1e-10 us noise in profiles fitted before the mark existed)."""
+    v = _number(value)
+    if field in undetermined or (v is not None and v < RESOLVABLE_TIME_US):
+        return None, True
+    return v, False
+
+
+def _quantities(profile: dict[str, Any]) -> dict[str, Quantity]:
+    """name -> Quantity for every comparable number of a profile."""
+    out: dict[str, Quantity] = {}
+    status = {c.name: c for c in ceiling_statuses(profile)}
+
+    def ceiling(name: str, value: Any, unit: str, trust_name: str | None = None) -> None:
+        if _number(value) is not None:
+            out[name] = Quantity(_number(value), unit, True, "ceiling",
+                                 status.get(trust_name or name))
+
+    def fitted(name: str, value: Any, unit: str, higher: bool, undetermined: bool = False) -> None:
+        if undetermined or _number(value) is not None:
+            out[name] = Quantity(_number(value), unit, higher, "fitted", None, undetermined)
 
     ceil = profile.get("ceilings") or {}
     for kernel, v in (ceil.get("memory_bandwidth_GBps") or {}).items():
-        put(f"{kernel} bandwidth", v, "GB/s", True, "ceiling")
+        ceiling(f"{kernel} bandwidth", v, "GB/s")
     for dtype, v in (ceil.get("matmul_TFLOPS") or {}).items():
-        put(f"{dtype} matmul", v, "TFLOP/s", True, "ceiling")
+        ceiling(f"{dtype} matmul", v, "TFLOP/s")
     ic = profile.get("interconnect") or {}
     for direction, v in (ic.get("host_link_GBps") or {}).items():
-        put(f"host link {direction}", v, "GB/s", True, "ceiling")
+        ceiling(f"host link {direction}", v, "GB/s")
     for name, per_world in ic.items():
         if name in ("host_link_GBps", "topology") or not isinstance(per_world, dict):
             continue
         for world, fit in per_world.items():
             if isinstance(fit, dict):
-                put(f"{name} n={world} busbw", fit.get("busbw_GBps"), "GB/s", True, "ceiling")
-                put(f"{name} n={world} alpha", fit.get("alpha_us"), "us", False, "fitted")
+                ceiling(f"{name} n={world} busbw", fit.get("busbw_GBps"), "GB/s",
+                        trust_name=f"{name} n={world}")
+                alpha, undetermined = _fitted_us(fit.get("alpha_us"), "", [])
+                fitted(f"{name} n={world} alpha", alpha, "us", False, undetermined)
     model = profile.get("model") or {}
-    put("model bandwidth", model.get("bandwidth_GBps"), "GB/s", True, "fitted")
-    put("model latency floor", model.get("latency_floor_us"), "us", False, "fitted")
-    put("model per-kernel overhead", model.get("overhead_us"), "us", False, "fitted")
+    marked = [m for m in model.get("undetermined") or [] if isinstance(m, str)]
+    fitted("model bandwidth", model.get("bandwidth_GBps"), "GB/s", True)
+    for label, field in (("model latency floor", "latency_floor_us"),
+                         ("model per-kernel overhead", "overhead_us")):
+        value, undetermined = _fitted_us(model.get(field), field, marked)
+        fitted(label, value, "us", False, undetermined)
     for dtype, p in (model.get("matmul") or {}).items():
-        put(f"model {dtype} peak", p.get("peak_TFLOPS"), "TFLOP/s", True, "fitted")
-        if p.get("peak_TFLOPS") and p.get("flops_half"):
-            # flops_half as the time it costs (flops_half / peak): comparable across devices
-            startup_us = p["flops_half"] / (p["peak_TFLOPS"] * 1e12) * 1e6
-            put(f"model {dtype} GEMM start-up", startup_us if startup_us > 1e-3 else None, "us",
-                False, "fitted")
+        if not isinstance(p, dict):
+            continue
+        fitted(f"model {dtype} peak", p.get("peak_TFLOPS"), "TFLOP/s", True)
+        peak, half = _number(p.get("peak_TFLOPS")), _number(p.get("flops_half"))
+        # flops_half as the time it costs (flops_half / peak): comparable across devices
+        startup = half / (peak * 1e12) * 1e6 if peak and half else None
+        value, undetermined = _fitted_us(startup, f"matmul.{dtype}.flops_half", marked)
+        fitted(f"model {dtype} GEMM start-up", value, "us", False, undetermined)
     return out
+
+
+def _status_name(q: Quantity | None) -> str | None:
+    return q.status.status if q and q.status else None
+
+
+def _row(name: str, a: Quantity | None, b: Quantity | None, threshold: float) -> dict[str, Any]:
+    """One row: node (a) against reference (b)."""
+    unit, higher, kind = (b or a).unit, (b or a).higher_is_better, (b or a).kind  # type: ignore
+    row: dict[str, Any] = {"quantity": name, "kind": kind, "unit": unit, "higher_is_better": higher,
+                           "node": a.value if a else None, "reference": b.value if b else None,
+                           "node_status": _status_name(a), "reference_status": _status_name(b),
+                           "ratio": None, "deviation": "", "flag": ""}
+    if not (a and b):
+        row["flag"] = "only in reference" if b else "only in node"
+        return row
+    if a.undetermined or b.undetermined:
+        # a term the data could not fix has no value to divide: a ratio would be noise
+        row["flag"] = "not determined (" + " and ".join(
+            side for side, q in (("node", a), ("reference", b)) if q.undetermined) + ")"
+        return row
+    row["ratio"] = ratio = a.value / b.value  # type: ignore[operator]
+    if abs(ratio - 1.0) > threshold:
+        row["deviation"] = "worse" if (ratio < 1.0 if higher else ratio > 1.0) else "better"
+    untrusted = [f"{side} {q.status.status}" for side, q in (("node", a), ("reference", b))
+                 if q.status and not q.status.trusted]
+    if untrusted:
+        # never called better or worse silently; the gate neither passes nor fails on it
+        row["flag"] = "unverified"
+        row["untrusted"] = ", ".join(untrusted)
+    else:
+        row["flag"] = row["deviation"]
+    return row
 
 
 def compare_profiles(node: dict[str, Any], reference: dict[str, Any],
                      threshold: float = DEFAULT_THRESHOLD) -> dict[str, Any]:
-    """Rows of (quantity, node, reference, ratio, flag) and the gate's verdict."""
+    """Rows (quantity, node, reference, ratio, statuses, flag) and the gate's verdict."""
     a, b = _quantities(node), _quantities(reference)
-    rows = []
-    for name in list(b) + [n for n in a if n not in b]:
-        va, vb = a.get(name), b.get(name)
-        unit, higher, kind = (vb or va)[1:]  # type: ignore[index]
-        row: dict[str, Any] = {"quantity": name, "kind": kind, "unit": unit,
-                               "higher_is_better": higher,
-                               "node": va[0] if va else None, "reference": vb[0] if vb else None,
-                               "ratio": None, "flag": ""}
-        if va and vb:
-            ratio = va[0] / vb[0]
-            row["ratio"] = ratio
-            if abs(ratio - 1.0) > threshold:
-                worse = ratio < 1.0 if higher else ratio > 1.0
-                row["flag"] = "worse" if worse else "better"
-        else:
-            row["flag"] = "only in reference" if vb else "only in node"
-        rows.append(row)
+    rows = [_row(name, a.get(name), b.get(name), threshold)
+            for name in list(b) + [n for n in a if n not in b]]
     worse = [r["quantity"] for r in rows if r["flag"] == "worse" and r["kind"] == "ceiling"]
+    unverified = [f"{r['quantity']} ({r['untrusted']}"
+                  + (f", would be {r['deviation']}" if r["deviation"] else "") + ")"
+                  for r in rows if r["flag"] == "unverified"]
 
     def name(p: dict[str, Any]) -> str:
         return str(((p.get("provenance") or {}).get("device") or {}).get("name", "?"))
 
     return {"node_device": name(node), "reference_device": name(reference), "threshold": threshold,
-            "rows": rows, "worse_ceilings": worse, "exit_code": 1 if worse else 0}
+            "rows": rows, "worse_ceilings": worse, "unverified_ceilings": unverified,
+            "exit_code": 1 if worse else 0}
 
 
 def _fmt(v: float | None) -> str:
     if v is None:
         return "-"
     return f"{v:,.3g}" if abs(v) < 100 else f"{v:,.0f}"
+
+
+def _with_unit(v: float | None, unit: str) -> str:
+    return f"{_fmt(v)} {unit}" if v is not None else "-"
+
+
+def _status_cell(r: dict[str, Any]) -> str:
+    if not (r["node_status"] or r["reference_status"]):
+        return "-"
+    return f"{r['node_status'] or '-'} / {r['reference_status'] or '-'}"
+
+
+def _flag_cell(r: dict[str, Any]) -> str:
+    if r["flag"] == "unverified" and r["deviation"]:
+        return f"unverified (would be {r['deviation']})"
+    return r["flag"]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,24 +202,31 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=1))
         return result["exit_code"]
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
-    table = Table(title=f"{result['node_device']} vs reference {result['reference_device']} "
-                        f"(flag beyond {args.threshold:.0%})")
-    for col in ("quantity", "kind", "node", "reference", "node / reference", "flag"):
+    table = Table(title=escape(f"{result['node_device']} vs reference {result['reference_device']} "
+                               f"(flag beyond {args.threshold:.0%})"))
+    for col in ("quantity", "kind", "node", "reference", "node / reference",
+                "status (node / reference)", "flag"):
         numeric = col in ("node", "reference", "node / reference")
         table.add_column(col, justify="right" if numeric else "left")
     for r in result["rows"]:
-        style = {"worse": "bold red", "better": "green"}.get(r["flag"], "")
-        table.add_row(r["quantity"], r["kind"], f"{_fmt(r['node'])} {r['unit']}",
-                      f"{_fmt(r['reference'])} {r['unit']}",
-                      f"{r['ratio']:.3f}" if r["ratio"] is not None else "-", r["flag"],
-                      style=style)
+        style = {"worse": "bold red", "better": "green", "unverified": "yellow"}.get(r["flag"], "")
+        cells = [r["quantity"], r["kind"], _with_unit(r["node"], r["unit"]),
+                 _with_unit(r["reference"], r["unit"]),
+                 f"{r['ratio']:.3f}" if r["ratio"] is not None else "-", _status_cell(r),
+                 _flag_cell(r)]
+        table.add_row(*[escape(c) for c in cells], style=style)
     console.print(table)
+    if result["unverified_ceilings"]:
+        console.print("[yellow]NOT GATED[/yellow]: unverified or noisy on either side, neither "
+                      "passed nor failed: " + escape(", ".join(result["unverified_ceilings"])))
+    gated = "verified ceiling" if result["unverified_ceilings"] else "ceiling"
     if result["worse_ceilings"]:
         console.print("[bold red]FAIL[/bold red]: worse than the reference beyond "
-                      f"{args.threshold:.0%}: " + ", ".join(result["worse_ceilings"]))
+                      f"{args.threshold:.0%}: " + escape(", ".join(result["worse_ceilings"])))
     else:
-        console.print(f"OK: no ceiling worse than the reference beyond {args.threshold:.0%}")
+        console.print(f"OK: no {gated} worse than the reference beyond {args.threshold:.0%}")
     return result["exit_code"]

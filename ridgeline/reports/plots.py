@@ -4,9 +4,12 @@ decode GEMV vs batch.
     paths = all_figures(profile, out_dir)        # {"roofline": Path, ...}; absent data -> no file
 
 The roofline chart is log-log: arithmetic intensity I = flops / bytes (FLOP/byte)
-against achieved TFLOP/s; a roof is min(I * bandwidth, peak), measured roofs
-solid, datasheet roofs dashed and labelled "datasheet", ridge points
-I* = peak / bandwidth marked. Every figure draws on its own Figure with an Agg
+against achieved TFLOP/s; a roof is min(I * bandwidth, peak). The roofs are the
+measured ceilings (profile["ceilings"]: the read bandwidth plateau, the best
+matmul per dtype, the numbers of the ceilings table), solid, with their ridge
+points I* = peak / bandwidth; the fitted model (profile["model"]) is drawn apart,
+dash-dot and labelled "fit"; datasheet roofs dashed and labelled "datasheet". A
+ceiling that is not verified says so in the legend. Every figure draws on its own Figure with an Agg
 canvas (no pyplot, no global backend switch), so importing this module or
 rendering in a server never touches a display.
 """
@@ -63,28 +66,55 @@ def _num(v: float) -> str:
     return f"{v:,.4g}"
 
 
-def _bandwidth_GBps(profile: dict[str, Any]) -> tuple[float | None, str]:
-    """The model's bandwidth and where it comes from (fitted model, else hbm ceilings)."""
+# Which stream kernel's ceiling is the roof: decode streams weights, so read first.
+ROOF_KERNELS = ("read", "copy", "triad", "write")
+FIT_STYLE = "-."   # the fitted model: dash-dot, apart from measured (solid) and datasheet (dashed)
+
+
+def _positive(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+
+
+def _fit_bandwidth_GBps(profile: dict[str, Any]) -> tuple[float | None, str]:
+    """The fitted model's bandwidth and what it was fitted on; (None, "") without a fit."""
     model = profile.get("model") or {}
-    if model.get("bandwidth_GBps"):
-        src = (model.get("bandwidth") or {}).get("source")
-        return float(model["bandwidth_GBps"]), {"gemv": "fitted on decode GEMV",
-                                                "hbm": "hbm read plateau",
-                                                "matmul": "fitted on matmul"}.get(src, "model")
+    if not _positive(model.get("bandwidth_GBps")):
+        return None, ""
+    src = (model.get("bandwidth") or {}).get("source")
+    return float(model["bandwidth_GBps"]), {"gemv": "fitted on decode GEMV",
+                                            "hbm": "held at the hbm read plateau",
+                                            "matmul": "fitted on matmul"}.get(src, "fit")
+
+
+def _fit_peaks_TFLOPS(profile: dict[str, Any]) -> dict[str, float]:
+    model = (profile.get("model") or {}).get("matmul") or {}
+    return {d: float(p["peak_TFLOPS"]) for d, p in model.items()
+            if isinstance(p, dict) and _positive(p.get("peak_TFLOPS"))}
+
+
+def _ceiling_bandwidth_GBps(profile: dict[str, Any]) -> tuple[float | None, str]:
+    """The measured bandwidth ceiling the roof is drawn at (the number the ceilings table
+    shows) and its kernel; (None, "") when none was measured."""
     table = (profile.get("ceilings") or {}).get("memory_bandwidth_GBps") or {}
-    for kernel in ("read", "copy", "triad", "write"):
-        if table.get(kernel):
-            return float(table[kernel]), f"hbm {kernel}"
+    for kernel in ROOF_KERNELS:
+        if _positive(table.get(kernel)):
+            return float(table[kernel]), kernel
     return None, ""
 
 
-def _peaks_TFLOPS(profile: dict[str, Any]) -> dict[str, float]:
-    model = (profile.get("model") or {}).get("matmul") or {}
-    peaks = {d: float(p["peak_TFLOPS"]) for d, p in model.items() if p.get("peak_TFLOPS")}
-    if peaks:
-        return peaks
+def _ceiling_peaks_TFLOPS(profile: dict[str, Any]) -> dict[str, float]:
     table = (profile.get("ceilings") or {}).get("matmul_TFLOPS") or {}
-    return {d: float(v) for d, v in table.items() if v}
+    return {d: float(v) for d, v in table.items() if _positive(v)}
+
+
+def _trust_suffix(profile: dict[str, Any], name: str) -> str:
+    """' (unverified)' / ' (noisy)' for a ceiling that is not verified (roofline.trust)."""
+    from ridgeline.roofline.trust import ceiling_statuses
+
+    for c in ceiling_statuses(profile):
+        if c.name == name and not c.trusted:
+            return f" ({c.status})"
+    return ""
 
 
 def _sheet(profile: dict[str, Any]) -> dict[str, Any]:
@@ -107,23 +137,56 @@ def best_gemv(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(best.values())
 
 
+def _draw_roofs(ax, x, bw: float, peaks: dict[str, float], *, label,
+                style: dict[str, Any], ridge: str | None) -> None:
+    """min(I * bw, peak) per dtype: the bandwidth slope once (under the highest roof), a flat
+    roof per dtype from its ridge point on; ridge: None, "filled" or "hollow" diamonds."""
+    import numpy as np
+
+    top = max(peaks.values())
+    ax.plot(x, np.minimum(x * bw / 1e3, top), color="black", **style, label=label(None, bw))
+    for i, (dtype, peak) in enumerate(sorted(peaks.items(), key=lambda kv: kv[1])):
+        c = _color(dtype, i)
+        at = peak * 1e3 / bw
+        xs = x[x >= at]
+        ax.plot(xs, np.full_like(xs, peak), color=c, **style, label=label(dtype, peak))
+        if ridge == "filled":
+            ax.scatter([at], [peak], marker="D", s=60, color=c, edgecolor="black", zorder=5)
+            # alternate label sides so dtypes with close roofs (fp16/bf16) stay readable
+            above = i % 2 == 0
+            ax.annotate(f"ridge {dtype}\n{_num(at)} FLOP/B", (at, peak),
+                        textcoords="offset points", xytext=(-8, 8) if above else (8, -10),
+                        ha="right" if above else "left", va="bottom" if above else "top",
+                        fontsize=7.5, color=c)
+        elif ridge == "hollow":
+            ax.scatter([at], [peak], marker="D", s=40, facecolor="none", edgecolor=c, zorder=5)
+
+
 def roofline_chart(profile: dict[str, Any], path: Path) -> Path | None:
-    """Log-log roofline with measured points; None when there is no ceiling to draw."""
+    """Log-log roofline: the measured ceilings as roofs (solid), the fitted model (dash-dot,
+    "fit"), the datasheet (dashed), measured points; None when no ceiling was measured."""
     from matplotlib.colors import LogNorm
     from matplotlib.lines import Line2D
 
     import numpy as np
 
-    bw, bw_src = _bandwidth_GBps(profile)
-    peaks = _peaks_TFLOPS(profile)
+    bw, bw_kernel = _ceiling_bandwidth_GBps(profile)
+    peaks = _ceiling_peaks_TFLOPS(profile)
+    if not bw or not peaks:
+        return None
+    fit_bw, fit_src = _fit_bandwidth_GBps(profile)
+    fit_peaks = _fit_peaks_TFLOPS(profile)
     records = profile.get("records") or []
     matmul = [r for r in fit_ready(records, "matmul") if r.get("TFLOPS") and _moved(r)]
     gemv = [r for r in best_gemv(records) if r.get("TFLOPS") and _moved(r)]
-    if not bw or not peaks:
-        return None
     sheet = _sheet(profile)
-    sheet_bw = sheet.get("memory_bandwidth_GBps")
-    sheet_mm = sheet.get("matmul_TFLOPS") or {}
+    sheet_bw = sheet.get("memory_bandwidth_GBps") if _positive(
+        sheet.get("memory_bandwidth_GBps")) else None
+    sheet_mm = {d: float(v) for d, v in (sheet.get("matmul_TFLOPS") or {}).items()
+                if _positive(v)}
+    sheet_peaks = {d: sheet_mm.get(d) or sheet_mm.get({"fp8_e4m3fnuz": "fp8_e4m3"}.get(d, ""))
+                   for d in peaks}
+    sheet_peaks = {d: v for d, v in sheet_peaks.items() if v}
 
     intensities = [r["flops"] / _moved(r) for r in matmul + gemv]
     ridges = [p * 1e3 / bw for p in peaks.values()]
@@ -134,32 +197,25 @@ def roofline_chart(profile: dict[str, Any], path: Path) -> Path | None:
     fig, ax = _figure(9.0, 6.2)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    top = max(peaks.values())
-    ax.plot(x, np.minimum(x * bw / 1e3, top), color="black", lw=2.2,
-            label=f"measured bandwidth {_num(bw)} GB/s ({bw_src})")
-    if sheet_bw:
-        ax.plot(x, np.minimum(x * sheet_bw / 1e3, max([top] + [v for v in sheet_mm.values() if v])),
-                color="black", lw=1.2, ls="--", alpha=0.6, label=f"datasheet {sheet_bw:,.0f} GB/s")
-    for i, (dtype, peak) in enumerate(sorted(peaks.items(), key=lambda kv: kv[1])):
-        c = _color(dtype, i)
-        ridge = peak * 1e3 / bw
-        xs = x[x >= ridge]
-        ax.plot(xs, np.full_like(xs, peak), color=c, lw=2.2,
-                label=f"{dtype} roof {_num(peak)} TFLOP/s")
-        ax.scatter([ridge], [peak], marker="D", s=60, color=c, edgecolor="black", zorder=5)
-        # alternate label sides so dtypes with close roofs (fp16/bf16) stay readable
-        above = i % 2 == 0
-        ax.annotate(f"ridge {dtype}\n{_num(ridge)} FLOP/B", (ridge, peak),
-                    textcoords="offset points", xytext=(-8, 8) if above else (8, -10),
-                    ha="right" if above else "left", va="bottom" if above else "top",
-                    fontsize=7.5, color=c)
-        ds = sheet_mm.get(dtype) or sheet_mm.get({"fp8_e4m3fnuz": "fp8_e4m3"}.get(dtype, ""))
-        if ds and sheet_bw:
-            ds_ridge = ds * 1e3 / sheet_bw
-            xs = x[x >= ds_ridge]
-            ax.plot(xs, np.full_like(xs, ds), color=c, lw=1.2, ls="--", alpha=0.7,
-                    label=f"datasheet {dtype} {ds:,.0f} TFLOP/s")
-            ax.scatter([ds_ridge], [ds], marker="D", s=40, facecolor="none", edgecolor=c, zorder=5)
+
+    def measured_label(dtype, v):
+        if dtype is None:
+            return (f"measured {bw_kernel} bandwidth {_num(v)} GB/s"
+                    + _trust_suffix(profile, f"{bw_kernel} bandwidth"))
+        return f"{dtype} roof {_num(v)} TFLOP/s" + _trust_suffix(profile, f"{dtype} matmul")
+
+    _draw_roofs(ax, x, bw, peaks, label=measured_label,
+                style={"lw": 2.2}, ridge="filled")
+    if fit_bw and fit_peaks:
+        _draw_roofs(ax, x, fit_bw, fit_peaks,
+                    label=lambda d, v: (f"fit bandwidth {_num(v)} GB/s ({fit_src})" if d is None
+                                        else f"fit {d} peak {_num(v)} TFLOP/s"),
+                    style={"lw": 1.3, "ls": FIT_STYLE, "alpha": 0.8}, ridge=None)
+    if sheet_bw and sheet_peaks:
+        _draw_roofs(ax, x, sheet_bw, sheet_peaks,
+                    label=lambda d, v: (f"datasheet {v:,.0f} GB/s" if d is None
+                                        else f"datasheet {d} {v:,.0f} TFLOP/s"),
+                    style={"lw": 1.2, "ls": "--", "alpha": 0.6}, ridge="hollow")
     kinds = {"square": "s", "llm": "^"}
     for i, dtype in enumerate(sorted({r["dtype"] for r in matmul})):
         for kind, marker in kinds.items():
@@ -186,13 +242,15 @@ def roofline_chart(profile: dict[str, Any], path: Path) -> Path | None:
         handles.append(Line2D([], [], ls="", marker="o", color="gray"))
         labels.append("decode GEMV, best provider")
     handles.append(Line2D([], [], ls="", marker="D", color="gray", mec="black"))
-    labels.append("ridge point (measured; hollow = datasheet)")
+    labels.append("ridge point (measured ceilings; hollow = datasheet)")
     all_y = [r["TFLOPS"] for r in matmul + gemv] + list(peaks.values())
-    ax.set_ylim(max(min(all_y) / 3.0, 1e-4), max(all_y + [v for v in sheet_mm.values() if v]) * 2.5)
+    tops = all_y + list(fit_peaks.values()) + list(sheet_peaks.values())
+    ax.set_ylim(max(min(all_y) / 3.0, 1e-4), max(tops) * 2.5)
     ax.set_xlim(x_lo, x_hi)
     ax.set_xlabel("arithmetic intensity (FLOP / byte)")
     ax.set_ylabel("achieved throughput (TFLOP/s)")
-    ax.set_title(f"Roofline: {_device_name(profile)} (measured solid, datasheet dashed)")
+    ax.set_title(f"Roofline: {_device_name(profile)} (measured ceilings solid, fit dash-dot, "
+                 "datasheet dashed)")
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(handles, labels, loc="lower right", fontsize=7.5, framealpha=0.9)
     return _save(fig, path)
@@ -224,10 +282,15 @@ def bandwidth_vs_size(profile: dict[str, Any], path: Path) -> Path | None:
     if sheet_bw:
         ax.axhline(sheet_bw, color="black", ls="--", lw=1, alpha=0.6,
                    label=f"datasheet {sheet_bw:,.0f} GB/s")
-    bw, src = _bandwidth_GBps(profile)
+    ceiling, kernel = _ceiling_bandwidth_GBps(profile)
+    if ceiling:
+        ax.axhline(ceiling, color="black", lw=1.2, alpha=0.8,
+                   label=f"measured {kernel} ceiling {_num(ceiling)} GB/s"
+                         + _trust_suffix(profile, f"{kernel} bandwidth"))
+    bw, src = _fit_bandwidth_GBps(profile)
     if bw:
-        ax.axhline(bw, color="black", lw=1.2, alpha=0.8,
-                   label=f"model bandwidth {_num(bw)} GB/s ({src})")
+        ax.axhline(bw, color="black", lw=1.2, ls=FIT_STYLE, alpha=0.8,
+                   label=f"fit bandwidth {_num(bw)} GB/s ({src})")
     sizes = sorted({r["size_bytes"] for r in hbm})
     ticks = [s for s in (2**k for k in range(10, 41)) if sizes[0] / 2 <= s <= sizes[-1] * 2]
     ax.set_xticks(ticks[:: max(1, len(ticks) // 10)])
@@ -270,7 +333,7 @@ def matmul_vs_size(profile: dict[str, Any], path: Path) -> Path | None:
             n = np.geomspace(min(r["m"] for r in sq), max(r["m"] for r in sq), 60)
             tf = [2.0 * v**3 / model.predict_gemm(int(v), int(v), int(v), dtype).time_s / 1e12
                   for v in n]
-            ax.plot(2.0 * n**3, tf, color=c, ls=":", lw=1.3, label=f"{dtype} model (square)")
+            ax.plot(2.0 * n**3, tf, color=c, ls=FIT_STYLE, lw=1.3, label=f"{dtype} fit (square)")
         ds = sheet_mm.get(dtype) or sheet_mm.get({"fp8_e4m3fnuz": "fp8_e4m3"}.get(dtype, ""))
         if ds:
             ax.axhline(ds, color=c, ls="--", lw=1, alpha=0.6,
@@ -318,15 +381,15 @@ def gemv_vs_batch(profile: dict[str, Any], path: Path) -> Path | None:
         ax_bw.plot(b, bw, marker="o", ms=3.5, color=c, ls=ls, label=f"{dtype} {provider}")
         ax_tf.plot(b, tf, marker="o", ms=3.5, color=c, ls=ls, label=f"{dtype} {provider}")
     model = _model(profile)
-    m_bw, src = _bandwidth_GBps(profile)
+    m_bw, src = _fit_bandwidth_GBps(profile)
     if m_bw:
-        ax_bw.axhline(m_bw, color="black", lw=1.2, alpha=0.8,
-                      label=f"model bandwidth {_num(m_bw)} GB/s ({src})")
-    read = ((profile.get("model") or {}).get("bandwidth") or {}).get("hbm_read_GBps") or \
-        ((profile.get("ceilings") or {}).get("memory_bandwidth_GBps") or {}).get("read")
-    if read:
-        ax_bw.axhline(read, color="gray", ls=":", lw=1.2,
-                      label=f"hbm read plateau {_num(read)} GB/s")
+        ax_bw.axhline(m_bw, color="black", lw=1.2, ls=FIT_STYLE, alpha=0.8,
+                      label=f"fit bandwidth {_num(m_bw)} GB/s ({src})")
+    ceiling, kernel = _ceiling_bandwidth_GBps(profile)
+    if ceiling:
+        ax_bw.axhline(ceiling, color="gray", lw=1.2,
+                      label=f"measured {kernel} ceiling {_num(ceiling)} GB/s"
+                            + _trust_suffix(profile, f"{kernel} bandwidth"))
     sheet_bw = _sheet(profile).get("memory_bandwidth_GBps")
     if sheet_bw:
         ax_bw.axhline(sheet_bw, color="black", ls="--", lw=1, alpha=0.6,
@@ -345,9 +408,9 @@ def gemv_vs_batch(profile: dict[str, Any], path: Path) -> Path | None:
                  for v in b]
             c = _color(dtype, dtypes.index(dtype))
             ax_bw.plot(b, [_moved(seen[v]) / tt / 1e9 for v, tt in zip(b, t)], color=c, lw=3,
-                       alpha=0.25, label=f"{dtype} model, {k}x{n}")
+                       alpha=0.25, label=f"{dtype} fit, {k}x{n}")
             ax_tf.plot(b, [seen[v]["flops"] / tt / 1e12 for v, tt in zip(b, t)], color=c, lw=3,
-                       alpha=0.25, label=f"{dtype} model, {k}x{n}")
+                       alpha=0.25, label=f"{dtype} fit, {k}x{n}")
     for ax in (ax_bw, ax_tf):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch (tokens per decode step)")
@@ -364,8 +427,9 @@ def gemv_vs_batch(profile: dict[str, Any], path: Path) -> Path | None:
 
 
 FIGURES = {
-    "roofline": (roofline_chart, "The roofline: measured ceilings (solid), datasheet (dashed), "
-                                 "measured GEMM and decode GEMV points, ridge points"),
+    "roofline": (roofline_chart, "The roofline: measured ceilings (solid), fitted model "
+                                 "(dash-dot), datasheet (dashed), measured GEMM and decode GEMV "
+                                 "points, ridge points of the measured ceilings"),
     "bandwidth_vs_size": (bandwidth_vs_size,
                           "Memory bandwidth against working-set size per kernel and provider; the "
                           "dotted line marks the L2 (GPU) or last-level cache (CPU) size"),

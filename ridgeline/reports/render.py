@@ -6,7 +6,8 @@ report.html (the same content, figures embedded as base64 PNG).
 
 The report is built once as a list of blocks (headings, paragraphs, lists,
 tables, figures) and rendered twice, so markdown and HTML say the same thing.
-Sections: status and provenance, ceilings (measured vs datasheet), the
+Sections: status and provenance (a boxed warning listing every ceiling that is
+not verified), ceilings (measured vs datasheet, status and spread), the
 roofline chart, the fitted model and its error on its own records, bandwidth
 vs working set, matmul vs size, decode GEMV vs batch, interconnect (when
 measured), validation (when a validation.json is given). A section without
@@ -23,6 +24,7 @@ from typing import Any
 
 from ridgeline.reports import plots, tables
 from ridgeline.reports.tables import Table, fmt
+from ridgeline.roofline.trust import describe, untrusted_ceilings
 
 CSS = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; max-width: 1180px;
@@ -38,13 +40,14 @@ img { max-width: 100%; border: 1px solid #ddd; }
 figure { margin: 1em 0; } figcaption { font-size: 90%; color: #555; }
 .note { font-size: 85%; color: #555; }
 .warn { color: #8a4b00; } .bad { color: #a00; font-weight: bold; } .ok { color: #060; }
+.warnbox { border: 2px solid #c60; background: #fff4e5; padding: .3em 1em; margin: 1em 0; }
 code { background: #f4f4f4; padding: 0 .2em; }
 """
 
 
 @dataclass
 class Block:
-    kind: str          # heading | para | list | table | figure
+    kind: str          # heading | para | list | table | figure | warning (text, items)
     content: Any
     level: int = 2
 
@@ -62,6 +65,10 @@ class Report:
     def items(self, items: list[str]) -> None:
         if items:
             self.blocks.append(Block("list", list(items)))
+
+    def warning(self, text: str, items: list[str]) -> None:
+        """A boxed warning with its list: what a reader must not miss."""
+        self.blocks.append(Block("warning", (text, list(items))))
 
     def table(self, table: Table, empty: str | None = None) -> None:
         if table:
@@ -89,6 +96,10 @@ class Report:
             elif b.kind == "figure":
                 path, caption = b.content
                 out.append(f"![{caption}]({path.name})\n\n*{caption}*")
+            elif b.kind == "warning":
+                text, items = b.content
+                out.append("\n".join([f"> **WARNING: {text}**", ">"]
+                                     + [f"> - {item}" for item in items]))
         return "\n\n".join(out) + "\n"
 
     def to_html(self, title: str) -> str:
@@ -103,6 +114,11 @@ class Report:
                 body.append(f"<ul>{lis}</ul>")
             elif b.kind == "table":
                 body.append(tables.to_html(b.content))
+            elif b.kind == "warning":
+                text, items = b.content
+                lis = "".join(f"<li>{html.escape(i)}</li>" for i in items)
+                body.append(f"<div class=\"warnbox\"><p class=\"warn\"><strong>WARNING: "
+                            f"{html.escape(text)}</strong></p><ul>{lis}</ul></div>")
             elif b.kind == "figure":
                 path, caption = b.content
                 data = base64.b64encode(path.read_bytes()).decode("ascii")
@@ -211,6 +227,11 @@ def build_report(profile: dict[str, Any], figures: dict[str, Path],
     name = plots._device_name(profile)
     rep.heading(f"ridgeline report: {name}", 1)
     rep.heading("Status and provenance")
+    untrusted = untrusted_ceilings(profile)
+    if untrusted:
+        rep.warning(f"{len(untrusted)} ceiling(s) not verified: read them as estimates; "
+                    "`ridgeline plan` refuses this profile unless given --allow-unverified",
+                    [describe(c) for c in untrusted])
     rep.items(_status_items(profile))
     rep.items(_provenance_items(profile))
     rep.table(_waived_table(profile))

@@ -8,6 +8,10 @@ headers or cells) and rendered three ways, so the report, the HTML and the
 console never disagree. Missing sections give empty tables, never errors.
 
     measured / datasheet = measured value / vendor peak   (shown as a percentage)
+
+A measured ceiling is shown with its status (verified / unverified: reason /
+noisy) and spread, read only through roofline.trust; a fitted fixed cost the
+data did not determine reads "not determined", never a 1e-10 us figure.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass, field
 from typing import Any
+
+from ridgeline.roofline.model import RESOLVABLE_TIME_US
+from ridgeline.roofline.trust import CeilingStatus, ceiling_statuses
 
 
 @dataclass
@@ -49,12 +56,47 @@ def _sheet(profile: dict[str, Any]) -> dict[str, Any]:
     return profile.get("datasheet") or {}
 
 
+def ceiling_status_by_name(profile: dict[str, Any]) -> dict[str, CeilingStatus]:
+    """{"copy bandwidth": CeilingStatus, "allreduce n=2": ...}: read only through roofline.trust."""
+    return {c.name: c for c in ceiling_statuses(profile)}
+
+
+def status_text(c: CeilingStatus | None) -> str:
+    """'verified', 'unverified: <reason>', 'noisy: <reason>'; '-' where none is recorded
+    (datasheet profiles)."""
+    if c is None:
+        return "-"
+    return f"{c.status}: {c.reason}" if c.reason and not c.trusted else c.status
+
+
+def _half_pct(rel: Any) -> str | None:
+    if isinstance(rel, bool) or not isinstance(rel, (int, float)):
+        return None
+    half = 50.0 * rel  # a full relative range shown as +- half of it
+    return f"±{half:.1f}%" if half < 10 else f"±{half:.0f}%"
+
+
+def spread_text(c: CeilingStatus | None) -> str:
+    """'±3% p20-p80, ±2% across points' from the ceiling's spread; '-' when none is recorded."""
+    spread = c.spread if c else {}
+    parts = [f"{text} {what}" for text, what in (
+        (_half_pct(spread.get("samples_p20_p80")), "p20-p80"),
+        (_half_pct(spread.get("across_points")), "across points")) if text]
+    return ", ".join(parts) or "-"
+
+
+SPREAD_NOTE = ("spread: ± half of (p80 - p20) / median of the samples (worst point), and ± half "
+               "of (max - min) / median across the points the ceiling comes from")
+
+
 def ceilings_table(profile: dict[str, Any]) -> Table:
-    """Measured ceilings next to the datasheet, with measured/datasheet."""
+    """Measured ceilings next to the datasheet, with measured/datasheet, status and spread."""
     ceil = profile.get("ceilings") or {}
     sheet = _sheet(profile)
+    status = ceiling_status_by_name(profile)
     table = Table("Ceilings: measured against datasheet",
-                  ["ceiling", "measured", "datasheet", "measured / datasheet", "where"])
+                  ["ceiling", "measured", "datasheet", "measured / datasheet", "status", "spread",
+                   "where"])
     peak_bw = sheet.get("memory_bandwidth_GBps")
     for kernel, value in sorted((ceil.get("memory_bandwidth_GBps") or {}).items()):
         if value is None:
@@ -64,22 +106,45 @@ def ceilings_table(profile: dict[str, Any]) -> Table:
         if d.get("plateau_min_bytes"):
             where += (f", median of {d.get('n_points', '?')} sizes >= "
                       f"{d['plateau_min_bytes'] / 2**20:,.0f} MiB")
-        table.rows.append([f"{kernel} bandwidth", fmt(value, 0, "GB/s"), fmt(peak_bw, 0, "GB/s"),
-                           pct(value, peak_bw), where])
+        name = f"{kernel} bandwidth"
+        table.rows.append([name, fmt(value, 0, "GB/s"), fmt(peak_bw, 0, "GB/s"),
+                           pct(value, peak_bw), status_text(status.get(name)),
+                           spread_text(status.get(name)), where])
     sheet_mm = sheet.get("matmul_TFLOPS") or {}
     for dtype, value in sorted((ceil.get("matmul_TFLOPS") or {}).items()):
         if value is None:
             continue
         d = (ceil.get("matmul_detail") or {}).get(dtype) or {}
         peak = sheet_mm.get(dtype) or sheet_mm.get({"fp8_e4m3fnuz": "fp8_e4m3"}.get(dtype, ""))
-        where = (f"{d.get('provider', '-')} M={d.get('m')} N={d.get('n')} K={d.get('k')}"
+        where = (f"{d.get('provider') or '-'} M={d.get('m')} N={d.get('n')} K={d.get('k')}"
                  if d else "-")
-        table.rows.append([f"{dtype} matmul", fmt(value, 1, "TFLOP/s"), fmt(peak, 1, "TFLOP/s"),
-                           pct(value, peak), where])
+        name = f"{dtype} matmul"
+        table.rows.append([name, fmt(value, 1, "TFLOP/s"), fmt(peak, 1, "TFLOP/s"),
+                           pct(value, peak), status_text(status.get(name)),
+                           spread_text(status.get(name)), where])
+    notes = [SPREAD_NOTE] if status else []
     if sheet:
-        table.note = (f"datasheet: {sheet.get('name', '')} ({sheet.get('source', 'vendor')}), "
-                      "not measured")
+        notes.append(f"datasheet: {sheet.get('name') or ''} ({sheet.get('source') or 'vendor'}), "
+                     "not measured")
+    table.note = "; ".join(notes)
     return table
+
+
+def fitted_us(model: dict[str, Any], field: str, digits: int = 2) -> str:
+    """A fitted fixed cost in us, or 'not determined' when the fit marked it so or it sits
+    below what a timer resolves (profiles fitted before "undetermined" was recorded)."""
+    value = _dig(model, field)
+    undetermined = model.get("undetermined") or []
+    noise = isinstance(value, (int, float)) and 0 < value < RESOLVABLE_TIME_US
+    if field in undetermined or noise:
+        return "not determined"
+    return fmt(value, digits, "us")
+
+
+def _dig(tree: dict[str, Any], path: str) -> Any:
+    for key in path.split("."):
+        tree = tree.get(key) if isinstance(tree, dict) else None
+    return tree
 
 
 def model_table(profile: dict[str, Any]) -> Table:
@@ -94,10 +159,12 @@ def model_table(profile: dict[str, Any]) -> Table:
         r = ridge.get(dtype) or {}
         wave = p.get("wave")
         half = p.get("flops_half")
+        undetermined = f"matmul.{dtype}.flops_half" in (model.get("undetermined") or [])
         table.rows.append([
             dtype, fmt(p.get("peak_TFLOPS"), 1, "TFLOP/s"),
             fmt(p.get("best_measured_TFLOPS"), 1, "TFLOP/s"),
             fmt(p.get("datasheet_TFLOPS"), 1, "TFLOP/s"),
+            "not determined" if undetermined else
             fmt(half / 1e9, 2, "GFLOP") if half is not None else "-",
             fmt(r.get("measured"), 0, "FLOP/B"), fmt(r.get("ceilings"), 0, "FLOP/B"),
             fmt(r.get("datasheet"), 0, "FLOP/B"),
@@ -111,12 +178,12 @@ def model_table(profile: dict[str, Any]) -> Table:
                  f"(from {bw.get('source', '-')}; "
                  f"gemv plateau {fmt(bw.get('gemv_plateau_GBps'), 0, 'GB/s')}, "
                  f"hbm read {fmt(bw.get('hbm_read_GBps'), 0, 'GB/s')})",
-                 f"latency floor {fmt(model.get('latency_floor_us'), 1, 'us')} "
+                 f"latency floor {fitted_us(model, 'latency_floor_us', 1)} "
                  f"(graph {fmt(lat.get('graph_us'), 1, 'us')}, "
                  f"eager {fmt(lat.get('eager_us'), 1, 'us')})",
-                 f"per-kernel overhead {fmt(model.get('overhead_us'), 2, 'us')} "
-                 f"(graph-timed records {fmt(ovh.get('graph_us'), 2, 'us')}, "
-                 f"event-timed {fmt(ovh.get('eager_us'), 2, 'us')})",
+                 f"per-kernel overhead {fitted_us(model, 'overhead_us')} "
+                 f"(graph-timed records {fitted_us(model, 'overhead.graph_us')}, "
+                 f"event-timed {fitted_us(model, 'overhead.eager_us')})",
                  f"overlap exponent p = {'inf (max)' if p is None else fmt(p, 1)}"]
         table.note = "; ".join(parts) + ". Form: " + str(model.get("form", "-"))
     return table
@@ -159,11 +226,13 @@ def gemv_best_table(profile: dict[str, Any]) -> Table:
 
 def interconnect_table(profile: dict[str, Any]) -> Table:
     ic = profile.get("interconnect") or {}
-    table = Table("Interconnect", ["what", "ranks", "bandwidth", "alpha", "link", "source"])
+    status = ceiling_status_by_name(profile)
+    table = Table("Interconnect", ["what", "ranks", "bandwidth", "alpha", "link", "source",
+                                   "status"])
     host = ic.get("host_link_GBps") or {}
     for direction in sorted(k for k, v in host.items() if isinstance(v, (int, float))):
         table.rows.append([f"host link {direction}", "-", fmt(host[direction], 1, "GB/s"), "-",
-                           "PCIe/host", str(host.get("source", "measured"))])
+                           "PCIe/host", str(host.get("source", "measured")), "-"])
     for name, per_world in sorted(ic.items()):
         if name in ("host_link_GBps", "topology") or not isinstance(per_world, dict):
             continue
@@ -172,7 +241,8 @@ def interconnect_table(profile: dict[str, Any]) -> Table:
                 continue
             table.rows.append([name, str(world), fmt(fit.get("busbw_GBps"), 1, "GB/s busbw"),
                                fmt(fit.get("alpha_us"), 1, "us"), str(fit.get("link", "-")),
-                               str(fit.get("source", "-"))])
+                               str(fit.get("source", "-")),
+                               status_text(status.get(f"{name} n={world}"))])
     return table
 
 

@@ -56,6 +56,9 @@ COMPUTE_DTYPE_ALIASES = {"fp8": "fp8_e4m3", "int8": "fp8_e4m3", "int4": "bf16",
                          "fp8_e4m3": "fp8_e4m3fnuz"}
 
 DEFAULT_LATENCY_FLOOR_US = 5.0
+# A fixed cost (overhead, GEMM start-up, floor) below this is not resolved by any timer we
+# use (device events tick at ~0.5 us): a fitted value under it is noise, not a measurement.
+RESOLVABLE_TIME_US = 0.01
 
 
 @dataclass
@@ -106,16 +109,16 @@ class RooflineModel:
         fitted = profile.get("model") or {}
         ceilings = profile.get("ceilings") or {}
         notes: list[str] = []
-        if fitted.get("bandwidth_GBps") and fitted.get("matmul"):
-            matmul = fitted["matmul"]
-            peak = {d: float(p["peak_TFLOPS"]) for d, p in matmul.items() if p.get("peak_TFLOPS")}
+        matmul = fitted.get("matmul") or {}
+        peak = {d: float(p["peak_TFLOPS"]) for d, p in matmul.items() if p.get("peak_TFLOPS")}
+        if fitted.get("bandwidth_GBps") and peak:
             half = {d: float(p.get("flops_half") or 0.0) for d, p in matmul.items()}
             wave = {d: dict(p["wave"]) for d, p in matmul.items() if p.get("wave")}
             p_overlap = fitted.get("overlap_p")
             floor = fitted.get("latency_floor_us")
             return cls(float(fitted["bandwidth_GBps"]), peak, half,
                        float(floor) if floor is not None else DEFAULT_LATENCY_FLOOR_US,
-                       source=fitted.get("source", "measured"),
+                       source=fitted.get("source") or "measured",
                        notes=list(fitted.get("notes") or []),
                        overhead_us=float(fitted.get("overhead_us") or 0.0),
                        overlap_p=float(p_overlap) if p_overlap else None, wave=wave)
@@ -126,10 +129,14 @@ class RooflineModel:
         if not bandwidth or not peak:
             from ridgeline.errors import ProfileError
 
-            raise ProfileError("the profile has no measured bandwidth or matmul ceiling to plan "
-                               "with (run `ridgeline profile --probes hbm,matmul`)")
-        notes.append("no fitted model in the profile: using raw ceilings and a "
-                     f"{DEFAULT_LATENCY_FLOOR_US:g} us floor")
+            missing = " and ".join(what for what, have in (("memory bandwidth", bandwidth),
+                                                           ("matmul", peak)) if not have)
+            raise ProfileError(f"the profile has no {missing} ceiling to plan with (none "
+                               "measured, or stored as null): run `ridgeline profile --probes "
+                               "hbm,matmul`")
+        lacks = ("the fitted model lacks a bandwidth or a matmul peak"
+                 if fitted.get("bandwidth_GBps") or matmul else "no fitted model in the profile")
+        notes.append(f"{lacks}: using raw ceilings and a {DEFAULT_LATENCY_FLOOR_US:g} us floor")
         return cls(float(bandwidth), peak, {}, DEFAULT_LATENCY_FLOOR_US, notes=notes)
 
     def compute_dtype(self, dtype: str) -> str:

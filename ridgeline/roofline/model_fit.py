@@ -33,6 +33,11 @@ What is fitted, and from what:
   and the squared error.
 - fit_error: median and worst |predicted - measured| / measured of the final
   model on its own records, per probe (measured = time_ms_median).
+- undetermined: a fixed cost (an overhead, a GEMM start-up flops_half / peak, a
+  floor taken from the overhead) that the fit drove below RESOLVABLE_TIME_US ran
+  into its numerical floor: the data do not determine it. It is stored as 0, its
+  field path listed in "undetermined" and said in "notes", never kept as 1e-10
+  noise that a report or `compare` would quote.
 
 Run: called by ridgeline.roofline.fit.fit_profile after `ridgeline profile`.
 """
@@ -47,7 +52,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ridgeline.records import fit_ready
-from ridgeline.roofline.model import RooflineModel, wave_factor
+from ridgeline.roofline.model import RESOLVABLE_TIME_US, RooflineModel, wave_factor
 
 GEMV_PLATEAU_MIN_WEIGHT_BYTES = 64e6   # decode weights well past any L2
 GEMV_PLATEAU_MAX_BATCH = 16
@@ -430,18 +435,30 @@ def fit_model(records: list[dict[str, Any]], ceilings: dict[str, Any],
     theta = best["theta"]
     bw_GBps = math.exp(theta[0]) / 1e9 if bw_free else float(bw0)  # held: exactly the ceiling
     has_graph = bool(pts.graph.any())
+    undetermined: list[str] = []
     overhead = {"graph_us": math.exp(theta[1]) * 1e6 if has_graph else None,
                 "eager_us": math.exp(theta[2]) * 1e6 if (~pts.graph).any() else None,
                 "used": "graph" if has_graph else "eager"}
+    for mode in ("graph", "eager"):
+        overhead[f"{mode}_us"] = _resolved(overhead[f"{mode}_us"], f"overhead.{mode}_us",
+                                           undetermined)
     overhead_us = overhead[f"{overhead['used']}_us"]
+    if f"overhead.{overhead['used']}_us" in undetermined:
+        undetermined.append("overhead_us")
     if floor_us is None:  # t = max(overhead, overhead + ...): the same predictions
         floor_us = min(v for v in (overhead["graph_us"], overhead["eager_us"]) if v is not None)
+        if floor_us == 0.0:
+            undetermined.append("latency_floor_us")
     model_matmul: dict[str, Any] = {}
     for j, d in enumerate(dtypes):
         sel = [it for it in items if it["cdtype"] == d]
+        peak_flops = math.exp(theta[3 + 2 * j])
+        # judged as the start-up time it adds (flops_half / peak), the unit the floor is in
+        startup_us = _resolved(math.exp(theta[4 + 2 * j]) / peak_flops * 1e6,
+                               f"matmul.{d}.flops_half", undetermined)
         entry: dict[str, Any] = {
-            "peak_TFLOPS": math.exp(theta[3 + 2 * j]) / 1e12,
-            "flops_half": math.exp(theta[4 + 2 * j]),
+            "peak_TFLOPS": peak_flops / 1e12,
+            "flops_half": startup_us * 1e-6 * peak_flops,
             "best_measured_TFLOPS": max(it["flops"] / it["time_s"] for it in sel) / 1e12,
             "n_records": {p: sum(1 for it in sel if it["probe"] == p) for p in ("matmul", "gemv")},
             "datasheet_TFLOPS": _datasheet_peak(datasheet, d),
@@ -489,5 +506,18 @@ def fit_model(records: list[dict[str, Any]], ceilings: dict[str, Any],
         notes.append(f"fit error above target (median <= {TARGET_MEDIAN:.0%}, worst <= "
                      f"{TARGET_WORST:.0%}): the model reproduces its own records only roughly")
     out["gemv_best_provider"] = gemv_table
+    out["undetermined"] = undetermined
+    if undetermined:
+        notes.append(f"not determined by the data (the fit ran to its floor, below "
+                     f"{RESOLVABLE_TIME_US:g} us): {', '.join(undetermined)}; stored as 0")
     out["notes"] = notes
     return out
+
+
+def _resolved(value_us: float | None, name: str, undetermined: list[str]) -> float | None:
+    """A fitted fixed cost, or 0.0 (and `name` listed) when it is below what a timer resolves:
+    the least-squares ran it to its numerical floor, the data did not determine it."""
+    if value_us is None or value_us >= RESOLVABLE_TIME_US:
+        return value_us
+    undetermined.append(name)
+    return 0.0

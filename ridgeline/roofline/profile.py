@@ -22,8 +22,9 @@ Layout (schema_version 1); units are in key names:
       "records": [...every record...]
     }
 
-`load_profile` validates this and gives one clear error for a malformed file
-or one from a newer schema.
+`load_profile` validates this (structure and every value the planner and the
+reports read: roofline.profile_checks) and gives one clear error for a malformed
+file, one from a newer schema, or the records.partial.jsonl of an interrupted run.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from typing import Any
 
 from ridgeline import METHOD_VERSION, SCHEMA_VERSION, __version__
 from ridgeline.errors import ProfileError
+from ridgeline.roofline.profile_checks import check_values
 
 PROFILE_KIND = "ridgeline-profile"
 
@@ -130,42 +132,38 @@ def _require(cond: bool, where: str, what: str) -> None:
         raise ProfileError(f"malformed profile ({where}): {what}")
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def validate_profile(data: Any, where: str = "profile") -> dict[str, Any]:
-    """Check the schema; raise ProfileError with one clear sentence on the first problem."""
+    """Check the header, then every value (roofline.profile_checks); raise ProfileError with
+    one clear sentence, naming the field, on the first problem."""
     _require(isinstance(data, dict), where, "top level is not a JSON object")
     _require(data.get("kind") == PROFILE_KIND, where,
              f"'kind' is {data.get('kind')!r}, expected {PROFILE_KIND!r}")
     version = data.get("schema_version")
-    _require(isinstance(version, int), where, "'schema_version' missing or not an integer")
+    _require(isinstance(version, int) and not isinstance(version, bool), where,
+             "'schema_version' missing or not an integer")
     if version > SCHEMA_VERSION:
         raise ProfileError(f"{where} has schema_version {version}, newer than this ridgeline "
                            f"({__version__}) reads ({SCHEMA_VERSION}): upgrade ridgeline")
     _require(version >= 1, where, f"schema_version {version} is not valid")
-    prov = data.get("provenance")
-    _require(isinstance(prov, dict), where, "'provenance' missing")
-    dev = prov.get("device")
-    _require(isinstance(dev, dict) and isinstance(dev.get("name"), str), where,
-             "'provenance.device.name' missing")
-    _require(_is_number(dev.get("memory_bytes")), where, "'provenance.device.memory_bytes' missing")
-    ceilings = data.get("ceilings")
-    _require(isinstance(ceilings, dict), where, "'ceilings' missing")
-    for key in ("memory_bandwidth_GBps", "matmul_TFLOPS"):
-        table = ceilings.get(key)
-        _require(isinstance(table, dict), where, f"'ceilings.{key}' missing")
-        for name, value in table.items():
-            _require(value is None or (_is_number(value) and value >= 0), where,
-                     f"'ceilings.{key}.{name}' is not a non-negative number")
-    for key in ("model", "interconnect"):
-        _require(isinstance(data.get(key, {}), dict), where, f"'{key}' is not an object")
-    _require(data.get("datasheet") is None or isinstance(data["datasheet"], dict), where,
-             "'datasheet' is not an object")
-    _require(isinstance(data.get("records", []), list), where, "'records' is not a list")
-    _require(isinstance(data.get("complete"), bool), where, "'complete' missing")
+    check_values(data, where)
     return data
+
+
+def _partial_records_error(path: Path) -> ProfileError:
+    return ProfileError(f"{path} holds the partial records of an interrupted run (JSON lines), "
+                        f"not a profile: run `ridgeline profile --resume {path.parent}` "
+                        "to finish it")
+
+
+def _is_json_lines(text: str) -> bool:
+    """Several JSON objects, one per line: what the runner appends while it measures."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if len(lines) < 2:
+        return False
+    try:
+        return all(isinstance(json.loads(ln), dict) for ln in lines[:2])
+    except json.JSONDecodeError:
+        return False
 
 
 def load_profile(path: str | Path) -> dict[str, Any]:
@@ -175,12 +173,22 @@ def load_profile(path: str | Path) -> dict[str, Any]:
         text = path.read_text()
     except FileNotFoundError:
         raise ProfileError(f"profile not found: {path}") from None
+    except IsADirectoryError:
+        raise ProfileError(f"{path} is a folder: give its profile.json") from None
+    except UnicodeDecodeError:
+        raise ProfileError(f"{path} is not a text file (not a profile)") from None
     except OSError as exc:
         raise ProfileError(f"cannot read profile {path}: {exc.strerror}") from None
+    if path.name.endswith(".jsonl") or _is_json_lines(text):
+        raise _partial_records_error(path)
+    if not text.strip():
+        raise ProfileError(f"{path} is empty (a run killed while writing it?)")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ProfileError(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except RecursionError:
+        raise ProfileError(f"{path} nests too deeply to be a profile") from None
     return validate_profile(data, where=str(path))
 
 

@@ -63,7 +63,7 @@ _OPTIONS: list[tuple[str, Any, Any, str]] = [
     ("breaker_fraction", float, 0.85, "circuit breaker at this share of the safe queue depth"),
     ("max_queue_wait", float, None, "max queue wait, s (default: TTFT SLO - service time)"),
 ]
-_FLAGS = ("compare_datasheet",)
+_FLAGS = ("compare_datasheet", "allow_unverified")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -75,13 +75,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help=help_text + shown.replace("%", "%%"))
     p.add_argument("--compare-datasheet", dest="compare_datasheet", action="store_true",
                    default=None, help="also plan on the GPU's datasheet and print the differences")
+    p.add_argument("--allow-unverified", dest="allow_unverified", action="store_true",
+                   default=None, help="plan on a --profile whose ceilings are not all verified "
+                   "(no plateau, noisy), with a warning naming them; refused otherwise")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
 
 
 def _values(args: argparse.Namespace) -> dict[str, Any]:
     known = {d for d, *_ in _OPTIONS} | set(_FLAGS)
     values: dict[str, Any] = {d: default for d, _, default, _ in _OPTIONS}
-    values["compare_datasheet"] = False
+    values.update({flag: False for flag in _FLAGS})
     if getattr(args, "workload", None):
         from ridgeline.sizing.workload import load_workload_file
 
@@ -128,7 +131,8 @@ def build(values: dict[str, Any]):
     if values.get("profile"):
         from ridgeline.roofline.profile import load_profile
 
-        hw = hardware_from_profile(load_profile(values["profile"]), source="measured")
+        hw = hardware_from_profile(load_profile(values["profile"]), source="measured",
+                                   refuse_untrusted=not values["allow_unverified"])
     elif values.get("gpu"):
         hw = hardware_from_gpu_name(values["gpu"])
     else:

@@ -5,6 +5,11 @@
                                               # datasheet entry ("datasheet"), labelled as such
     hw_ds = datasheet_hardware_for(hw)        # the same GPU's datasheet, for --compare-datasheet
 
+A measured ceiling that is not verified (roofline.trust: no plateau, too few
+points, noisy) is named in `Hardware.warnings`; `ridgeline plan --profile`
+refuses it unless --allow-unverified (`refuse_untrusted`). Datasheet profiles
+record no status and are never refused.
+
 A datasheet has no launch latency, no achieved bandwidth and no collective
 timings; the stand-ins used for them are listed in `Hardware.notes` so every
 output that uses them can say so:
@@ -26,6 +31,7 @@ from typing import Any
 from ridgeline import datasheets
 from ridgeline.errors import RidgelineError
 from ridgeline.roofline.model import DEFAULT_LATENCY_FLOOR_US, RooflineModel
+from ridgeline.roofline.trust import CeilingStatus, describe, untrusted_ceilings
 
 SOURCES = ("measured", "reference", "datasheet")
 DATASHEET_ALLREDUCE_ALPHA_US = 10.0
@@ -57,12 +63,33 @@ class Hardware:
                 "notes": list(self.notes), "warnings": list(self.warnings)}
 
 
-def hardware_from_profile(profile: dict, source: str = "measured") -> Hardware:
-    """Hardware from a loaded profile dict (see ridgeline.roofline.profile)."""
+def untrusted_ceiling_text(profile: dict) -> str | None:
+    """'copy bandwidth unverified: <reason>; bf16 matmul noisy' for the ceilings of a profile
+    that are not verified (roofline.trust); None when all are (or none is recorded: datasheet)."""
+    groups: dict[tuple[str, str | None], list[str]] = {}
+    for c in untrusted_ceilings(profile):
+        groups.setdefault((c.status, c.reason), []).append(c.name)
+    # one describe() line per ceiling, ceilings sharing a status and reason named together
+    return "; ".join(describe(CeilingStatus(", ".join(names), None, "", status, reason, {}))
+                     for (status, reason), names in groups.items()) or None
+
+
+def hardware_from_profile(profile: dict, source: str = "measured", *,
+                          refuse_untrusted: bool = False) -> Hardware:
+    """Hardware from a loaded profile dict (see ridgeline.roofline.profile).
+
+    Ceilings that are not verified (roofline.trust) are named in `warnings`; with
+    `refuse_untrusted` (what `ridgeline plan --profile` does without --allow-unverified)
+    they are a RidgelineError instead."""
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}")
     from ridgeline.roofline.profile import device_memory_bytes, device_name
 
+    untrusted = untrusted_ceiling_text(profile)
+    if untrusted and refuse_untrusted:
+        raise RidgelineError(f"the profile has ceilings that are not verified ({untrusted}): "
+                             "re-measure them (`ridgeline profile`), or pass --allow-unverified "
+                             "to plan with them anyway")
     model = RooflineModel.from_profile(profile)
     if source == "datasheet":
         model.source = "datasheet"
@@ -80,6 +107,8 @@ def hardware_from_profile(profile: dict, source: str = "measured") -> Hardware:
         if not (profile.get("model") or {}).get("bandwidth_GBps"):
             hw.warnings.append("the profile has no fitted roofline model: planning from raw "
                                "ceilings")
+        if untrusted:
+            hw.warnings.append(f"planning with ceilings that are not verified: {untrusted}")
     return hw
 
 
