@@ -96,6 +96,18 @@ def host_available_bytes() -> int | None:
     return None
 
 
+def free_memory_bytes(device: DeviceInfo) -> int:
+    """Memory a new allocation can use now. CPU: MemAvailable (half the RAM when unknown);
+    GPU: the driver's free memory plus the blocks torch's allocator holds unused."""
+    if device.kind == "cpu":
+        return host_available_bytes() or int(device.memory_bytes // 2)
+    import torch
+
+    free, _total = torch.cuda.mem_get_info(device.index)
+    cached = torch.cuda.memory_reserved(device.index) - torch.cuda.memory_allocated(device.index)
+    return int(free + max(cached, 0))
+
+
 def _cpu_memory_bytes() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

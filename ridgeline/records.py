@@ -13,7 +13,7 @@ reason) or "failed" (an error, with its one-line reason).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 if TYPE_CHECKING:  # records are read by reports, which must not load the timing code
     from ridgeline.timing import Timing
@@ -74,6 +74,21 @@ def fit_ready(records: Iterable[dict[str, Any]], probe: str | None = None) -> li
     """Records the fitter may use: measured and validated (an unvalidated one never is)."""
     return [r for r in records
             if r.get("status") == "ok" and r.get("validated") and (probe is None or r["probe"] == probe)]
+
+
+def gemv_case_key(r: dict[str, Any]) -> tuple:
+    """(dtype, batch, K, N): the providers of one decode GEMV case share it."""
+    return (r["dtype"], int(r.get("batch") or r.get("m") or 1), int(r["k"]), int(r["n"]))
+
+
+def fastest_per_case(records: Iterable[dict[str, Any]], probe: str,
+                     key: Callable[[dict[str, Any]], tuple]) -> dict[tuple, list[dict[str, Any]]]:
+    """Fit-ready timed records of a probe grouped by case, fastest first (best provider first)."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in fit_ready(records, probe):
+        if r.get("time_ms_median"):
+            groups.setdefault(key(r), []).append(r)
+    return {k: sorted(v, key=lambda r: r["time_ms_median"]) for k, v in sorted(groups.items())}
 
 
 def to_dataframe(records: list[dict[str, Any]]):

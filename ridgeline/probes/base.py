@@ -56,15 +56,10 @@ class ProbeContext:
         return torch_device(self.device)
 
     def free_memory_bytes(self) -> int:
-        """Memory a probe may allocate now (GPU: free per the driver; CPU: available RAM)."""
-        if self.device.kind == "cpu":
-            from ridgeline.device import host_available_bytes
+        """Memory a probe may allocate now (see ridgeline.device.free_memory_bytes)."""
+        from ridgeline.device import free_memory_bytes
 
-            return host_available_bytes() or self.device.memory_bytes // 2
-        import torch
-
-        free, _total = torch.cuda.mem_get_info(self.device.index)
-        return int(free)
+        return free_memory_bytes(self.device)
 
 
 class Probe(ABC):

@@ -20,7 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ridgeline.records import fit_ready
+from ridgeline.records import fastest_per_case, fit_ready, gemv_case_key
 
 DTYPE_COLORS = {"fp32": "tab:gray", "tf32": "tab:brown", "fp16": "tab:orange", "bf16": "tab:blue",
                 "fp8_e4m3": "tab:red", "fp8_e4m3fnuz": "tab:red", "int8": "tab:purple"}
@@ -127,14 +127,7 @@ def _moved(rec: dict[str, Any]) -> float:
 
 def best_gemv(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Fastest validated gemv record per (dtype, batch, K, N)."""
-    best: dict[tuple, dict[str, Any]] = {}
-    for r in fit_ready(records, "gemv"):
-        if not r.get("time_ms_median"):
-            continue
-        key = (r["dtype"], r.get("batch") or r.get("m"), r.get("k"), r.get("n"))
-        if key not in best or r["time_ms_median"] < best[key]["time_ms_median"]:
-            best[key] = r
-    return list(best.values())
+    return [recs[0] for recs in fastest_per_case(records, "gemv", gemv_case_key).values()]
 
 
 def _draw_roofs(ax, x, bw: float, peaks: dict[str, float], *, label,

@@ -46,12 +46,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections import defaultdict
 from typing import Any, Callable
 
 import numpy as np
 
-from ridgeline.records import fit_ready
+from ridgeline.records import fastest_per_case, fit_ready, gemv_case_key
 from ridgeline.roofline.model import RESOLVABLE_TIME_US, RooflineModel, wave_factor
 
 GEMV_PLATEAU_MIN_WEIGHT_BYTES = 64e6   # decode weights well past any L2
@@ -100,28 +99,18 @@ def fit_latency(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _hbm_read_GBps(records: list[dict[str, Any]], ceilings: dict[str, Any]) -> float | None:
+    # the ceilings hold the one plateau rule (roofline.ceilings); never a second one here
     table = (ceilings or {}).get("memory_bandwidth_GBps") or {}
-    if table.get("read"):
-        return float(table["read"])
-    reads = [r for r in fit_ready(records, "hbm") if r.get("kernel") == "read" and r.get("bw_GBps")]
-    if not reads:
-        return float(table["copy"]) if table.get("copy") else None
-    # plateau: the largest working sets (past the caches), median of their rates
-    reads.sort(key=lambda r: r.get("size_bytes") or 0)
-    top = reads[-max(1, len(reads) // 4):]
-    return float(np.median([r["bw_GBps"] for r in top]))
+    for kernel in ("read", "copy"):
+        if table.get(kernel):
+            return float(table[kernel])
+    return None
 
 
 def gemv_best(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Best provider per gemv (dtype, batch, K, N), with the runner-up's slowdown."""
-    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    for r in fit_ready(records, "gemv"):
-        if r.get("time_ms_median"):
-            key = (r["dtype"], int(r.get("batch") or r.get("m") or 1), int(r["k"]), int(r["n"]))
-            groups[key].append(r)
     rows = []
-    for (dtype, batch, k, n), recs in sorted(groups.items()):
-        recs = sorted(recs, key=lambda r: r["time_ms_median"])
+    for (dtype, batch, k, n), recs in fastest_per_case(records, "gemv", gemv_case_key).items():
         best = recs[0]
         rows.append({
             "dtype": dtype, "batch": batch, "k": k, "n": n,

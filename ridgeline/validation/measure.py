@@ -113,20 +113,9 @@ def scale_to_depth(step_s: float, head_s: float, layers_measured: int, layers_to
     return head_s + max(step_s - head_s, 0.0) * layers_total / layers_measured
 
 
-def free_memory_bytes(device) -> int:
-    """Memory a new allocation can use now: the driver's free memory plus torch's cached blocks."""
-    if device.kind == "cpu":
-        from ridgeline.device import host_available_bytes
-
-        return host_available_bytes() or int(device.memory_bytes // 2)
-    import torch
-
-    free, _ = torch.cuda.mem_get_info(device.index)
-    cached = torch.cuda.memory_reserved(device.index) - torch.cuda.memory_allocated(device.index)
-    return int(free + max(cached, 0))
-
-
 def memory_budget(device, timer_flush_bytes: int = 0) -> int:
+    from ridgeline.device import free_memory_bytes
+
     return int(free_memory_bytes(device) * MEMORY_SAFETY - MEMORY_RESERVE_BYTES - timer_flush_bytes)
 
 
