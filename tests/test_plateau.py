@@ -270,3 +270,24 @@ def test_an_idle_window_shows_little_other_load():
     meter.start()
     time.sleep(0.3)
     assert "host_other_cpu_pct" in meter.read()
+
+
+# ------------------------------------------------------------------ a partial sweep is never planned
+
+def test_an_interrupt_during_the_first_sizes_gives_no_ceiling_the_planner_accepts(tmp_path,
+                                                                                   capsys):
+    from ridgeline.cli import main
+
+    opts = {"hbm": {"providers": ["torch"], "kernels": ["read", "copy"]},
+            "matmul": {"dtypes": ["fp32"], "shapes": [("square", 64, 64, 64),
+                                                      ("square", 96, 96, 96)]}}
+    # quick sweep: 1 cache-resident size, then the plateau floor: stop after the second read size
+    profile = run_profile(_device(REPORTED), ["hbm", "matmul"], quick=True, out_dir=tmp_path,
+                          timer=InterruptAfter(2), options=opts, versions={},
+                          write_report=False)
+    read = profile["ceilings"]["memory_bandwidth_detail"]["read"]
+    assert profile["complete"] is False and read["status"] == UNVERIFIED
+    assert main(["plan", "--model", "llama-3.1-8b", "--input-p95", "1024", "--output-p95", "256",
+                 "--profile", str(tmp_path / "profile.json")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "read bandwidth unverified" in err[0], err
