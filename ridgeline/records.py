@@ -103,6 +103,6 @@ def to_dataframe(records: list[dict[str, Any]]):
 
 
 def write_csv(records: list[dict[str, Any]], path: str | Path) -> Path:
-    path = Path(path)
-    to_dataframe(records).to_csv(path, index=False)
-    return path
+    from ridgeline.outputs import atomic_write_text
+
+    return atomic_write_text(Path(path), to_dataframe(records).to_csv(index=False))

@@ -26,6 +26,8 @@ from ridgeline.device import DeviceInfo
 from ridgeline.errors import Waived
 from ridgeline.probes import get_probe
 from ridgeline.contention import ContentionMeter
+from ridgeline.outputs import atomic_write_text
+from ridgeline.partial import PARTIAL_NAME, partial_header
 from ridgeline.probes.base import Case, ProbeContext
 from ridgeline.records import fit_ready, waived_record, write_csv
 from ridgeline.roofline.fit import fit_profile
@@ -54,18 +56,8 @@ def _release_memory(device: DeviceInfo) -> None:
         torch.cuda.empty_cache()
 
 
-PARTIAL_KIND = "ridgeline-partial"
-PARTIAL_NAME = "records.partial.jsonl"
 # Rounds of `Probe.more_cases` per probe: bounds an adaptive sweep that never settles.
 MAX_ADAPTIVE_ROUNDS = 12
-
-
-def partial_header(device: DeviceInfo, probe_names: list[str], quick: bool,
-                   options: dict[str, Any], command_line: list[str] | None) -> dict[str, Any]:
-    """First line of records.partial.jsonl: what `--resume` needs to continue the run."""
-    return {"kind": PARTIAL_KIND, "device_id": device.id, "device_name": device.name,
-            "probes": list(probe_names), "quick": quick, "options": options,
-            "command_line": list(command_line or [])}
 
 
 def case_matches(case: Case, probe_name: str, rec: dict[str, Any]) -> bool:
@@ -106,15 +98,18 @@ def run_profile(
         profile["datasheet"] = {"label": "vendor datasheet (not measured)", **sheet}
     timer = timer or make_timer(device)
     partial_path = out / PARTIAL_NAME
-    partial_path.write_text(json.dumps(partial_header(device, probe_names, quick, options,
-                                                      command_line)) + "\n")
-    records: list[dict[str, Any]] = []
     earlier = [r for r in (resume_records or []) if r.get("status") != "failed"]
+    # the log holds every kept record from the start: a resumed run killed again loses nothing
+    header = partial_header(device.id, device.name, probe_names, quick, options, command_line)
+    atomic_write_text(partial_path, "".join(json.dumps(json_safe(r), default=str) + "\n"
+                                            for r in [header, *earlier]))
+    records: list[dict[str, Any]] = []
 
-    def keep(rec: dict[str, Any]) -> None:
+    def keep(rec: dict[str, Any], logged: bool = False) -> None:
         records.append(rec)
-        with partial_path.open("a") as fh:
-            fh.write(json.dumps(json_safe(rec), default=str) + "\n")
+        if not logged:
+            with partial_path.open("a") as fh:
+                fh.write(json.dumps(json_safe(rec), default=str) + "\n")
 
     sampler = Sampler(device)
     meter = ContentionMeter(device)
@@ -145,7 +140,7 @@ def run_profile(
         done_before = [r for r in earlier if case_matches(case, probe.name, r)]
         if done_before:
             for rec in done_before:
-                keep(rec)
+                keep(rec, logged=True)
             progress["resumed"] += 1
             return
         if on_progress:
@@ -189,6 +184,8 @@ def run_profile(
         sampler.stop()
     if on_progress:
         on_progress("fitting", progress["done"], progress["total"])
+    kept = {id(r) for r in records}
+    records.extend(r for r in earlier if id(r) not in kept)  # resumed, not reached again: kept
 
     profile["records"] = records
     for rec in records:
@@ -243,6 +240,7 @@ def _judge(profile: dict[str, Any], records: list[dict[str, Any]], ran: list[str
         missing.insert(0, f"interrupted by the user after {progress['done']} of "
                           f"{progress['total']} cases")
     profile["unusable_probes"] = unusable
+    profile["interrupted"] = interrupted
     profile["complete"] = not missing
     profile["incomplete_reason"] = "; ".join(missing) if missing else None
     if missing and not interrupted:

@@ -13,7 +13,8 @@ from ridgeline.device import cpu_device
 from ridgeline.roofline.ceilings import fit_ceilings
 from ridgeline.roofline.plateau import find_plateau
 from ridgeline.roofline.trust import NOISY, UNVERIFIED, VERIFIED, untrusted_ceilings
-from ridgeline.runner import PARTIAL_KIND, run_profile
+from ridgeline.partial import PARTIAL_KIND
+from ridgeline.runner import run_profile
 from ridgeline.timing import FakeTimer, Timer, Timing
 
 MiB = 2**20

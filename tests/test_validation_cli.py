@@ -176,3 +176,93 @@ def test_layers_cap_scales_to_the_full_depth(profile_path, tmp_path):
     head = p["timing_head"]["time_ms_median"] * 1e-3
     assert p["scaled"] and p["layers_measured"] == 1
     assert p["measured_s"] == pytest.approx(head + max(step - head, 0.0) * 2, rel=1e-12)
+
+
+# ---------------------------------------------------------------- -o never loses data
+
+FP8_WAIVED = [*FAST, "--weights", "fp8", "--batch", "1", "--context", "5", "--prefill", "none"]
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ridgeline validate: error:"), err
+    return err[0]
+
+
+@pytest.fixture
+def nothing_measured(monkeypatch):
+    def measured(*a, **k):
+        raise AssertionError("measured before the output folder was checked")
+
+    monkeypatch.setattr("ridgeline.device.get_device", measured)
+    monkeypatch.setattr("ridgeline.validation.cli.measure_points", measured)
+
+
+def test_output_file_is_one_line_before_measuring(profile_path, tmp_path, capsys,
+                                                  nothing_measured):
+    target = tmp_path / "results.json"
+    target.write_text("mine")
+    rc = main(["validate", *FAST, "--profile", str(profile_path), "-o", str(target)])
+    assert rc == 2 and "is a file; -o takes a folder" in error_line(capsys)
+    assert target.read_text() == "mine"
+    rc = main(["validate", *FAST, "--profile", str(profile_path), "-o", str(target / "sub")])
+    assert rc == 2 and "Not a directory" in error_line(capsys)
+
+
+def test_a_validation_is_not_replaced_without_force(profile_path, tmp_path, capsys,
+                                                    nothing_measured):
+    (tmp_path / "validation.json").write_text(json.dumps(
+        {"kind": "ridgeline-validation", "model": "tiny",
+         "provenance": {"timestamp_utc": "2020-01-01T00:00:00+00:00"}}))
+    rc = main(["validate", *FAST, "--profile", str(profile_path), "-o", str(tmp_path)])
+    line = error_line(capsys)
+    assert rc == 2 and "already holds a validation" in line and "2020-01-01" in line
+    assert "--force" in line
+
+
+def test_force_replaces_the_validation_and_only_it(tmp_path, capsys):
+    profile = cpu_profile(tmp_path / "profile.json")  # validate beside its own profile
+    before = profile.read_text()
+    for name, text in (("validation.json", "{}"), ("validation.png", "stale plot"),
+                       ("notes.txt", "mine")):
+        (tmp_path / name).write_text(text)
+    rc = main(["validate", *FP8_WAIVED, "--profile", str(profile), "-o", str(tmp_path), "--force"])
+    assert rc == 0
+    data = json.loads((tmp_path / "validation.json").read_text())
+    assert data["kind"] == "ridgeline-validation" and data["points"] == []
+    # the waived run draws no plot: the old one must not sit beside the new result
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [".ridgeline.lock", "notes.txt", "profile.json", "validation.json", "validation.md"])
+    assert profile.read_text() == before
+
+
+def test_a_full_disk_keeps_the_old_validation_and_is_one_line(profile_path, tmp_path, capsys,
+                                                               monkeypatch):
+    import errno
+    import os
+
+    from ridgeline import outputs
+
+    (tmp_path / "validation.json").write_text('{"old": true}')
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(outputs, "_write_all", full)
+    rc = main(["validate", *FP8_WAIVED, "--profile", str(profile_path), "-o", str(tmp_path),
+               "--force"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (f"ridgeline validate: error: cannot write "
+                                            f"{tmp_path / 'validation.json'}: "
+                                            "No space left on device")
+    assert (tmp_path / "validation.json").read_text() == '{"old": true}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ridgeline.lock", "validation.json"]
+
+
+def test_a_folder_in_use_is_refused(profile_path, tmp_path, capsys, nothing_measured):
+    from ridgeline.outputs import prepare_output_dir
+
+    with prepare_output_dir(tmp_path, force=False, what="profile"):  # a profile run, mid-sweep
+        rc = main(["validate", *FAST, "--profile", str(profile_path), "-o", str(tmp_path)])
+    assert rc == 2 and "in use by another ridgeline run" in error_line(capsys)

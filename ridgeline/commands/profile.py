@@ -1,18 +1,31 @@
 """Measure a device and write DIR/profile.json, DIR/records.csv and the report.
 
     ridgeline profile [--device cuda:0|cpu] [--quick] [--probes hbm,matmul] [-o DIR] [--no-report]
+                      [--force]
+    ridgeline profile --resume DIR
 
-Profiles the first GPU, or the CPU when there is none (and says so). Ctrl-C
-keeps every finished case: the profile is written marked incomplete.
+Profiles the first GPU, or the CPU when there is none (and says so). The output
+folder is checked and locked before the device is touched: one holding a
+profile is refused unless --force. Ctrl-C keeps every finished case: the
+profile is written marked incomplete; a killed run leaves
+DIR/records.partial.jsonl. `--resume DIR` continues either with the run's own
+device, probes and sweep, measuring only the cases not yet measured.
+
+Exit status: 0 complete; 130 interrupted; 1 incomplete for another reason (a
+failed case, a probe that produced no usable record); 2 bad input.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
+from ridgeline.errors import RidgelineError
 from ridgeline.probes import DEFAULT_PROBES, REGISTRY
+
+DEFAULT_OUTPUT = "ridgeline-out"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,98 +35,200 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probes", default=None,
                    help=f"comma-separated probes (default: {','.join(DEFAULT_PROBES)}; "
                         f"known: {','.join(REGISTRY)})")
-    p.add_argument("-o", "--output", default="ridgeline-out", metavar="DIR",
-                   help="output folder (default ./ridgeline-out)")
+    p.add_argument("-o", "--output", default=None, metavar="DIR",
+                   help=f"output folder (default ./{DEFAULT_OUTPUT})")
     p.add_argument("--no-report", action="store_true", help="skip report.html/report.md")
+    p.add_argument("--force", action="store_true",
+                   help="replace a profile already in DIR (its records, report, figures and "
+                        "validation are removed; other files are kept)")
+    p.add_argument("--resume", default=None, metavar="DIR",
+                   help="continue the killed or interrupted run in DIR: same device, probes and "
+                        "sweep; only the cases not yet measured are run")
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ridgeline.device import get_device
-    from ridgeline.probes import parse_probe_list
-    from ridgeline.runner import run_profile
+    from ridgeline.outputs import prepare_output_dir
 
     console = Console(stderr=True)
+    if args.resume is not None:
+        return _resume(args, console)
+    from ridgeline.device import get_device
+    from ridgeline.probes import parse_probe_list
+
     probes = parse_probe_list(args.probes)
-    device = get_device(args.device)
-    if args.device is None and device.kind == "cpu":
-        console.print("[yellow]no GPU visible to torch: profiling the CPU[/yellow]")
-    console.print(f"profiling [bold]{device.name}[/bold] ({device.id}); probes: {', '.join(probes)}"
-                  + (" (quick)" if args.quick else ""))
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:
-        task = progress.add_task("planning", total=None)
+    folder = Path(args.output or DEFAULT_OUTPUT)
+    # the folder first: a refused -o costs nothing, not minutes of measuring
+    with prepare_output_dir(folder, force=args.force, what="profile") as out:
+        for note in out.notes:
+            console.print(f"[yellow]warning: {note}[/yellow]")
+        device = get_device(args.device)
+        if args.device is None and device.kind == "cpu":
+            console.print("[yellow]no GPU visible to torch: profiling the CPU[/yellow]")
+        console.print(f"profiling [bold]{device.name}[/bold] ({device.id}); probes: "
+                      f"{', '.join(probes)}" + (" (quick)" if args.quick else ""))
+        _say_removed(out.clear(), console)
+        profile = _measure(device, probes, folder, console, quick=args.quick,
+                           write_report=not args.no_report)
+        return _finish(profile, folder, console, write_report=not args.no_report)
 
-        def on_progress(label: str, done: int, total: int) -> None:
-            progress.update(task, description=label[:60], completed=done, total=total)
 
-        profile = run_profile(device, probes, quick=args.quick, out_dir=args.output,
-                              command_line=["ridgeline", *sys.argv[1:]], on_progress=on_progress,
-                              write_report=not args.no_report)
+def _resume(args: argparse.Namespace, console) -> int:
+    from ridgeline.outputs import PROTECTED, prepare_output_dir
+    from ridgeline.partial import load_resume
+
+    folder = Path(args.resume)
+    if args.output is not None and Path(args.output).resolve() != folder.resolve():
+        raise RidgelineError(f"--resume {folder} writes into {folder} itself; drop -o")
+    if args.force:
+        raise RidgelineError("--resume keeps the measured records; --force would discard them: "
+                             "use one or the other")
+    with prepare_output_dir(folder, force=False, what="profile", resume=True) as out:
+        state = load_resume(folder)  # read under the lock: no writer is appending now
+        if state.complete:
+            console.print(f"{_esc(folder)}/profile.json is complete: nothing to resume")
+            return 0
+        device, probes, quick = _resume_settings(state, args, console)
+        kept = [r for r in state.records if r.get("status") != "failed"]
+        console.print(f"resuming {_esc(folder)} on [bold]{_esc(device.name)}[/bold] ({device.id}); probes: "
+                      f"{', '.join(probes)}" + (" (quick)" if quick else "")
+                      + f"; {len(kept)} record(s) kept from {_esc(state.source.name)}"
+                      + (f", {len(state.records) - len(kept)} failed case(s) to retry"
+                         if len(kept) < len(state.records) else "")
+                      + (f", {state.skipped_lines} unreadable line(s) skipped (cut off when the "
+                         "run was killed)" if state.skipped_lines else ""))
+        _say_removed(out.clear(keep=PROTECTED), console)
+        profile = _measure(device, probes, folder, console, quick=quick,
+                           write_report=not args.no_report, options=state.options,
+                           command_line=state.command_line, resume_records=state.records)
+        return _finish(profile, folder, console, write_report=not args.no_report)
+
+
+def _resume_settings(state, args: argparse.Namespace, console):
+    """(device, probes, quick) of the run being continued; the flags may only repeat them."""
+    from ridgeline.device import get_device
+    from ridgeline.probes import parse_probe_list
+
+    where = f"the run in {state.folder}"
+    if state.probes is None:  # an older record log without a header: the flags must say
+        if args.probes is None:  # never guess: the default sweep is the longest one
+            raise RidgelineError(f"{state.source} does not record its settings (an older "
+                                 "ridgeline wrote it): give the run's --probes, and its --device "
+                                 "and --quick, with --resume")
+        console.print(f"[yellow]{_esc(state.source)} does not record its settings: resuming with "
+                      "this command line's --device, --probes and --quick[/yellow]")
+    given = parse_probe_list(args.probes) if args.probes is not None else None
+    if given is not None and state.probes is not None and given != list(state.probes):
+        raise RidgelineError(f"{where} measured --probes {','.join(state.probes)}; --resume "
+                             "continues that sweep: drop --probes")
+    probes = list(state.probes) if state.probes is not None else \
+        (given or parse_probe_list(None))
+    if args.quick and state.quick is False:
+        raise RidgelineError(f"{where} is a full sweep; --resume continues it: drop --quick")
+    quick = bool(state.quick) if state.quick is not None else bool(args.quick)
+    device = get_device(args.device if args.device is not None else state.device_id)
+    if state.device_id is not None and device.id != state.device_id:
+        raise RidgelineError(f"{where} measured {state.device_id}; --resume continues it there: "
+                             "drop --device")
+    if state.device_name and device.name != state.device_name:
+        raise RidgelineError(f"{where} measured {state.device_name!r}, but {device.id} here is "
+                             f"{device.name!r}: resume it on the machine that started it")
+    return device, probes, quick
+
+
+def _measure(device, probes: list[str], folder: Path, console, *, quick: bool,
+             write_report: bool, options: dict[str, Any] | None = None,
+             command_line: list[str] | None = None,
+             resume_records: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """run_profile under a progress bar; an OSError while writing becomes one line."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ridgeline.outputs import OutputError
+    from ridgeline.partial import PARTIAL_NAME
+    from ridgeline.runner import run_profile
+
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console, transient=True) as progress:
+            task = progress.add_task("planning", total=None)
+
+            def on_progress(label: str, done: int, total: int) -> None:
+                progress.update(task, description=label[:60], completed=done, total=total)
+
+            return run_profile(device, probes, quick=quick, out_dir=folder, options=options,
+                               command_line=command_line or ["ridgeline", *sys.argv[1:]],
+                               on_progress=on_progress, write_report=write_report,
+                               resume_records=resume_records)
+    except OSError as exc:  # a full disk or a folder gone read-only mid-run
+        partial = folder / PARTIAL_NAME
+        kept = (f"; what was measured is in {partial}: make room, then run "
+                f"`ridgeline profile --resume {folder}`"
+                if partial.is_file() and partial.stat().st_size else "")
+        raise OutputError(f"cannot write {exc.filename or folder}: {exc.strerror or exc}{kept}") \
+            from None
+
+
+def _esc(text: object) -> str:
+    """A path or name printed through rich: '[' in it must not read as markup."""
+    from rich.markup import escape
+
+    return escape(str(text))
+
+
+def _say_removed(removed: list[Path], console) -> None:
+    if removed:
+        console.print(f"removed the old {_esc(', '.join(p.name for p in removed))} from "
+                      f"{_esc(removed[0].parent)}")
+
+
+def interrupted(profile: dict[str, Any]) -> bool:
+    """Stopped by the user (Ctrl-C), as against incomplete for another reason."""
+    if isinstance(profile.get("interrupted"), bool):
+        return profile["interrupted"]
+    return str(profile.get("incomplete_reason") or "").startswith("interrupted")
+
+
+def exit_status(profile: dict[str, Any]) -> int:
+    """0 complete; 130 interrupted; 1 incomplete otherwise or a probe with nothing usable."""
+    if interrupted(profile):
+        return 130
+    if not profile.get("complete") or profile.get("unusable_probes"):
+        return 1
+    return 0
+
+
+def _finish(profile: dict[str, Any], folder: Path, console, *, write_report: bool) -> int:
+    from rich.console import Console
+
     print_summary(profile, Console())
-    console.print(f"wrote {args.output}/profile.json and {args.output}/records.csv"
-                  + ("" if args.no_report else f" and {args.output}/report.html"))
-    return 0 if profile["complete"] else 130
-
-
-def _num(value: float) -> str:
-    """Three significant figures, thousands separated: 3,050 / 789.6 / 0.0842."""
-    if value >= 100:
-        return f"{value:,.0f}"
-    return f"{value:.3g}"
-
-
-def _pct(measured: float | None, sheet: float | None) -> str:
-    return f"{100 * measured / sheet:.0f}%" if measured and sheet else "-"
-
-
-def summary_rows(profile: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
-    """(ceiling, measured, datasheet, measured/datasheet, where) rows of the summary table."""
-    rows = []
-    ceil = profile["ceilings"]
-    sheet = profile.get("datasheet") or {}
-    for kernel, value in ceil.get("memory_bandwidth_GBps", {}).items():
-        d = ceil.get("memory_bandwidth_detail", {}).get(kernel, {})
-        peak = sheet.get("memory_bandwidth_GBps")
-        where = f"{d.get('provider', '?')}, median of {d.get('n_points', '?')} sizes " \
-                f">= {(d.get('plateau_min_bytes') or 0) / 2**20:.0f} MiB"
-        rows.append((f"{kernel} bandwidth", f"{_num(value)} GB/s",
-                     f"{peak:,.0f} GB/s" if peak else "-", _pct(value, peak), where))
-    for dtype, value in ceil.get("matmul_TFLOPS", {}).items():
-        d = ceil.get("matmul_detail", {}).get(dtype, {})
-        peak = (sheet.get("matmul_TFLOPS") or {}).get(dtype)
-        rows.append((f"{dtype} matmul", f"{_num(value)} TFLOP/s",
-                     f"{peak:,.1f} TFLOP/s" if peak else "-", _pct(value, peak),
-                     f"{d.get('provider')} M={d.get('m')} N={d.get('n')} K={d.get('k')}"))
-    model = profile.get("model") or {}
-    if model.get("latency_floor_us"):
-        rows.append(("latency floor", f"{model['latency_floor_us']:.1f} us", "-", "-",
-                     "per kernel, from the launch probe"))
-    ic = profile.get("interconnect") or {}
-    for direction, value in (ic.get("host_link_GBps") or {}).items():
-        if isinstance(value, (int, float)):
-            rows.append((f"host link {direction}", f"{_num(value)} GB/s", "-", "-", "pinned"))
-    for world, fit in sorted((ic.get("allreduce") or {}).items()):
-        rows.append((f"all-reduce n={world}", f"{_num(fit.get('busbw_GBps') or 0)} GB/s busbw", "-",
-                     "-", f"alpha {fit.get('alpha_us', 0):.1f} us, {fit.get('source', '')}"))
-    return rows
+    shown = _esc(folder)
+    report = write_report and (folder / "report.html").is_file()  # a failed report is a warning
+    console.print(f"wrote {shown}/profile.json and {shown}/records.csv"
+                  + (f" and {shown}/report.html" if report else ""))
+    status = exit_status(profile)
+    unusable = profile.get("unusable_probes") or []
+    if unusable:
+        print(f"ridgeline profile: no usable record from {', '.join(unusable)}", file=sys.stderr)
+    if status == 130 or (status == 1 and not profile.get("complete")):
+        console.print(f"continue it with: ridgeline profile --resume {shown}")
+    return status
 
 
 def print_summary(profile: dict[str, Any], console) -> None:
-    from rich.table import Table
+    """The ceilings table (the report's own), interconnect, fit error, waivers and warnings."""
+    from ridgeline.reports.tables import ceilings_table, interconnect_table, to_rich
 
     dev = profile["provenance"]["device"]
-    table = Table(title=f"ridgeline profile: {dev['name']}")
-    for col in ("ceiling", "measured", "datasheet", "measured/datasheet", "where"):
-        table.add_column(col, justify="right" if col in ("measured", "datasheet",
-                                                          "measured/datasheet") else "left")
-    for row in summary_rows(profile):
-        table.add_row(*row)
-    console.print(table)
-    if profile.get("datasheet"):
-        console.print(f"datasheet: {profile['datasheet'].get('source')}")
+    table = ceilings_table(profile)
+    table.title = f"ridgeline profile: {dev['name']}"
+    console.print(to_rich(table))
+    links = interconnect_table(profile)
+    if links:
+        console.print(to_rich(links))
+    floor = (profile.get("model") or {}).get("latency_floor_us")
+    if floor:
+        console.print(f"latency floor: {floor:.1f} us per kernel (launch probe)")
     fit_error = (profile.get("model") or {}).get("fit_error") or {}
     for probe, err in fit_error.items():
         if isinstance(err, dict) and err.get("median") is not None:

@@ -44,9 +44,14 @@ def _figure(width: float = 8.5, height: float = 5.8, ncols: int = 1):
 
 
 def _save(fig, path: Path) -> Path:
+    import io
+
+    from ridgeline.outputs import atomic_write_bytes
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    buf = io.BytesIO()  # drawn in memory, then written atomically: never half a PNG
+    fig.savefig(buf, format="png")
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def _bytes_label(n: float) -> str:

@@ -294,8 +294,9 @@ def write_report(profile: dict[str, Any], out_dir: str | Path,
         if path is not None:
             figures[fig_name] = path
     rep = build_report(profile, figures, validation, failures)
-    md = out / "report.md"
-    md.write_text(rep.to_markdown())
-    page = out / "report.html"
-    page.write_text(rep.to_html(f"ridgeline report: {plots._device_name(profile)}"))
+    from ridgeline.outputs import atomic_write_text
+
+    md = atomic_write_text(out / "report.md", rep.to_markdown())
+    page = atomic_write_text(out / "report.html",
+                             rep.to_html(f"ridgeline report: {plots._device_name(profile)}"))
     return [md, page, *figures.values()]

@@ -119,12 +119,12 @@ def json_safe(value: Any) -> Any:
 
 
 def save_profile(profile: dict[str, Any], path: str | Path) -> Path:
+    """Write atomically (ridgeline.outputs): a Ctrl-C or a full disk never leaves half a file."""
+    from ridgeline.outputs import atomic_write_text
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(json_safe(profile), indent=1, allow_nan=False) + "\n")
-    tmp.replace(path)  # atomic: a Ctrl-C mid-write never leaves half a file
-    return path
+    return atomic_write_text(path, json.dumps(json_safe(profile), indent=1, allow_nan=False) + "\n")
 
 
 def _require(cond: bool, where: str, what: str) -> None:

@@ -11,6 +11,9 @@ planner's equations on the measured profile and on datasheet peaks, and writes
 DIR/validation.json, DIR/validation.md and DIR/validation.png. Without
 --profile it reads ./ridgeline-out/profile.json (made by `ridgeline profile`).
 Ctrl-C keeps the finished points (the files are written marked incomplete).
+-o is checked and locked before anything is measured (ridgeline.outputs): a
+file, an unwritable folder or one already holding a validation.json (unless
+--force) is one line; the files are written atomically.
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rep-ms", default="200", metavar="MS",
                    help="timing budget per point and mode in ms (default 200)")
     p.add_argument("--json", action="store_true", help="print validation.json instead of a table")
+    p.add_argument("--force", action="store_true",
+                   help="replace a validation already in DIR (other files are kept)")
 
 
 def parse_int_list(text: str, flag: str, *, allow_none: bool = False) -> list[int]:
@@ -119,7 +124,7 @@ def command_line(args: argparse.Namespace) -> list[str]:
                         ("--rep-ms", args.rep_ms)):
         if value is not None:
             cmd += [flag, str(value)]
-    return cmd + (["--json"] if args.json else [])
+    return cmd + (["--json"] if args.json else []) + (["--force"] if args.force else [])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -133,13 +138,12 @@ def run(args: argparse.Namespace) -> int:
     if not contexts and prefills == []:
         raise RidgelineError("nothing to measure: --context and --prefill are both 'none'")
 
-    from ridgeline.device import get_device
+    from ridgeline.outputs import prepare_output_dir
     from ridgeline.roofline.profile import load_profile
     from ridgeline.sizing.hardware import hardware_from_profile
     from ridgeline.sizing.models import load_model
     from ridgeline.validation import predict as pr
     from ridgeline.validation.footprint import dims_from_spec, normalize_weights
-    from ridgeline.validation.measure import decode_points, prefill_points
 
     spec = load_model(args.model)
     weights = normalize_weights(args.weights)
@@ -151,18 +155,32 @@ def run(args: argparse.Namespace) -> int:
     profile = load_profile(profile_path)
     hw = hardware_from_profile(profile)
     precision = pr.precision_for(weights)
+    ctx = dict(args=args, spec=spec, weights=weights, dims=dims, profile=profile,
+               profile_path=profile_path, hw=hw, precision=precision)
+    # the output folder before the device: a refused -o costs nothing, not minutes of measuring
+    with prepare_output_dir(args.output, force=args.force, what="validation") as out:
+        return _validate(ctx, out, batches, contexts, prefills, layers_cap, rep_ms)
+
+
+def _validate(ctx: dict[str, Any], out, batches: list[int], contexts: list[int],
+              prefills: list[int] | None, layers_cap: int | None, rep_ms: float) -> int:
+    """Detect the device, measure every point and write the result into the locked `out`."""
+    from ridgeline.device import get_device
+    from ridgeline.validation import predict as pr
+    from ridgeline.validation.measure import decode_points, prefill_points
+
+    args, spec, precision, hw = ctx["args"], ctx["spec"], ctx["precision"], ctx["hw"]
     device = get_device(args.device)
     if prefills is None:
         prefills = parse_int_list(DEFAULT_PREFILL_CPU if device.kind == "cpu" else DEFAULT_PREFILL,
                                   "--prefill")
-    hw_sheet = pr.datasheet_hardware(profile, device.to_dict())
+    hw_sheet = pr.datasheet_hardware(ctx["profile"], device.to_dict())
     points = decode_points(batches, contexts) + prefill_points(prefills)
     # a planner error surfaces now, not after minutes of measuring
     pr.predict(spec, precision, hw, points[0].phase, points[0].batch, points[0].context)
 
-    ctx = dict(args=args, spec=spec, weights=weights, dims=dims, device=device, profile=profile,
-               profile_path=profile_path, hw=hw, hw_sheet=hw_sheet, precision=precision)
-    waiver = fp8_waiver(device) if weights == "fp8" else None
+    ctx.update(device=device, hw_sheet=hw_sheet)
+    waiver = fp8_waiver(device) if ctx["weights"] == "fp8" else None
     if waiver:
         from ridgeline.validation.measure import Skipped
 
@@ -170,13 +188,13 @@ def run(args: argparse.Namespace) -> int:
         result = build_result(ctx, [], skipped, complete=True, notes=[f"fp8 waived: {waiver}"],
                               timer_name=None, resident=0)
         result["waived"] = waiver
-        finish(result, Path(args.output), args)
+        finish(result, out, args)
         return 0
     measured, skipped, interrupted, notes, timer_name, resident = measure_points(
         ctx, points, layers_cap, rep_ms)
     result = build_result(ctx, measured, skipped, complete=not interrupted, notes=notes,
                           timer_name=timer_name, resident=resident)
-    finish(result, Path(args.output), args)
+    finish(result, out, args)
     return 130 if interrupted else 0
 
 
@@ -310,15 +328,18 @@ def build_result(ctx: dict[str, Any], measured: list, skipped: list, *, complete
     }
 
 
-def finish(result: dict[str, Any], out_dir: Path, args: argparse.Namespace) -> None:
-    """Write the three files, then print the table (or the JSON with --json)."""
+def finish(result: dict[str, Any], out, args: argparse.Namespace) -> None:
+    """Write the three files into the locked OutputDir `out`, remove the old ones this run
+    did not rewrite (a stale validation.png), then print the table (or the JSON)."""
     import json
 
     from rich.console import Console
 
     from ridgeline.validation.output import clean, print_result, write_all
 
-    written = write_all(result, out_dir)
+    # new files first, stale ones after: a failed write leaves the old validation intact
+    written = write_all(result, out.path)
+    out.clear(keep=tuple(p.name for p in written.values()))
     if args.json:
         print(json.dumps(clean(result), indent=1))
     else:

@@ -10,10 +10,13 @@ summary_by_mode, skipped points with their reasons, notes and provenance.
 
 from __future__ import annotations
 
+import io
 import json
-from ridgeline.roofline.profile import json_safe
 from pathlib import Path
 from typing import Any
+
+from ridgeline.outputs import OutputError, atomic_write_bytes, atomic_write_text
+from ridgeline.roofline.profile import json_safe
 
 VALIDATION_KIND = "ridgeline-validation"
 VALIDATION_SCHEMA_VERSION = 1
@@ -96,10 +99,8 @@ clean = json_safe  # kept as this module's name for callers
 
 
 def write_json(result: dict[str, Any], path: Path) -> Path:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(clean(result), indent=1, allow_nan=False) + "\n")
-    tmp.replace(path)  # atomic: Ctrl-C never leaves half a file
-    return path
+    # atomic: a Ctrl-C or a full disk never leaves half a file
+    return atomic_write_text(path, json.dumps(clean(result), indent=1, allow_nan=False) + "\n")
 
 
 def write_markdown(result: dict[str, Any], path: Path) -> Path:
@@ -135,8 +136,7 @@ def write_markdown(result: dict[str, Any], path: Path) -> Path:
         out += ["", "## Notes", ""] + [f"- {n}" for n in result["notes"]]
     if result.get("plot"):
         out += ["", f"![predicted against measured]({result['plot']})"]
-    path.write_text("\n".join(out) + "\n")
-    return path
+    return atomic_write_text(path, "\n".join(out) + "\n")
 
 
 def write_plot(result: dict[str, Any], path: Path) -> Path | None:
@@ -185,12 +185,17 @@ def write_plot(result: dict[str, Any], path: Path) -> Path | None:
     ax.set_title(f"{result['model']} {result['weights']} on {result['device']}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
-    fig.savefig(path, dpi=120)
-    return path
+    buf = io.BytesIO()  # rendered in memory, then written atomically like the other two files
+    fig.savefig(buf, format="png", dpi=120)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def write_all(result: dict[str, Any], out_dir: Path) -> dict[str, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """validation.png, .json and .md in out_dir (checked beforehand by ridgeline.outputs)."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # FileExistsError when out_dir is a file: one line, not a traceback
+        raise OutputError(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
     written: dict[str, Path] = {}
     plot = write_plot(result, out_dir / "validation.png")
     if plot:
