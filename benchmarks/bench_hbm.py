@@ -48,7 +48,7 @@ def stream_reference_GBps(working_set_bytes: int) -> dict[str, float]:
 
 
 def _profile(tmp_path):
-    return run_profile(cpu_device(), ["hbm"], quick=True, out_dir=tmp_path, write_report=False,
+    return run_profile(cpu_device(), ["hbm"], quick=True, out_dir=tmp_path,
                        options={"hbm": {"kernels": ["copy", "read"]}})
 
 
@@ -98,7 +98,7 @@ def test_gpu_bandwidth_targets(benchmark, tmp_path):
         pytest.skip("needs a GPU")
     device = get_device("cuda:0")
     profile = benchmark.pedantic(
-        lambda: run_profile(device, ["hbm"], out_dir=tmp_path, write_report=False),
+        lambda: run_profile(device, ["hbm"], out_dir=tmp_path),
         rounds=1, iterations=1)
     bw = profile["ceilings"]["memory_bandwidth_GBps"]
     benchmark.extra_info.update(bw)

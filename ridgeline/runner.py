@@ -76,7 +76,6 @@ def run_profile(
     command_line: list[str] | None = None,
     versions: dict[str, Any] | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
-    write_report: bool = True,
     resume_records: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Measure, fit and save; returns the profile (also written to out_dir/profile.json).
@@ -202,8 +201,6 @@ def run_profile(
                                    "profile attached")
     _judge(profile, records, [p.name for p, _, _ in plan], interrupted, progress)
     profile["provenance"]["duration_s"] = round(time.monotonic() - started, 2)
-    if write_report:
-        _write_report(profile, out)
     save_profile(profile, out / "profile.json")
     write_csv(records, out / "records.csv")
     partial_path.unlink(missing_ok=True)
@@ -255,15 +252,3 @@ def _judge(profile: dict[str, Any], records: list[dict[str, Any]], ran: list[str
         profile["warnings"].append("noisy ceilings: " + ("; ".join(why) if why else
                                    "no cause visible to ridgeline (CPU load, steal time and GPU "
                                    "processes looked normal)") + ": re-run on a quiet machine")
-
-
-def _write_report(profile: dict[str, Any], out: Path) -> None:
-    try:
-        from ridgeline.reports.render import write_report
-    except ImportError:
-        profile["warnings"].append("report not written: ridgeline.reports is not available")
-        return
-    try:
-        write_report(profile, out)
-    except Exception as exc:  # the profile is the product; a report failure must not lose it
-        profile["warnings"].append(f"report not written: {_one_line(exc)}")

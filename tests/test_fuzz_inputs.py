@@ -103,7 +103,7 @@ def measured(tmp_path_factory) -> tuple[dict[str, Any], Path]:
     out = tmp_path_factory.mktemp("measured")
     profile = run_profile(device, ["hbm", "matmul", "gemv", "launch"], out_dir=out,
                           timer=FakeTimer(bw_GBps=500.0, peak_TFLOPS=2.0, latency_us=2.0),
-                          options=options, versions={}, write_report=False)
+                          options=options, versions={})
     profile["interconnect"]["allreduce"] = {
         "2": {"alpha_us": 10.0, "busbw_GBps": 40.0, "algbw_GBps": 40.0, "link": "pcie",
               "source": "measured", "status": "verified", "reason": None,

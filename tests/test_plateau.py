@@ -120,8 +120,7 @@ def test_sweep_goes_on_past_the_floor_until_the_rate_is_flat(tmp_path, small_flo
     real_cache = 16 * REPORTED  # invisible to the system, as on the machine of issue 9
     profile = run_profile(_device(REPORTED), ["hbm"], quick=True, out_dir=tmp_path,
                           timer=CacheCurveTimer(real_cache),
-                          options={"hbm": {"kernels": ["copy"]}}, versions={},
-                          write_report=False)
+                          options={"hbm": {"kernels": ["copy"]}}, versions={})
     detail = profile["ceilings"]["memory_bandwidth_detail"]["copy"]
     assert detail["status"] == VERIFIED, detail
     # 64x: 57 GB/s, 128x: 53.3, 256x: 51.6, 512x: 50.8 -> flat from 128x on, one size past
@@ -144,7 +143,7 @@ def test_a_sweep_stopped_by_memory_before_its_plateau_is_unverified(tmp_path, mo
     monkeypatch.setattr("ridgeline.probes.hbm.MAX_SWEEP_BYTES", {True: 1, False: 300 * REPORTED})
     profile = run_profile(_device(REPORTED), ["hbm"], quick=True, out_dir=tmp_path,
                           timer=CacheCurveTimer(16 * REPORTED),
-                          options={"hbm": {"kernels": ["copy"]}}, versions={}, write_report=False)
+                          options={"hbm": {"kernels": ["copy"]}}, versions={})
     detail = profile["ceilings"]["memory_bandwidth_detail"]["copy"]
     assert detail["status"] == UNVERIFIED and detail["largest_size_bytes"] <= 300 * REPORTED
     assert any("copy bandwidth unverified" in w for w in profile["warnings"])
@@ -170,12 +169,12 @@ def test_noisy_sizes_are_measured_again_and_stay_flagged_when_they_stay_noisy(tm
     opts = {"hbm": {"kernels": ["read"]}}
     quiet_later = NoisyThenQuietTimer(0, quiet_after=1)
     p1 = run_profile(_device(cache), ["hbm"], quick=True, out_dir=tmp_path / "a",
-                     timer=quiet_later, options=opts, versions={}, write_report=False)
+                     timer=quiet_later, options=opts, versions={})
     assert p1["ceilings"]["memory_bandwidth_detail"]["read"]["status"] == VERIFIED
     assert any(r.get("attempt") == 2 for r in p1["records"])
     always = NoisyThenQuietTimer(0, quiet_after=99)
     p2 = run_profile(_device(cache), ["hbm"], quick=True, out_dir=tmp_path / "b",
-                     timer=always, options=opts, versions={}, write_report=False)
+                     timer=always, options=opts, versions={})
     d2 = p2["ceilings"]["memory_bandwidth_detail"]["read"]
     assert d2["status"] == NOISY and d2["spread"]["samples_p20_p80"] > 0.5
     assert max(r.get("attempt", 1) for r in p2["records"]) == 2  # quick: two attempts at most
@@ -200,7 +199,7 @@ def test_resume_measures_only_the_missing_cases(tmp_path):
     cache = 3 * 4096 * 8
     opts = {"hbm": {"sizes": [3 * 4096 * k for k in (4, 40, 80, 160)], "providers": ["torch"]}}
     first = run_profile(_device(cache), ["hbm"], out_dir=tmp_path, timer=InterruptAfter(6),
-                        options=opts, versions={}, write_report=False)
+                        options=opts, versions={})
     assert first["complete"] is False and len(first["records"]) == 6
     # a killed run leaves only the partial file: rebuild it from the saved records
     lines = [json.dumps({"kind": PARTIAL_KIND})] + [json.dumps(r) for r in first["records"]]
@@ -210,7 +209,7 @@ def test_resume_measures_only_the_missing_cases(tmp_path):
     real = counting.time
     counting.time = lambda fn, **kw: calls.append(1) or real(fn, **kw)
     second = run_profile(_device(cache), ["hbm"], out_dir=tmp_path, timer=counting, options=opts,
-                         versions={}, write_report=False, resume_records=resumed)
+                         versions={}, resume_records=resumed)
     assert len(calls) == 16 - 6  # 4 kernels x 4 sizes, 6 already measured
     assert second["complete"] is True and len(second["records"]) == 16
     assert second["provenance"]["resumed_cases"] == 6
@@ -225,7 +224,7 @@ def test_the_partial_file_starts_with_a_header_and_survives_a_kill(tmp_path, mon
                     "kernels": ["copy"]}}
     with pytest.raises(SystemExit):
         run_profile(_device(3 * 4096 * 8), ["hbm"], quick=True, out_dir=tmp_path,
-                    timer=FakeTimer(), options=opts, versions={}, write_report=False,
+                    timer=FakeTimer(), options=opts, versions={},
                     command_line=["ridgeline", "profile"])
     lines = (tmp_path / "records.partial.jsonl").read_text().splitlines()
     header = json.loads(lines[0])
@@ -241,7 +240,7 @@ def test_a_fit_that_raises_still_saves_records_and_profile(tmp_path, monkeypatch
     monkeypatch.setattr("ridgeline.runner.fit_profile", broken)
     opts = {"hbm": {"sizes": [3 * 4096 * 4], "providers": ["torch"], "kernels": ["copy"]}}
     profile = run_profile(_device(3 * 4096 * 8), ["hbm"], out_dir=tmp_path, timer=FakeTimer(),
-                          options=opts, versions={}, write_report=False)
+                          options=opts, versions={})
     saved = json.loads((tmp_path / "profile.json").read_text())
     assert len(saved["records"]) == 1 and (tmp_path / "records.csv").exists()
     assert any("the fit failed (ValueError: singular matrix)" in w for w in saved["warnings"])
@@ -284,11 +283,11 @@ def test_an_interrupt_during_the_first_sizes_gives_no_ceiling_the_planner_accept
                                                       ("square", 96, 96, 96)]}}
     # quick sweep: 1 cache-resident size, then the plateau floor: stop after the second read size
     profile = run_profile(_device(REPORTED), ["hbm", "matmul"], quick=True, out_dir=tmp_path,
-                          timer=InterruptAfter(2), options=opts, versions={},
-                          write_report=False)
+                          timer=InterruptAfter(2), options=opts, versions={})
     read = profile["ceilings"]["memory_bandwidth_detail"]["read"]
     assert profile["complete"] is False and read["status"] == UNVERIFIED
     assert main(["plan", "--model", "llama-3.1-8b", "--input-p95", "1024", "--output-p95", "256",
+                 "--concurrency", "8",
                  "--profile", str(tmp_path / "profile.json")]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "read bandwidth unverified" in err[0], err

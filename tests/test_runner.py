@@ -21,7 +21,7 @@ def test_fake_timer_pipeline_writes_a_valid_profile_and_csv(tmp_path):
     device.l2_cache_bytes = 3 * 4096 * 8  # so the larger size counts as the plateau
     profile = run_profile(device, ["hbm", "matmul"], out_dir=tmp_path,
                           timer=FakeTimer(bw_GBps=500.0, peak_TFLOPS=2.0, latency_us=0.0),
-                          options=SMALL, versions={}, write_report=False)
+                          options=SMALL, versions={})
     loaded = load_profile(tmp_path / "profile.json")
     assert loaded["complete"] is True
     bw = loaded["ceilings"]["memory_bandwidth_GBps"]
@@ -68,7 +68,7 @@ class _BrokenProbe(_InterruptingProbe):
 def test_ctrl_c_keeps_finished_records_and_marks_incomplete(tmp_path, monkeypatch):
     monkeypatch.setattr("ridgeline.runner.get_probe", lambda name: _InterruptingProbe())
     profile = run_profile(cpu_device(), ["hbm"], out_dir=tmp_path, timer=FakeTimer(),
-                          versions={}, write_report=False)
+                          versions={})
     loaded = load_profile(tmp_path / "profile.json")
     assert loaded["complete"] is False and "interrupted" in loaded["incomplete_reason"]
     assert [r.get("i") for r in loaded["records"]] == [0, 1]
@@ -82,7 +82,7 @@ def test_ctrl_c_keeps_finished_records_and_marks_incomplete(tmp_path, monkeypatc
 def test_errors_and_oom_become_one_line_records(tmp_path, monkeypatch):
     monkeypatch.setattr("ridgeline.runner.get_probe", lambda name: _BrokenProbe())
     profile = run_profile(cpu_device(), ["hbm"], out_dir=tmp_path, timer=FakeTimer(),
-                          versions={}, write_report=False)
+                          versions={})
     failed, oom = profile["records"][0], profile["records"][1]
     assert failed["status"] == "failed" and failed["reason"] == "RuntimeError: kernel exploded"
     assert oom["status"] == "waived" and oom["reason"].startswith("out of device memory")

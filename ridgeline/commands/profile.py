@@ -156,10 +156,13 @@ def _measure(device, probes: list[str], folder: Path, console, *, quick: bool,
             def on_progress(label: str, done: int, total: int) -> None:
                 progress.update(task, description=label[:60], completed=done, total=total)
 
-            return run_profile(device, probes, quick=quick, out_dir=folder, options=options,
-                               command_line=command_line or ["ridgeline", *sys.argv[1:]],
-                               on_progress=on_progress, write_report=write_report,
-                               resume_records=resume_records)
+            profile = run_profile(device, probes, quick=quick, out_dir=folder, options=options,
+                                  command_line=command_line or ["ridgeline", *sys.argv[1:]],
+                                  on_progress=on_progress, resume_records=resume_records)
+            if write_report:
+                progress.update(task, description="writing the report")
+                _write_report(profile, folder)
+            return profile
     except OSError as exc:  # a full disk or a folder gone read-only mid-run
         partial = folder / PARTIAL_NAME
         kept = (f"; what was measured is in {partial}: make room, then run "
@@ -167,6 +170,19 @@ def _measure(device, probes: list[str], folder: Path, console, *, quick: bool,
                 if partial.is_file() and partial.stat().st_size else "")
         raise OutputError(f"cannot write {exc.filename or folder}: {exc.strerror or exc}{kept}") \
             from None
+
+
+def _write_report(profile: dict[str, Any], folder: Path) -> None:
+    """The report beside the profile; its failure is a warning saved into profile.json."""
+    from ridgeline.reports.render import write_report
+    from ridgeline.roofline.profile import save_profile
+
+    try:
+        write_report(profile, folder)
+    except Exception as exc:  # the profile is the product; a report failure must not lose it
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        profile["warnings"].append(f"report not written: {type(exc).__name__}: {first}")
+        save_profile(profile, folder / "profile.json")
 
 
 def _esc(text: object) -> str:
