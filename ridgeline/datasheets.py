@@ -6,6 +6,7 @@ They sit under a profile's separate `datasheet` key and are never fitted.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from functools import lru_cache
@@ -20,9 +21,14 @@ def load_datasheets() -> list[dict[str, Any]]:
 
 
 def lookup(device_name: str) -> dict[str, Any] | None:
-    """The datasheet entry whose `match` regex matches a device name, else None."""
+    """The datasheet entry whose `match` regex matches a device name, else None.
+
+    The match must start a word: "GB200" and "GH200" are other parts than the B200 and
+    the H200 their names contain, and have no entry.
+    """
     for entry in load_datasheets():
-        if re.search(entry["match"], device_name, flags=re.IGNORECASE):
+        if re.search(r"(?<![A-Za-z0-9])(?:" + entry["match"] + ")", device_name,
+                     flags=re.IGNORECASE):
             return entry
     return None
 
@@ -38,3 +44,17 @@ def by_sku(sku: str) -> dict[str, Any] | None:
     # "h200" means the SXM part unless the NVL one is asked for by name
     prefixed.sort(key=lambda e: ("sxm" not in e["sku"], len(e["sku"])))
     return prefixed[0] if prefixed else None
+
+
+def known_names() -> list[str]:
+    """Every sku and the short names by_sku accepts for it ("h100-sxm5-80gb", "h100-sxm", ...)."""
+    names = []
+    for entry in load_datasheets():
+        parts = entry["sku"].split("-")
+        names += ["-".join(parts[:i]) for i in range(len(parts), 0, -1)]
+    return list(dict.fromkeys(names))
+
+
+def suggest(name: str, n: int = 3) -> list[str]:
+    """Close known names for a GPU name that matched none (difflib)."""
+    return difflib.get_close_matches(name.lower().strip(), known_names(), n=n, cutoff=0.5)

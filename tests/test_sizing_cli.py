@@ -1,5 +1,6 @@
 """`ridgeline plan` end to end: JSON on a synthetic profile, datasheet fallback, errors, TOML."""
 
+import io
 import json
 import re
 import subprocess
@@ -72,7 +73,7 @@ def test_gpu_without_profile_falls_back_to_the_datasheet_labelled_everywhere(cap
     assert main(["plan", *ISSUE_ARGS, "--gpu", "h100-sxm"]) == 0
     text = capsys.readouterr().out
     titles = re.findall(r"^\s*\d[ab]?\. .*$", text, flags=re.M)
-    assert len(titles) == 5 and all("[DATASHEET]" in t for t in titles)
+    assert len(titles) == 6 and all("[DATASHEET]" in t for t in titles)
 
 
 def test_compare_datasheet_side_by_side(capsys, prof):
@@ -93,8 +94,8 @@ def test_compare_datasheet_side_by_side(capsys, prof):
       "--gpu", "h100"], "input-p95"),
     (["--model", "gpt-17", "--input-p95", "5", "--output-p95", "8", "--concurrency", "1",
       "--gpu", "h100"], "unknown model"),
-    (["--model", "tiny", "--kv", "fp8", "--input-p95", "5", "--output-p95", "8",
-      "--concurrency", "1", "--gpu", "a100-sxm4"], "not supported"),
+    (["--model", "tiny", "--weights", "fp8", "--activations", "fp8", "--input-p95", "5",
+      "--output-p95", "8", "--concurrency", "1", "--gpu", "a100-sxm4"], "not supported"),
     (["--model", "tiny", "--input-p95", "5", "--output-p95", "8", "--concurrency", "1"],
      "no hardware"),
     (["--model", "tiny", "--input-p95", "5", "--output-p95", "8", "--concurrency", "1",
@@ -162,8 +163,10 @@ def test_a_datasheet_is_never_refused(capsys):
 
 def test_kv_dtype_the_profile_lacks(capsys, tmp_path):
     p = str(synthetic_profile(tmp_path / "p.json", fp8=False))
-    assert main(["plan", *ISSUE_ARGS, "--profile", p]) == 2
-    assert "KV cache dtype fp8 is not supported" in capsys.readouterr().err
+    plan = run_json(capsys, [*ISSUE_ARGS, "--profile", p])   # fp8 KV is storage: allowed
+    assert plan["precision"]["kv_cache"] == "fp8" and plan["precision"]["gemm_dtype"] == "bf16"
+    assert main(["plan", *ISSUE_ARGS, "--activations", "fp8", "--profile", p]) == 2
+    assert "activation dtype fp8 is not supported" in capsys.readouterr().err
 
 
 def test_workload_file_and_flag_override(capsys, tmp_path):
@@ -222,3 +225,94 @@ def test_planning_does_not_import_torch(prof):
                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("clean")
+
+
+# -- issue 11: the planner's correctness gaps ------------------------------------------------
+
+SMALL = ["--model", "llama-3.1-8b", "--input-p95", "1000", "--output-p95", "200"]
+
+
+def one_line_error(capsys, argv, *needles):
+    assert main(["plan", *argv]) == 2
+    out = capsys.readouterr()
+    err = out.err.strip()
+    assert len(err.splitlines()) == 1 and not out.out, (out.out[:500], err)
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def test_max_num_seqs_caps_concurrency(capsys):
+    argv = ["--model", "mixtral-8x7b", "--input-p95", "512", "--output-p95", "128",
+            "--concurrency", "2000", "--gpu", "h100-sxm", "--tp", "8"]
+    op = run_json(capsys, argv)["operating_point"]
+    assert op["max_concurrency_memory"] > 1000
+    assert op["max_concurrency_capacity"] == 256 and op["concurrency"] <= 256
+    assert "--max-num-seqs" in op["binding"]
+    op = run_json(capsys, [*argv, "--max-num-seqs", "64"])["operating_point"]
+    assert op["max_concurrency_capacity"] == 64 and op["concurrency"] <= 64
+
+
+def test_an_infeasible_slo_exits_non_zero_with_one_line(capsys):
+    one_line_error(capsys, [*SMALL, "--concurrency", "4", "--itl-slo", "0.0001", "--gpu",
+                            "h100-sxm"], "ITL SLO", "cannot be met")
+
+
+def test_an_absurd_peak_rps_is_refused(capsys):
+    one_line_error(capsys, [*SMALL, "--peak-rps", "1e12", "--gpu", "h100-sxm"], "GPUs",
+                   "--peak-rps")
+
+
+@pytest.mark.parametrize("name", ["gb200", "gh200"])
+def test_unknown_gpu_is_an_error_not_another_sku(capsys, name):
+    one_line_error(capsys, [*SMALL, "--concurrency", "4", "--gpu", name], f"unknown GPU '{name}'",
+                   "did you mean")
+
+
+def test_workload_file_gpu_and_profile_flag(capsys, tmp_path, prof):
+    toml = tmp_path / "w.toml"
+    toml.write_text('model = "llama-3.1-8b"\ninput_p95 = 1000\noutput_p95 = 200\n'
+                    'concurrency = 4\n[hardware]\ngpu = "h100-sxm"\n')
+    assert run_json(capsys, ["--workload", str(toml)])["basis"] == "datasheet"
+    plan = run_json(capsys, ["--workload", str(toml), "--profile", prof])
+    assert plan["basis"] == "measured"                      # the flag overrides the file
+    toml.write_text(toml.read_text().replace('gpu = "h100-sxm"', f"profile = {prof!r}"))
+    assert run_json(capsys, ["--workload", str(toml), "--gpu", "h100-sxm"])["basis"] == "datasheet"
+    one_line_error(capsys, ["--workload", str(toml), "--gpu", "h100-sxm", "--profile", prof],
+                   "not both")
+
+
+WIDE_CASES = {
+    "dense": [*ISSUE_ARGS, "--gpu", "h100-sxm"],
+    "moe": ["--model", "mixtral-8x7b", "--input-p95", "4096", "--output-p95", "512",
+            "--concurrency", "32", "--ttft-slo", "2", "--itl-slo", "0.05", "--gpu", "h100-sxm"],
+    "pp": ["--model", "llama-3.1-405b", "--input-p95", "8192", "--output-p95", "512",
+           "--concurrency", "8", "--gpu", "h100-sxm"],
+    "compare": [*ISSUE_ARGS, "--compare-datasheet"],
+    "static": ["--model", "llama-3.1-70b", "--gpu", "h100-sxm", "--static-batch", "64",
+               "--input-len", "2048", "--output-len", "512"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(WIDE_CASES))
+def test_plan_tables_fit_80_columns(capsys, monkeypatch, prof, case):
+    from rich.console import Console
+    from rich.measure import Measurement
+    from rich.table import Table
+
+    from ridgeline.sizing import render
+
+    monkeypatch.setenv("COLUMNS", "80")
+    argv = WIDE_CASES[case] + (["--profile", prof] if case == "compare" else [])
+    assert main(["plan", *argv]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    plan = run_json(capsys, argv)
+    if case == "static":
+        tables = [render.static_batch_table(plan)]
+    else:
+        tables = [t for t in render.plan_renderables(plan) if isinstance(t, Table)]
+        assert len(tables) >= 6
+    console = Console(width=80, file=io.StringIO())
+    for t in tables:   # no column needs more than 80 columns to show its cells whole
+        assert Measurement.get(console, console.options, t).minimum <= 80, t.title

@@ -131,8 +131,8 @@ def test_fp8_never_needs_more_memory_than_fp16(name, concurrency, context, wide)
     wide_p = Precision(wide, wide, wide)
     for narrow in (Precision("fp8", "fp8", "fp8"), Precision("fp8", wide, wide),
                    Precision(wide, wide, "fp8"), Precision("int4", wide, "fp8")):
-        a = memory_plan(spec, narrow, engine, H100, concurrency, context)
-        b = memory_plan(spec, wide_p, engine, H100, concurrency, context)
+        a = memory_plan(spec, narrow, engine, H100, concurrency, context, headroom=0.3)
+        b = memory_plan(spec, wide_p, engine, H100, concurrency, context, headroom=0.3)
         assert a.total_bytes <= b.total_bytes and a.min_gpus <= b.min_gpus
 
 
@@ -143,8 +143,8 @@ def test_more_concurrency_never_needs_fewer_gpus(name, c1, c2, context, tp):
     lo, hi = sorted((c1, c2))
     spec = load_model(name)
     engine = EngineConfig()
-    a = memory_plan(spec, FP8, engine, H100, lo, context)
-    b = memory_plan(spec, FP8, engine, H100, hi, context)
+    a = memory_plan(spec, FP8, engine, H100, lo, context, headroom=0.3)
+    b = memory_plan(spec, FP8, engine, H100, hi, context, headroom=0.3)
     assert a.min_gpus <= b.min_gpus and a.recommended_gpus <= b.recommended_gpus
     ra = replica_memory(spec, FP8, engine, H100, tp, 1, lo, context)
     rb = replica_memory(spec, FP8, engine, H100, tp, 1, hi, context)

@@ -39,10 +39,11 @@ def profile(memory_bytes=80_000_000_000, bw=3000.0, bf16=720.0, fp8=1350.0, floo
     return p
 
 
-def inputs(model="llama-3.1-70b", precision=FP8, slo=SLO(2.0, 0.05, gpu_hourly=2.5), **work):
+def inputs(model="llama-3.1-70b", precision=FP8, slo=SLO(ttft_s=2.0, itl_s=0.05, gpu_hourly=2.5),
+           **work):
     w = dict(input_p95=8192, output_p95=512, concurrency=50, peak_rps=120)
     w.update(work)
-    return PlanInputs(load_model(model), precision, Workload(**w), slo)
+    return PlanInputs(spec=load_model(model), precision=precision, workload=Workload(**w), slo=slo)
 
 
 @pytest.fixture(scope="module")
@@ -89,11 +90,13 @@ def test_fleet_equations(plan):
     tp = plan["parallelism"]["chosen"]["gpus"]
     assert f["usable_rps_per_replica"] == op["rps"]
     assert f["replicas"] == math.ceil(120 / op["rps"])
-    assert f["replicas_with_safety"] == math.ceil(f["replicas"] * 1.2)
+    assert f["replicas_with_safety"] == math.ceil(120 / op["rps"] * 1.2)   # safety on the load
     assert f["gpus"] == f["replicas_with_safety"] * tp
     assert f["gpus_deployed"] == (f["replicas_with_safety"] + 1) * tp      # N+1
     tokens_per_s = op["rps"] * 512
-    assert f["cost_per_1m_output_tokens"] == pytest.approx(2.5 * tp / (tokens_per_s * 3600) * 1e6)
+    decode_share = 1 - op["prefill_share"]
+    assert f["cost_per_1m_output_tokens"] == pytest.approx(2.5 * tp * decode_share
+                                                           / (tokens_per_s * 3600) * 1e6)
     wait = 2.0 - (op["prefill_p95_s"] + op["decode_step_p95_s"])
     assert f["queue_depth_fleet"] == pytest.approx(wait * 120)
     assert f["breaker_threshold_fleet"] == math.floor(0.85 * wait * 120)
@@ -194,11 +197,11 @@ TINY_GPU = 40_000_000  # bytes: the tiny model needs TP as concurrency grows
 
 
 def tiny_inputs(concurrency=None, peak_rps=None):
-    return PlanInputs(load_model("tiny"), Precision(),
-                      Workload(input_p95=900, output_p95=100, concurrency=concurrency,
-                               peak_rps=peak_rps),
-                      SLO(ttft_s=0.05, itl_s=0.002), EngineConfig(max_batched_tokens=256),
-                      fleet=FleetOptions())
+    return PlanInputs(spec=load_model("tiny"), precision=Precision(),
+                      workload=Workload(input_p95=900, output_p95=100, concurrency=concurrency,
+                                        peak_rps=peak_rps),
+                      slo=SLO(ttft_s=0.05, itl_s=0.002),
+                      engine=EngineConfig(max_batched_tokens=256), fleet=FleetOptions())
 
 
 @settings(max_examples=12, deadline=None)

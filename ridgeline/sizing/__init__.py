@@ -3,12 +3,15 @@
     from ridgeline.sizing import load_model, Precision, hardware_from_gpu_name
     from ridgeline.sizing.plan import PlanInputs, make_plan
 
-Modules, one job each: models (shapes and parameter counts), precision (bytes per
-element), hardware (profile / reference profile / datasheet), memory (capacity
-axis), latency (step times on the roofline), serving (one replica under load),
-parallelism (TP/PP choice), fleet (replicas, cost, breaker), workload (inputs and
-TOML), plan (the method, in order), render and cli (output). Equations and the
-field-guide sections they implement: docs/planning.md.
+Modules, one job each: options (each planner option defined once, on its dataclass:
+flags, workload-file keys and the docs table derive from it), models (shapes and
+parameter counts), precision (bytes per element), hardware (profile / reference
+profile / datasheet), memory (capacity axis), latency (step times on the roofline),
+serving (one replica under load), parallelism (TP/PP choice), fleet (replicas, cost,
+breaker), workload (workload, SLO, fleet and parallelism options), plan (the method,
+in order), static_batch (one batch run to completion), render and cli (output). The
+stable Python API over them: ridgeline.api. Equations and the field-guide sections
+they implement: docs/planning.md.
 """
 
 from ridgeline.sizing.hardware import Hardware, hardware_from_gpu_name, hardware_from_profile

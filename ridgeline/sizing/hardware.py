@@ -16,7 +16,10 @@ output that uses them can say so:
 
     latency floor   ridgeline.roofline.model.DEFAULT_LATENCY_FLOOR_US per kernel
     all-reduce      bus bandwidth = NVLink/Infinity-Fabric bidirectional / 2 (one direction),
-                    DATASHEET_ALLREDUCE_ALPHA_US start-up; PCIe-only parts: host-link estimate
+                    DATASHEET_ALLREDUCE_ALPHA_US start-up; PCIe-only parts: host-link estimate;
+                    bridged PCIe cards (H100 NVL: pairs) beyond their `nvlink_domain_gpus`:
+                    the ring crosses PCIe between the bridged groups, so its bus bandwidth
+                    is the PCIe rate (the slowest link of a ring sets its pace)
     host link       PCIe Gen4 x16 = 32 GB/s, Gen5 x16 = 64 GB/s per direction (raw link rate)
 """
 
@@ -32,6 +35,7 @@ from ridgeline import datasheets
 from ridgeline.errors import RidgelineError
 from ridgeline.roofline.model import DEFAULT_LATENCY_FLOOR_US, RooflineModel
 from ridgeline.roofline.trust import CeilingStatus, describe, untrusted_ceilings
+from ridgeline.sizing.options import option
 
 SOURCES = ("measured", "reference", "datasheet")
 DATASHEET_ALLREDUCE_ALPHA_US = 10.0
@@ -147,12 +151,15 @@ def datasheet_profile(entry: dict[str, Any]) -> dict[str, Any]:
     inter: dict[str, Any] = {}
     link_bidir = (entry.get("nvlink_GBps_bidirectional")
                   or entry.get("infinity_fabric_GBps_bidirectional"))
+    pcie = _pcie_GBps(entry)
     if link_bidir:
         fit = {"alpha_us": DATASHEET_ALLREDUCE_ALPHA_US, "busbw_GBps": float(link_bidir) / 2,
                "link": "nvlink" if entry.get("nvlink_GBps_bidirectional") else "xgmi",
                "source": "datasheet"}
-        inter["allreduce"] = {str(n): dict(fit) for n in (2, 4, 8)}
-    pcie = _pcie_GBps(entry)
+        domain = entry.get("nvlink_domain_gpus") or 8
+        over_pcie = {**fit, "busbw_GBps": pcie, "link": "pcie"} if pcie else None
+        inter["allreduce"] = {str(n): dict(fit if n <= domain else over_pcie)
+                              for n in (2, 4, 8) if n <= domain or over_pcie}
     if pcie:
         inter["host_link_GBps"] = {"h2d": pcie, "d2h": pcie, "source": "datasheet"}
     prof["interconnect"] = inter
@@ -167,6 +174,11 @@ def _datasheet_notes(entry: dict[str, Any]) -> list[str]:
     if entry.get("nvlink_GBps_bidirectional") or entry.get("infinity_fabric_GBps_bidirectional"):
         notes.append(f"all-reduce: bus bandwidth = half the bidirectional link rate, "
                      f"{DATASHEET_ALLREDUCE_ALPHA_US:g} us start-up (assumed)")
+        domain = entry.get("nvlink_domain_gpus")
+        if domain:
+            joined = "pairs" if domain == 2 else f"groups of {domain}"
+            notes.append(f"NVLink bridges join {joined} only: at TP > {domain} the all-reduce "
+                         f"ring crosses PCIe ({_pcie_GBps(entry) or 0:g} GB/s per direction)")
     else:
         notes.append("all-reduce: no GPU-GPU link on the datasheet; estimated over the PCIe "
                      "host link")
@@ -180,8 +192,40 @@ def hardware_from_datasheet(entry: dict[str, Any]) -> Hardware:
     return hw
 
 
+@dataclass(frozen=True, kw_only=True)
+class HardwareOptions:
+    """Hardware."""
+
+    profile: str | None = option(None, "measured profile.json (from `ridgeline profile`)",
+                                 exclusive="hardware", metavar="FILE")
+    gpu: str | None = option(None, "GPU name: a bundled reference profile, else its datasheet "
+                                   "(e.g. h100-sxm, h100-nvl, a100-sxm4, mi300x)",
+                             exclusive="hardware", metavar="NAME")
+    allow_unverified: bool = option(False, "plan on a --profile whose ceilings are not all "
+                                           "verified (no plateau, noisy), with a warning naming "
+                                           "them; refused otherwise")
+
+    def __post_init__(self) -> None:
+        if self.profile and self.gpu:
+            raise RidgelineError("give --profile or --gpu, not both")
+        if not (self.profile or self.gpu):
+            raise RidgelineError("no hardware: pass --profile PROFILE.json (measured) or "
+                                 "--gpu NAME")
+
+    def load(self) -> Hardware:
+        if self.gpu:
+            return hardware_from_gpu_name(self.gpu)
+        from ridgeline.roofline.profile import load_profile
+
+        return hardware_from_profile(load_profile(self.profile), source="measured",
+                                     refuse_untrusted=not self.allow_unverified)
+
+
 def hardware_from_gpu_name(name: str) -> Hardware:
-    """Bundled reference profile (data/profiles/<sku>.json), else the datasheet, labelled."""
+    """Bundled reference profile (data/profiles/<sku>.json), else the datasheet, labelled.
+
+    An unknown name is an error with the closest known names, never another part.
+    """
     entry = datasheets.by_sku(name) or datasheets.lookup(name)
     skus = [name.lower().strip()] + ([entry["sku"]] if entry else [])
     for sku in skus:
@@ -194,9 +238,11 @@ def hardware_from_gpu_name(name: str) -> Hardware:
                                   "trust (`ridgeline profile`)")
             return hw
     if entry is None:
+        close = datasheets.suggest(name)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
         known = ", ".join(e["sku"] for e in datasheets.load_datasheets())
-        raise RidgelineError(f"unknown GPU {name!r}: no reference profile or datasheet entry "
-                             f"(known: {known})")
+        raise RidgelineError(f"unknown GPU {name!r}: no reference profile or datasheet entry; "
+                             f"{hint}(known: {known})")
     hw = hardware_from_datasheet(entry)
     hw.warnings.insert(0, f"no measured profile of {entry['name']}: planning from its DATASHEET "
                           "peaks, which real kernels do not reach; every number below is labelled "

@@ -30,30 +30,53 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from ridgeline.errors import RidgelineError
 from ridgeline.sizing.models import Matrix, ModelSpec
+from ridgeline.sizing.options import check, option
 from ridgeline.sizing.precision import BYTES, Precision
 
-DEFAULT_MEMORY_FRACTION = 0.90
-DEFAULT_ALLOCATOR_ALLOWANCE = 0.05
-DEFAULT_MAX_BATCHED_TOKENS = 8192
-DEFAULT_MAX_NUM_SEQS = 256
-DEFAULT_KV_BLOCK_TOKENS = 16
 LOGIT_BYTES = 4  # logits are sampled in fp32
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EngineConfig:
-    """Serving-engine settings that shape memory (vLLM-like defaults)."""
+    """Engine (vLLM-like defaults)."""
 
-    memory_fraction: float = DEFAULT_MEMORY_FRACTION        # usable share of each GPU's memory
-    allocator_allowance: float = DEFAULT_ALLOCATOR_ALLOWANCE  # resident weights above the count
-    max_batched_tokens: int = DEFAULT_MAX_BATCHED_TOKENS    # tokens in the largest forward pass
-    max_num_seqs: int = DEFAULT_MAX_NUM_SEQS                # sequences sampled per step (logits)
-    kv_block_tokens: int = DEFAULT_KV_BLOCK_TOKENS          # paged-KV block size
-    activation_fraction: float | None = None                # §2.3 rule of thumb, not estimate
-    lora_adapters: int = 0                                  # adapters resident at once
-    lora_rank: int = 16
-    lora_targets: str = "all"                               # "attention" | "all" (attention + MLP)
+    memory_fraction: float = option(0.90, "usable share of GPU memory for the engine (vLLM "
+                                          "gpu_memory_utilization)")
+    allocator_allowance: float = option(0.05, "resident weights above the count (field guide "
+                                              "§2.1: 0.03-0.08)")
+    max_batched_tokens: int = option(8192, "tokens per forward pass, the chunked-prefill budget "
+                                           "(vLLM max_num_batched_tokens)")
+    max_num_seqs: int = option(256, "most sequences a replica runs at once: caps its "
+                                    "concurrency and sizes the sampled logits (vLLM "
+                                    "max_num_seqs)")
+    kv_block_tokens: int = option(16, "paged KV block size in tokens")
+    activation_fraction: float | None = option(None, "activations as a fraction of weights "
+                                                     "(field guide §2.3 rule of thumb: 0.2) "
+                                                     "instead of the estimate")
+    lora_adapters: int = option(0, "LoRA adapters resident at once")
+    lora_rank: int = option(16, "LoRA rank")
+    lora_targets: str = option("all", "LoRA-adapted matrices: attention, or all (attention + "
+                                      "MLP)")
+
+    def __post_init__(self) -> None:
+        check(self, "in (0, 1]", "memory_fraction")
+        check(self, ">= 0", "allocator_allowance", "activation_fraction")
+        check(self, "a positive whole number", "max_batched_tokens", "max_num_seqs",
+              "kv_block_tokens", "lora_rank")
+        check(self, "a whole number >= 0", "lora_adapters")
+        if self.lora_targets not in ("attention", "all"):
+            raise RidgelineError(f"--lora-targets must be attention or all, got "
+                                 f"{self.lora_targets!r}")
+
+
+# the defaults under their old names, for importers (the field above is their one home)
+DEFAULT_MEMORY_FRACTION = EngineConfig.memory_fraction
+DEFAULT_ALLOCATOR_ALLOWANCE = EngineConfig.allocator_allowance
+DEFAULT_MAX_BATCHED_TOKENS = EngineConfig.max_batched_tokens
+DEFAULT_MAX_NUM_SEQS = EngineConfig.max_num_seqs
+DEFAULT_KV_BLOCK_TOKENS = EngineConfig.kv_block_tokens
 
 
 # -- per-matrix sharding -----------------------------------------------------------------------
@@ -341,7 +364,7 @@ class MemoryPlan:
 
 def memory_plan(spec: ModelSpec, precision: Precision, engine: EngineConfig,
                 gpu_memory_bytes: float, concurrency: int, context_tokens: int,
-                headroom: float = 0.3) -> MemoryPlan:
+                headroom: float) -> MemoryPlan:
     """Total memory for `concurrency` requests at `context_tokens` and the GPU counts (§2.6)."""
     w = weight_bytes(spec, precision)
     resident = w * (1 + engine.allocator_allowance)

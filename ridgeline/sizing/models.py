@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from ridgeline.errors import RidgelineError
+from ridgeline.sizing.options import option
 
 
 @dataclass(frozen=True)
@@ -228,14 +229,19 @@ def _layer_matrices(spec: ModelSpec, kind: str) -> tuple[Matrix, ...]:
 
 # -- loading -----------------------------------------------------------------------------------
 
-_ALIASES = {
-    "llama-3-8b": "llama-3.1-8b", "llama-3-70b": "llama-3.1-70b", "llama-3-405b": "llama-3.1-405b",
-    "meta-llama-3.1-8b": "llama-3.1-8b", "meta-llama-3.1-70b": "llama-3.1-70b",
-    "meta-llama-3.1-405b": "llama-3.1-405b", "llama-2-7b-hf": "llama-2-7b",
-    "llama-2-70b-hf": "llama-2-70b", "mistral-7b-v0.1": "mistral-7b",
-    "mistral-7b-v0.2": "mistral-7b", "mixtral-8x7b-v0.1": "mixtral-8x7b",
-    "deepseek-v3-base": "deepseek-v3",
+# Names that are not a bundled file: (bundled shapes, context window when it differs).
+# Fine-tunes and re-releases of one architecture share its shapes exactly; Llama 3 and
+# 3.1 differ only in the context window (8,192 vs 131,072 tokens).
+_ALIASES: dict[str, tuple[str, int | None]] = {
+    "llama-3-8b": ("llama-3.1-8b", 8192), "meta-llama-3-8b": ("llama-3.1-8b", 8192),
+    "llama-3-70b": ("llama-3.1-70b", 8192), "meta-llama-3-70b": ("llama-3.1-70b", 8192),
+    "meta-llama-3.1-8b": ("llama-3.1-8b", None), "meta-llama-3.1-70b": ("llama-3.1-70b", None),
+    "meta-llama-3.1-405b": ("llama-3.1-405b", None), "llama-3-405b": ("llama-3.1-405b", None),
+    "llama-3.3-70b": ("llama-3.1-70b", None),
+    "mistral-7b-v0.1": ("mistral-7b", None), "mistral-7b-v0.2": ("mistral-7b", None),
+    "mixtral-8x7b-v0.1": ("mixtral-8x7b", None), "deepseek-v3-base": ("deepseek-v3", None),
 }
+_SUFFIXES = re.compile(r"-(hf|instruct|chat|it|base)$")
 
 
 def bundled_models() -> list[str]:
@@ -244,9 +250,11 @@ def bundled_models() -> list[str]:
 
 
 def _normalize(name: str) -> str:
+    """'meta-llama/Llama-2-7b-chat-hf' -> 'llama-2-7b': the repo name, without release suffixes."""
     n = name.strip().lower().split("/")[-1]
-    n = re.sub(r"-(instruct|chat|it)$", "", n)
-    return _ALIASES.get(n, n)
+    while n not in _ALIASES and _SUFFIXES.search(n):
+        n = _SUFFIXES.sub("", n)
+    return n
 
 
 def _get(cfg: dict[str, Any], key: str, where: str, *alts: str, default: Any = ...) -> Any:
@@ -334,7 +342,13 @@ def _load_bundled(name: str) -> ModelSpec:
 
 
 def load_model(name_or_path: str) -> ModelSpec:
-    """A bundled model by name ("llama-3.1-70b", "tiny") or a HF config.json (file or folder)."""
+    """A bundled model by name ("llama-3.1-70b", "tiny"), a Hugging Face id of one
+    ("meta-llama/Llama-2-7b-chat-hf"), or a HF config.json (file or folder)."""
+    return find_model(name_or_path)[0]
+
+
+def find_model(name_or_path: str) -> tuple[ModelSpec, list[str]]:
+    """(spec, notes): load_model, with a note when a name maps to bundled shapes."""
     if not name_or_path or not str(name_or_path).strip():
         raise RidgelineError("no model given: pass --model NAME or a config.json path")
     path = Path(name_or_path).expanduser()
@@ -348,12 +362,39 @@ def load_model(name_or_path: str) -> ModelSpec:
         if not isinstance(cfg, dict):
             raise RidgelineError(f"{path}: not a JSON object")
         stem = path.parent.name if path.name == "config.json" else path.stem
-        return spec_from_config(cfg, stem or str(path), where=str(path))
+        return spec_from_config(cfg, stem or str(path), where=str(path)), []
     name = _normalize(str(name_or_path))
-    if name in bundled_models():
-        return _load_bundled(name)
+    bundled = bundled_models()
+    if name in bundled:
+        same = name == str(name_or_path).strip().lower()
+        return _load_bundled(name), [] if same else [_alias_note(name_or_path, name, None)]
+    if name in _ALIASES:
+        target, window = _ALIASES[name]
+        spec = _load_bundled(target)
+        if window:
+            spec = replace(spec, name=name, max_position_embeddings=window)
+        else:
+            spec = replace(spec, name=name)
+        return spec, [_alias_note(name_or_path, target, window)]
     if str(name_or_path).endswith(".json") or "/" in str(name_or_path) and Path(
             str(name_or_path)).suffix:
         raise RidgelineError(f"model config not found: {name_or_path}")
-    raise RidgelineError(f"unknown model {name_or_path!r}: use a config.json path or one of "
-                         f"{', '.join(bundled_models())}")
+    raise RidgelineError(f"unknown model {name_or_path!r}: use a config.json path, a folder with "
+                         f"one, or one of {', '.join(bundled)}")
+
+
+def _alias_note(given: str, bundled: str, window: int | None) -> str:
+    window_note = f", context window {window:,} tokens" if window else ""
+    return f"{given}: planned on the bundled {bundled} shapes (the same architecture{window_note})"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelOptions:
+    """Model."""
+
+    model: str = option(help="a bundled model name (llama-3.1-70b), a Hugging Face config.json "
+                             "(file or folder), or the HF id of a bundled model "
+                             "(meta-llama/Llama-3.3-70B-Instruct)", metavar="NAME")
+
+    def load(self) -> tuple[ModelSpec, list[str]]:
+        return find_model(self.model)

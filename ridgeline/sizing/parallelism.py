@@ -44,6 +44,7 @@ class ConfigEval:
     microbatches: int
     memory: ReplicaMemory
     target: int
+    max_num_seqs: int                        # the engine runs at most this many sequences
     point: ServingPoint | None = None        # at min(target, capacity)
     max_concurrency_slo: int | None = None   # performance axis
     slo_limit: str = ""
@@ -61,11 +62,22 @@ class ConfigEval:
         return self.memory.fits
 
     @property
+    def capacity(self) -> int:
+        """Requests one replica can hold: what fits in memory, capped by --max-num-seqs."""
+        return min(self.memory.max_concurrency, self.max_num_seqs)
+
+    @property
+    def capacity_limit(self) -> str:
+        if self.max_num_seqs < self.memory.max_concurrency:
+            return f"engine: --max-num-seqs {self.max_num_seqs}"
+        return "memory"
+
+    @property
     def bubble(self) -> float:
         return pp_bubble(self.pp, self.microbatches) if self.pp > 1 else 0.0
 
     def meets(self, slo: SLO) -> bool:
-        return self.point is not None and self.fits and \
+        return self.point is not None and self.fits and self.target <= self.max_num_seqs and \
             self.point.concurrency >= self.target and self.point.meets(slo.ttft_s, slo.itl_s)
 
     def to_dict(self, slo: SLO) -> dict[str, Any]:
@@ -79,7 +91,8 @@ class ConfigEval:
             "weights_per_gpu_bytes": self.memory.weights_bytes,
             "kv_per_gpu_bytes": self.memory.kv_bytes,
             "fits": self.fits, "target_concurrency": self.target,
-            "max_concurrency_capacity": self.memory.max_concurrency,
+            "max_concurrency_capacity": self.capacity,
+            "max_concurrency_memory": self.memory.max_concurrency,
             "itl_s": p.itl_p95_s if p else None, "ttft_s": p.ttft_p95_s if p else None,
             "decode_step_s": p.decode_step_p95_s if p else None,
             "allreduce_share": p.allreduce_share if p else None,
@@ -113,20 +126,18 @@ def _evaluate(cfg: ConfigEval, spec: ModelSpec, precision: Precision, hw: Hardwa
                                microbatches=cfg.microbatches if cfg.pp > 1 else None,
                                max_batched_tokens=engine.max_batched_tokens)
     try:
-        at = min(cfg.target, cfg.memory.max_concurrency)
+        at = min(cfg.target, cfg.capacity)
         cfg.point = cfg.replica.point(at)
-        upper = min(cfg.memory.max_concurrency, MAX_SEARCH_CONCURRENCY)
+        upper = min(cfg.capacity, MAX_SEARCH_CONCURRENCY)
         if slo.ttft_s is None and slo.itl_s is None:
             cfg.max_concurrency_slo, cfg.slo_limit = None, "no SLO"
-            cfg.operating_concurrency = cfg.memory.max_concurrency
-            if cfg.operating_concurrency > MAX_SEARCH_CONCURRENCY:
-                cfg.operating_concurrency = MAX_SEARCH_CONCURRENCY
+            cfg.operating_concurrency = upper
         else:
             # search past capacity so the table shows both axes
             c, why = cfg.replica.max_concurrency(slo.ttft_s, slo.itl_s,
                                                  max(upper, min(2 * upper, MAX_SEARCH_CONCURRENCY)))
             cfg.max_concurrency_slo, cfg.slo_limit = c, why
-            cfg.operating_concurrency = min(c, cfg.memory.max_concurrency)
+            cfg.operating_concurrency = min(c, cfg.capacity)
         if cfg.operating_concurrency:
             cfg.operating_point = cfg.replica.point(cfg.operating_concurrency)
     except RidgelineError as exc:  # e.g. TP > 1 with no all-reduce data in the profile
@@ -137,7 +148,7 @@ def _evaluate(cfg: ConfigEval, spec: ModelSpec, precision: Precision, hw: Hardwa
 def _config(spec, precision, engine, gpu_memory, tp, pp, target, shape, opts) -> ConfigEval:
     m = opts.pp_microbatches or pp
     mem = replica_memory(spec, precision, engine, gpu_memory, tp, pp, target, shape.context_p95)
-    return ConfigEval(tp, pp, m, mem, target)
+    return ConfigEval(tp, pp, m, mem, target, engine.max_num_seqs)
 
 
 def plan_parallelism(spec: ModelSpec, precision: Precision, hw: Hardware, engine: EngineConfig,

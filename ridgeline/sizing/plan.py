@@ -1,7 +1,9 @@
 """The plan: the sizing method of field guide §9.1 evaluated on one hardware description.
 
-    inputs = PlanInputs(spec, precision, Workload(input_p95=8192, output_p95=512, concurrency=50,
-                                                  peak_rps=120), SLO(ttft_s=2, itl_s=0.05))
+    inputs = PlanInputs(spec=spec, precision=precision,
+                        workload=Workload(input_p95=8192, output_p95=512, concurrency=50,
+                                          peak_rps=120), slo=SLO(ttft_s=2, itl_s=0.05))
+    (or ridgeline.api.plan, the stable entry point)
     plan = make_plan(inputs, hw)          # plain dict, JSON-ready (see `ridgeline plan --json`)
 
 Order (field guide §9.1; 11-step method step 6, capacity first, then performance):
@@ -10,7 +12,8 @@ Order (field guide §9.1; 11-step method step 6, capacity first, then performanc
   3. memory       the pooled floor of §2.6 at the target (or fleet) concurrency
   4. performance  TTFT against input length, ITL and tokens/s against batch, the bound of
                   each point, the batch where decode turns compute-bound
-  5. fleet        replicas, GPUs with safety and N+1, cost per 1M output tokens, breaker depth
+  5. fleet        replicas, GPUs with safety and N+1, $ per 1M input / output / blended
+                  tokens, breaker depth (a fleet no SLO allows: `infeasible` says why)
 Every section carries `basis` = the hardware source ("measured" | "reference" | "datasheet").
 """
 
@@ -22,13 +25,14 @@ from typing import Any
 
 from ridgeline import __version__
 from ridgeline.errors import RidgelineError
-from ridgeline.sizing.fleet import fleet_plan
+from ridgeline.sizing.fleet import ceil_count, fleet_in_flight, fleet_plan
 from ridgeline.sizing.hardware import Hardware
 from ridgeline.sizing.latency import StepTime, resolve_compute_dtype
 from ridgeline.sizing.memory import EngineConfig, memory_plan
 from ridgeline.sizing.models import ModelSpec
+from ridgeline.sizing.options import option
 from ridgeline.sizing.parallelism import ConfigEval, plan_parallelism
-from ridgeline.sizing.precision import Precision, device_supports
+from ridgeline.sizing.precision import Precision, unsupported
 from ridgeline.sizing.serving import ReplicaModel, Shape
 from ridgeline.sizing.workload import SLO, FleetOptions, ParallelOptions, Workload
 
@@ -38,7 +42,7 @@ ALLREDUCE_LABELS = {"measured": "measured", "estimated": "estimated (no measured
 COMPUTE_SEARCH_LIMIT = 1 << 16
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PlanInputs:
     spec: ModelSpec
     precision: Precision
@@ -48,6 +52,14 @@ class PlanInputs:
     parallel: ParallelOptions = ParallelOptions()
     fleet: FleetOptions = FleetOptions()
     notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportOptions:
+    """Comparison."""
+
+    compare_datasheet: bool = option(False, "also plan on the GPU's datasheet and print the "
+                                            "differences")
 
 
 def basis_label(hw: Hardware) -> str:
@@ -63,13 +75,9 @@ def check_inputs(inputs: PlanInputs, hw: Hardware) -> None:
         raise RidgelineError(f"p95 context {ctx} tokens (input {w.input_p95} + output "
                              f"{w.output_p95}) exceeds {spec.name}'s context window of "
                              f"{spec.max_position_embeddings}")
-    dtypes = hw.device_dtypes
-    p = inputs.precision
-    for what, dt in (("KV cache", p.kv_cache), ("activation", p.activations)):
-        if device_supports(dtypes, dt) is False:
-            have = ", ".join(k for k, v in dtypes.items() if v) or "none"
-            raise RidgelineError(f"{what} dtype {dt} is not supported by {hw.name} "
-                                 f"(its profile lists {have})")
+    why = unsupported(inputs.precision, hw.device_dtypes, hw.name)
+    if why:
+        raise RidgelineError(why)
 
 
 def _first_true(pred, hi: int) -> int | None:
@@ -170,26 +178,31 @@ def _performance(inputs: PlanInputs, hw: Hardware, chosen: ConfigEval,
 
 
 def _operating(chosen: ConfigEval, inputs: PlanInputs, hw: Hardware) -> dict[str, Any]:
-    cap = chosen.memory.max_concurrency
+    cap = chosen.capacity
     perf = chosen.max_concurrency_slo
     c_op = chosen.operating_concurrency or 0
     slo = inputs.slo
+    limit = chosen.capacity_limit
     if perf is None:
-        binding = "capacity (memory); no latency SLO given"
+        binding = f"capacity ({limit}); no latency SLO given"
     elif c_op == 0:
         binding = f"performance: {chosen.slo_limit} not met even by one request"
     elif perf < cap:
         binding = f"performance ({chosen.slo_limit})"
     elif perf > cap:
-        binding = "capacity (memory)"
+        binding = f"capacity ({limit})"
     else:
-        binding = "capacity and performance (equal)"
+        binding = f"capacity ({limit}) and performance (equal)"
     out: dict[str, Any] = {
         "basis": hw.source, "tp": chosen.tp, "pp": chosen.pp,
-        "max_concurrency_capacity": cap, "max_concurrency_slo": perf,
+        "max_concurrency_capacity": cap, "max_concurrency_memory": chosen.memory.max_concurrency,
+        "max_num_seqs": chosen.max_num_seqs, "max_concurrency_slo": perf,
         "slo_limit_above": chosen.slo_limit, "concurrency": c_op, "binding": binding,
         "target_concurrency": inputs.workload.concurrency,
     }
+    if c_op == 0 and chosen.replica is not None:
+        one = chosen.replica.point(1)   # what the fastest layout does at all, for the message
+        out.update(one_request_ttft_p95_s=one.ttft_p95_s, one_request_itl_p95_s=one.itl_p95_s)
     pt = chosen.operating_point
     if pt is not None:
         out.update(pt.to_dict())
@@ -214,31 +227,28 @@ def make_plan(inputs: PlanInputs, hw: Hardware) -> dict[str, Any]:
     chosen = par.chosen
     operating = _operating(chosen, inputs, hw)
     point = chosen.operating_point
-    # fleet-wide requests in flight (11-step method, step 3)
-    fleet_conc: float | None = None
-    conc_source = "given, per replica"
-    if w.concurrency is None:
-        if w.users is not None:
-            fleet_conc = w.users * (w.duty_cycle or 1.0)
-            conc_source = "users x duty cycle (fleet)"
-        elif w.peak_rps is not None and point is not None:
-            fleet_conc = w.peak_rps * point.e2e_s
-            conc_source = "Little's law: peak RPS x predicted E2E (fleet)"
-    mem_conc = w.concurrency if w.concurrency is not None else int(math.ceil(fleet_conc or 0)) or \
-        max(1, chosen.operating_concurrency or 1)
+    # fleet-wide requests in flight (11-step method, step 3); the fleet adds the headroom
+    fleet_conc, conc_source = fleet_in_flight(w, point)
+    fp = fleet_plan(point, chosen.tp, chosen.pp, w, slo, inputs.fleet)
+    # the memory floor holds the load the fleet is sized for (headroom included)
+    mem_conc = w.concurrency if w.concurrency is not None else (
+        ceil_count(fp.fleet_concurrency) if fp.fleet_concurrency else
+        max(1, chosen.operating_concurrency or 1))
     mem = memory_plan(spec, inputs.precision, inputs.engine, hw.memory_bytes, mem_conc,
                       shape.context_p95, inputs.fleet.memory_headroom)
     memory = mem.to_dict()
-    if w.concurrency is None and fleet_conc is not None:
+    mem_source = conc_source
+    if fp.fleet_concurrency is not None:
         memory["notes"].append("fleet-wide requests in flight with the weights counted once: a "
                                "floor (field guide §2.6); each replica holds its own weights")
-    memory.update(basis=hw.source, concurrency_source=conc_source if w.concurrency is not None or
-                  fleet_conc is not None else "operating point (no load given)",
+        if w.headroom:
+            mem_source += f" x (1 + {w.headroom:g} headroom)"
+    memory.update(basis=hw.source, concurrency_source=mem_source,
                   replica_tp=chosen.tp, replica_pp=chosen.pp,
                   replica_max_concurrency=chosen.memory.max_concurrency,
                   replica_memory_per_gpu=chosen.memory.to_dict())
     performance = _performance(inputs, hw, chosen, shape)
-    fleet = fleet_plan(point, chosen.tp, chosen.pp, w, slo, inputs.fleet, fleet_conc).to_dict()
+    fleet = fp.to_dict()
     fleet["basis"] = hw.source
     if w.concurrency is not None and chosen.operating_concurrency is not None and \
             chosen.operating_concurrency < w.concurrency:
@@ -292,6 +302,26 @@ def make_plan(inputs: PlanInputs, hw: Hardware) -> dict[str, Any]:
     }
 
 
+def infeasible(plan: dict[str, Any]) -> str | None:
+    """One line saying why a plan has no fleet (the SLO cannot be met), else None."""
+    if plan["fleet"]["feasible"]:
+        return None
+    op, slo = plan["operating_point"], plan["slo"]
+    parts = []
+    for what, key, target in (("TTFT", "one_request_ttft_p95_s", slo["ttft_s"]),
+                              ("ITL", "one_request_itl_p95_s", slo["itl_s"])):
+        if op.get(key) is not None and target is not None:
+            parts.append(f"{what} p95 {_secs(op[key])} (SLO {_secs(target)})")
+    alone = f"; one request alone has {' and '.join(parts)}" if parts else ""
+    return (f"the SLO cannot be met on {plan['hardware']['name']} [{plan['basis_label']}] with "
+            f"{plan['model']['name']} at TP={op['tp']} x PP={op['pp']}, the fastest layout that "
+            f"fits: {op['binding']}{alone}")
+
+
+def _secs(v: float) -> str:
+    return f"{v * 1e3:.3g} ms" if v < 1 else f"{v:.3g} s"
+
+
 def compare_plans(measured: dict[str, Any], datasheet: dict[str, Any],
                   same_config: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Rows (quantity, measured, datasheet, ratio datasheet / measured) for the side-by-side."""
@@ -319,7 +349,9 @@ def compare_plans(measured: dict[str, Any], datasheet: dict[str, Any],
         ("usable RPS per replica", "fleet.usable_rps_per_replica"),
         ("replicas (with safety)", "fleet.replicas_with_safety"),
         ("GPUs deployed (N+redundancy)", "fleet.gpus_deployed"),
+        ("$ per 1M input tokens", "fleet.cost_per_1m_input_tokens"),
         ("$ per 1M output tokens", "fleet.cost_per_1m_output_tokens"),
+        ("$ per 1M blended tokens", "fleet.cost_per_1m_blended_tokens"),
     ]
     for label, path in items:
         a, b = get(measured, path), get(datasheet, path)

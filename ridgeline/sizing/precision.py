@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ridgeline.errors import RidgelineError
+from ridgeline.sizing.options import option
 
 BYTES = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
 # (fp32 is accepted everywhere for CPU runs; the GPU plans use the others)
@@ -109,9 +110,49 @@ def device_supports(dtypes: dict[str, bool] | None, dtype: str) -> bool | None:
     return any(bool(dtypes[f]) for f in known)
 
 
-def resolve_precision(weights: str = "bf16", activations: str | None = None,
-                      kv_cache: str | None = None,
-                      device_dtypes: dict[str, bool] | None = None) -> tuple[Precision, list[str]]:
+def unsupported(precision: Precision, device_dtypes: dict[str, bool] | None,
+                device: str = "this GPU") -> str | None:
+    """Why `device` cannot run `precision` (one line), or None when it can.
+
+    GEMM inputs need the device's matmul path in that dtype. A KV cache in fp8 is only
+    stored in fp8: the attention kernel converts it to the 16-bit dtype on load, so any
+    GPU can hold one (vLLM's fp8 KV cache runs on A100); a 16-bit KV dtype must be one the
+    device computes in.
+    """
+    for what, dt in (("activation", precision.activations), ("KV cache", precision.kv_cache)):
+        if what == "KV cache" and dt == "fp8":
+            continue
+        if device_supports(device_dtypes, dt) is False:
+            have = ", ".join(k for k, v in (device_dtypes or {}).items() if v) or "none listed"
+            return f"{what} dtype {dt} is not supported by {device} (its profile lists {have})"
+    return None
+
+
+def device_notes(precision: Precision, device_dtypes: dict[str, bool] | None) -> list[str]:
+    """What the device does with a precision it holds but does not compute in."""
+    if precision.kv_cache == "fp8" and device_supports(device_dtypes, "fp8") is False:
+        return [f"fp8 KV cache on a GPU without fp8 matmuls: stored in fp8, converted to "
+                f"{precision.base} in the attention kernel (as vLLM does on A100)"]
+    return []
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrecisionOptions:
+    """Precision."""
+
+    weights: str = option("bf16", f"weight dtype: {', '.join(WEIGHT_DTYPES)}", metavar="DTYPE")
+    activations: str = option("auto", f"GEMM input dtype: {', '.join(ACTIVATION_DTYPES)} (auto: "
+                                      "W8A8 for 8-bit weights when the GPU can, else 16-bit)",
+                              metavar="DTYPE")
+    kv: str = option("auto", f"KV cache dtype: {', '.join(KV_DTYPES)} (auto: the 16-bit "
+                             "activation dtype); fp8 needs no fp8 matmul", metavar="DTYPE")
+
+    def resolve(self, device_dtypes: dict[str, bool] | None) -> tuple[Precision, list[str]]:
+        return resolve_precision(self.weights, self.activations, self.kv, device_dtypes)
+
+
+def resolve_precision(weights: str, activations: str | None, kv_cache: str | None,
+                      device_dtypes: dict[str, bool] | None) -> tuple[Precision, list[str]]:
     """Fill defaults and check them against the device; returns (precision, notes).
 
     Defaults: 16-bit weights compute in their own dtype; fp8/int8 weights run W8A8
@@ -133,10 +174,8 @@ def resolve_precision(weights: str = "bf16", activations: str | None = None,
     a = normalize_dtype(activations, ACTIVATION_DTYPES, "activation")
     if kv_cache in (None, "", "auto"):
         kv_cache = a if a in WIDE else "bf16"
-    kv = normalize_dtype(kv_cache, KV_DTYPES, "KV cache")
-    for what, dt in (("KV cache", kv), ("activation", a)):
-        if device_supports(device_dtypes, dt) is False:
-            have = ", ".join(k for k, v in (device_dtypes or {}).items() if v) or "none listed"
-            raise RidgelineError(f"{what} dtype {dt} is not supported by this GPU "
-                                 f"(its profile lists {have})")
-    return Precision(w, a, kv), notes
+    precision = Precision(w, a, normalize_dtype(kv_cache, KV_DTYPES, "KV cache"))
+    why = unsupported(precision, device_dtypes)
+    if why:
+        raise RidgelineError(why)
+    return precision, notes + device_notes(precision, device_dtypes)

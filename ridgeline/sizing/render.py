@@ -1,7 +1,8 @@
 """Rich tables for a plan (the CLI's default output; `--json` prints the same data).
 
-Every table title carries the plan's basis: "measured profile", "reference profile
-(another machine)" or "DATASHEET".
+Every table title carries the plan's basis: [measured], [reference profile] or
+[DATASHEET]. Tables fit an 80-column terminal: no table needs more than 80 columns to
+show its words whole (wide ones are stacked as two), long explanations wrap.
 """
 
 from __future__ import annotations
@@ -34,22 +35,27 @@ def pct(v: Any) -> str:
     return "-" if v is None else f"{v:.0%}"
 
 
-def _title(plan: dict[str, Any], what: str) -> str:
-    label = plan["basis_label"]
-    if plan["basis"] == "datasheet":
-        return f"{what}  [bold red]\\[{label}][/bold red]"
-    return f"{what}  \\[{label}]"
+TAGS = {"measured": "measured", "reference": "reference profile", "datasheet": "DATASHEET"}
 
 
-def _table(plan: dict[str, Any], what: str) -> Table:
-    """A table whose title (with the basis label) never wraps."""
-    title = _title(plan, what)
-    return Table(title=title, min_width=len(what) + len(plan["basis_label"]) + 8)
+def _table(basis: str, what: str) -> Table:
+    """A table titled `what` and its basis; the title (under 80 columns) never wraps."""
+    tag = TAGS[basis]
+    title = (f"{what}  [bold red]\\[{tag}][/bold red]" if basis == "datasheet"
+             else f"{what}  \\[{tag}]")
+    return Table(title=title, min_width=len(what) + len(tag) + 4)
+
+
+def _numbers(t: Table, *headers: str) -> None:
+    """Right-aligned columns whose cells never wrap (a number split over two lines misleads);
+    headers carry their own line breaks so the table stays narrow."""
+    for h in headers:
+        t.add_column(h, justify="right", no_wrap=True)
 
 
 def memory_table(plan: dict[str, Any]) -> Table:
     m = plan["memory"]
-    t = _table(plan, "1. Memory: the capacity axis (field guide §2)")
+    t = _table(plan["basis"], "1. Memory: the capacity axis (field guide §2)")
     t.add_column("component")
     t.add_column("size", justify="right")
     t.add_column("how")
@@ -57,14 +63,14 @@ def memory_table(plan: dict[str, Any]) -> Table:
     t.add_row("weights", gb(m["weights_bytes"]),
               f"{plan['model']['params'] / 1e9:,.2f}B params, linear layers in {prec['weights']}, "
               "embedding/head/norms 16-bit")
-    t.add_row("  resident (allocator allowance)", gb(m["weights_resident_bytes"]),
-              f"x {1 + plan['engine']['allocator_allowance']:.2f} (§2.1)")
+    t.add_row("  resident", gb(m["weights_resident_bytes"]),
+              f"x {1 + plan['engine']['allocator_allowance']:.2f} allocator allowance (§2.1)")
     t.add_row("KV cache per token", f"{m['kv_bytes_per_token']:,.0f} B",
               f"{prec['kv_cache']}; " + ("MLA latent" if plan["model"]["attention"] == "MLA"
                                          else "2 x layers x kv_heads x head_dim x bytes"))
     t.add_row("KV cache", gb(m["kv_bytes"]),
               f"{m['concurrency']:,} requests x {m['kv_tokens_per_request']:,} tokens "
-              f"({m['concurrency_source']})")
+              f"({escape(m['concurrency_source'])})")
     t.add_row("activations", gb(m["activations_bytes"]), escape(m["activations_method"]))
     if m["lora_bytes"]:
         t.add_row("LoRA adapters", gb(m["lora_bytes"]),
@@ -76,9 +82,9 @@ def memory_table(plan: dict[str, Any]) -> Table:
     t.add_row("[bold]minimum GPUs[/bold]", f"[bold]{m['min_gpus']}[/bold]",
               "ceil(total / usable) (§2.6)")
     t.add_row("recommended GPUs", str(m["recommended_gpus"]),
-              f"with {m['headroom']:.0%} headroom (§2.6)")
+              f"with {m['headroom']:.0%} memory headroom (§2.6)")
     t.add_row("max concurrency per replica", f"{m['replica_max_concurrency']:,}",
-              f"at {m['kv_tokens_per_request']:,} tokens, "
+              f"memory at {m['kv_tokens_per_request']:,} tokens, "
               f"TP={m['replica_tp']} x PP={m['replica_pp']}")
     if m["notes"]:
         t.caption = escape("; ".join(m["notes"]))
@@ -87,73 +93,87 @@ def memory_table(plan: dict[str, Any]) -> Table:
 
 def ttft_table(plan: dict[str, Any]) -> Table:
     p = plan["performance"]
-    t = _table(plan, f"2a. TTFT against input length (lone request, TP={p['tp']})")
-    for c in ("input tokens", "TTFT", "bound", "prefill tok/s", "all-reduce"):
-        t.add_column(c, justify="right")
+    t = _table(plan["basis"], f"2a. TTFT against input length (lone request, TP={p['tp']})")
+    _numbers(t, "input\ntokens", "TTFT", "bound", "prefill\ntok/s", "all-\nreduce")
     for r in p["ttft_vs_input"]:
         t.add_row(f"{r['input_tokens']:,}", secs(r["ttft_s"]), r["bound"],
                   num(r["prefill_tokens_per_s"]), pct(r["allreduce_share"]))
     return t
 
 
+BOUND_SHORT = {"communication": "comms"}  # the widest word of the decode table
+
+
 def decode_table(plan: dict[str, Any]) -> Table:
     p = plan["performance"]
-    t = _table(plan, f"2b. Decode: ITL and tokens/s against batch "
-                     f"({p['decode_context_tokens']:,}-token context, TP={p['tp']})")
-    cols = ["batch", "ITL (step)", "tokens/s", "tokens/s/GPU", "bound", "all-reduce", "fits"]
+    t = _table(plan["basis"], f"2b. Decode against batch ({p['decode_context_tokens']:,}-token "
+                              f"context, TP={p['tp']})")
+    cols = ["batch", "ITL\n(step)", "tok/s", "tok/s\nper GPU", "bound", "all-\nreduce", "fits"]
     moe = any("experts_loaded" in r for r in p["decode_vs_batch"])
     if moe:
-        cols.insert(5, "experts loaded")
-    for c in cols:
-        t.add_column(c, justify="right")
+        cols.insert(5, "experts\nloaded")
+    _numbers(t, *cols)
     for r in p["decode_vs_batch"]:
         row = [f"{r['batch']:,}", secs(r["itl_s"]), num(r["tokens_per_s"]),
-               num(r["tokens_per_s_per_gpu"]), r["bound"], pct(r["allreduce_share"]),
-               "yes" if r["fits"] else "[red]no[/red]"]
+               num(r["tokens_per_s_per_gpu"]), BOUND_SHORT.get(r["bound"], r["bound"]),
+               pct(r["allreduce_share"]), "yes" if r["fits"] else "[red]no[/red]"]
         if moe:
             row.insert(5, num(r.get("experts_loaded"), ".1f"))
         t.add_row(*row)
     return t
 
 
-def parallel_table(plan: dict[str, Any]) -> Table:
+def _layout_name(r: dict[str, Any], chosen: dict[str, Any]) -> str:
+    mark = " *" if (r["tp"], r["pp"]) == (chosen["tp"], chosen["pp"]) else ""
+    return f"{r['tp']} x {r['pp']}{mark}"
+
+
+def parallel_memory_table(plan: dict[str, Any]) -> Table:
     par = plan["parallelism"]
-    t = _table(plan, "3. Parallelism (field guide §5)")
-    for c in ("TP x PP", "GPU memory @ target", "fits", "ITL @ target", "TTFT @ target",
-              "all-reduce", "tok/s/GPU @ target", "max conc. (mem)", "max conc. (SLO)",
-              "RPS/GPU @ op", "meets SLO"):
-        t.add_column(c, justify="right")
-    ch = par["chosen"]
+    t = _table(plan["basis"], "3a. Parallelism: memory (field guide §5)")
+    _numbers(t, "TP x PP", "GPU memory\nat target", "usable", "fits", "max conc.\n(memory)",
+             "PP\nbubble")
     for r in par["rows"]:
-        mark = " *" if (r["tp"], r["pp"]) == (ch["tp"], ch["pp"]) else ""
-        name = f"{r['tp']} x {r['pp']}{mark}"
-        if r["pp"] > 1:
-            name += f" (bubble {pct(r['pp_bubble'])})"
-        t.add_row(name, f"{gb(r['memory_per_gpu_bytes'])} / {gb(r['usable_per_gpu_bytes'])}",
-                  "yes" if r["fits"] else "[red]no[/red]", secs(r["itl_s"]), secs(r["ttft_s"]),
+        t.add_row(_layout_name(r, par["chosen"]), gb(r["memory_per_gpu_bytes"]),
+                  gb(r["usable_per_gpu_bytes"]), "yes" if r["fits"] else "[red]no[/red]",
+                  num(r["max_concurrency_memory"]), pct(r["pp_bubble"]))
+    t.caption = escape(f"* chosen: {par['chosen']['reason']}")
+    return t
+
+
+def parallel_latency_table(plan: dict[str, Any]) -> Table:
+    par = plan["parallelism"]
+    t = _table(plan["basis"], "3b. Parallelism: latency at the target (§5)")
+    _numbers(t, "TP x PP", "ITL", "TTFT", "all-\nreduce", "tok/s\nper GPU", "max\nconc.\n(SLO)",
+             "RPS/GPU\nat op.", "meets\nSLO")
+    errors = []
+    for r in par["rows"]:
+        if r["error"]:
+            errors.append(f"TP={r['tp']} x PP={r['pp']}: {r['error']}")
+        t.add_row(_layout_name(r, par["chosen"]), secs(r["itl_s"]), secs(r["ttft_s"]),
                   pct(r["allreduce_share"]), num(r["tokens_per_s_per_gpu"]),
-                  num(r["max_concurrency_capacity"]), num(r["max_concurrency_slo"]),
-                  num(r["rps_per_gpu_at_operating_point"], ",.2f"),
-                  ("yes" if r["meets_slo"] else "[red]no[/red]") if not r["error"] else
-                  f"[red]{escape(r['error'][:40])}[/red]")
-    t.caption = escape(f"* chosen: {ch['reason']}")
+                  num(r["max_concurrency_slo"]), num(r["rps_per_gpu_at_operating_point"], ",.2f"),
+                  "yes" if r["meets_slo"] else "[red]no[/red]")
+    if errors:
+        t.caption = escape("; ".join(errors))
     return t
 
 
 def fleet_table(plan: dict[str, Any]) -> Table:
     op, f = plan["operating_point"], plan["fleet"]
-    t = _table(plan, "4. Operating point and fleet (field guide §8.3, §9)")
+    t = _table(plan["basis"], "4. Operating point and fleet (§8.3, §9)")
     t.add_column("quantity")
-    t.add_column("value", justify="right")
+    _numbers(t, "value")
     t.add_column("how")
     t.add_row("max concurrency (capacity)", num(op["max_concurrency_capacity"]),
-              "memory, p95 context")
+              f"memory at the p95 context ({num(op['max_concurrency_memory'])}), at most "
+              f"--max-num-seqs ({op['max_num_seqs']})")
     limit = op["max_concurrency_slo"]
     shown = num(limit) + ("+" if op["slo_limit_above"] == "search limit" else "")
     t.add_row("max concurrency (SLO)", shown if limit is not None else "-",
               f"TTFT and ITL SLO; above it: {op['slo_limit_above']}")
     t.add_row("[bold]operating concurrency[/bold]", f"[bold]{num(op['concurrency'])}[/bold]",
-              f"the smaller wins: {op['binding']}")
+              f"the smaller wins: {escape(op['binding'])}")
     if op.get("ttft_p95_s") is not None:
         t.add_row("TTFT p95", secs(op["ttft_p95_s"]), f"queue {secs(op['queue_wait_s'])} + prefill "
                   f"{secs(op['prefill_p95_s'])} + one step")
@@ -163,77 +183,124 @@ def fleet_table(plan: dict[str, Any]) -> Table:
     if not f["feasible"]:
         t.add_row("[red]fleet[/red]", "-", escape(f["reason"]))
         return t
+    per = f["gpus_per_replica"]
     t.add_row("usable RPS per replica", num(f["usable_rps_per_replica"], ",.2f"),
               "Little's law: C / E2E (§8.3)")
     if f["demand_rps"] is not None:
         t.add_row("peak demand", num(f["demand_rps"], ",.1f") + " RPS", "peak RPS x (1 + headroom)")
     if f["fleet_concurrency"] is not None:
         t.add_row("fleet requests in flight", num(f["fleet_concurrency"], ",.0f"),
-                  plan["workload"]["concurrency_source"])
+                  f"{escape(plan['workload']['concurrency_source'])} x (1 + headroom)")
     how = []
     if f["replicas_for_rps"] is not None:
-        how.append("ceil(peak demand / usable RPS per replica)")
+        how.append("peak demand / usable RPS per replica")
     if f["replicas_for_concurrency"] is not None:
-        how.append("ceil(requests in flight / operating concurrency)")
-    t.add_row("replicas", num(f["replicas"]), " vs ".join(how) or "one replica (no fleet load)")
-    t.add_row("GPUs", num(f["gpus"]), f"{f['replicas_with_safety']} replicas "
-              f"(x {f['safety_factor']:g} safety) x {f['gpus_per_replica']} GPUs")
+        how.append("requests in flight / operating concurrency")
+    t.add_row("replicas needed", num(f["replicas_needed"], ",.2f"),
+              " vs ".join(how) or "target concurrency / operating concurrency")
+    t.add_row("replicas with safety", num(f["replicas_with_safety"]),
+              f"ceil({f['replicas_needed']:,.2f} x {f['safety_factor']:g} safety) (§8.3)")
+    t.add_row("GPUs", num(f["gpus"]), f"{f['replicas_with_safety']:,} replicas x {per} GPUs")
     t.add_row("[bold]GPUs deployed[/bold]", f"[bold]{num(f['gpus_deployed'])}[/bold]",
-              f"N+{f['redundancy']}: {f['replicas_deployed']} replicas")
-    if f["cost_per_1m_output_tokens"] is not None:
+              f"N+{f['redundancy']}: {f['replicas_deployed']:,} replicas x {per} GPUs")
+    if f["cost_per_1m_blended_tokens"] is not None:
+        at = f"${f['gpu_hourly']:g}/GPU-h at {f['utilization']:.0%} utilization (§9.2)"
+        t.add_row("$ per 1M input tokens", num(f["cost_per_1m_input_tokens"], ",.3f"),
+                  f"the prefill share of GPU time; {at}")
         t.add_row("$ per 1M output tokens", num(f["cost_per_1m_output_tokens"], ",.3f"),
-                  f"${f['gpu_hourly']:g}/GPU-h at {f['utilization']:.0%} utilization (§9.2)")
+                  "the decode share of GPU time")
+        t.add_row("$ per 1M blended tokens", num(f["cost_per_1m_blended_tokens"], ",.3f"),
+                  f"all GPU time over all tokens, at this workload's "
+                  f"{f['blended_input_per_output']:,.3g}:1 input:output mix")
         t.add_row("fleet $ per hour", num(f["fleet_cost_per_hour"], ",.2f"),
                   "GPUs deployed x $/GPU-h")
     if f["queue_depth_fleet"] is not None:
         t.add_row("safe queue depth (fleet)", num(f["queue_depth_fleet"], ",.0f"),
                   f"max wait {secs(f['max_queue_wait_s'])} x arrival rate (§9.4)")
-        t.add_row("circuit breaker at", f"{f['breaker_threshold_fleet']:,} fleet / "
-                  f"{f['breaker_threshold_per_replica']:,} per replica",
-                  "a fraction of the safe depth")
+        t.add_row("circuit breaker (fleet)", f"{f['breaker_threshold_fleet']:,}",
+                  f"{f['breaker_fraction']:.0%} of the safe depth")
+        t.add_row("  per replica", f"{f['breaker_threshold_per_replica']:,}", "")
     return t
 
 
 def compare_table(cmp: dict[str, Any]) -> Table:
-    t = Table(title="Measured profile against the datasheet (--compare-datasheet)")
-    for c in ("quantity", "measured", "datasheet", "datasheet / measured"):
-        t.add_column(c, justify="right" if c != "quantity" else "left")
+    t = Table(title="Measured profile against the datasheet")
+    t.add_column("quantity")
+    _numbers(t, "measured", "datasheet", "datasheet\n/ measured")
     for r in cmp["differences"]:
         fmt = (lambda v: "-" if v is None else (f"{v:,.4g}" if isinstance(v, float) else f"{v:,}"))
-        t.add_row(r["quantity"], fmt(r["measured"]), fmt(r["datasheet"]),
+        t.add_row(escape(r["quantity"]), fmt(r["measured"]), fmt(r["datasheet"]),
                   "-" if r["ratio"] is None else f"{r['ratio']:.2f}x")
     return t
 
 
-def print_plan(plan: dict[str, Any], console: Console | None = None) -> None:
-    if console is None:
-        console = Console()
-        if not console.is_terminal and console.width < 140:
-            console = Console(width=140)  # piped: wide enough for the parallelism table
+def plan_renderables(plan: dict[str, Any]) -> list[Any]:
+    """Everything `ridgeline plan` prints, in order (text lines and tables)."""
     hw = plan["hardware"]
     model = plan["model"]
     tag = escape(f"[{plan['basis_label']}]")
     active = f", {model['active_params'] / 1e9:,.1f}B active" if model.get("moe") else ""
     prec = plan["precision"]
-    console.print(f"[bold]ridgeline plan[/bold]: {model['name']} "
-                  f"({model['params'] / 1e9:,.1f}B params{active}), weights {prec['weights']}, "
-                  f"KV {prec['kv_cache']}, GEMMs in {plan['performance']['gemm_dtype']} on "
-                  f"{escape(hw['name'])} {tag}")
-    for w in plan["warnings"]:
-        console.print(f"[yellow]warning:[/yellow] {escape(w)}")
-    for table in (memory_table(plan), ttft_table(plan), decode_table(plan)):
-        console.print(table)
     p = plan["performance"]
-    console.print(
+    out: list[Any] = [
+        f"[bold]ridgeline plan[/bold]: {model['name']} ({model['params'] / 1e9:,.1f}B "
+        f"params{active}), weights {prec['weights']}, KV {prec['kv_cache']}, GEMMs in "
+        f"{p['gemm_dtype']} on {escape(hw['name'])} {tag}"]
+    out += [f"[yellow]warning:[/yellow] {escape(w)}" for w in plan["warnings"]]
+    out += [memory_table(plan), ttft_table(plan), decode_table(plan)]
+    out.append(
         f"ridge point {p['ridge_point_flop_per_byte']:,.0f} FLOP/byte ({p['gemm_dtype']}); "
         f"decode GEMMs turn compute-bound at batch {num(p['gemm_compute_bound_batch'])}, the "
         f"whole decode step at {num(p['decode_compute_bound_batch'])} "
         f"({p['decode_context_tokens']:,}-token context; '-' = not below {1 << 16:,}); per-step "
         f"floor {secs(p['decode_floor_s'])} = {p['latency_floor_us']:g} us x "
         f"{p['kernels_per_decode_step']:,} kernels; all-reduce: {p['allreduce_label']}  {tag}")
-    console.print(parallel_table(plan))
-    console.print(fleet_table(plan))
+    out += [parallel_memory_table(plan), parallel_latency_table(plan), fleet_table(plan)]
     if plan.get("comparison"):
-        console.print(compare_table(plan["comparison"]))
-    for n in plan["notes"] + p["notes"]:
+        out.append(compare_table(plan["comparison"]))
+    out += [f"[dim]note: {escape(n)}[/dim]" for n in plan["notes"] + p["notes"]]
+    return out
+
+
+def print_plan(plan: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    for item in plan_renderables(plan):
+        console.print(item)
+
+
+def static_batch_table(run: dict[str, Any]) -> Table:
+    t = _table(run["basis"], f"Static batch: {run['batch']:,} x {run['input_len']:,} in, "
+                             f"{run['output_len']:,} out, TP={run['tp']} x PP={run['pp']}")
+    t.add_column("quantity")
+    _numbers(t, "value")
+    t.add_column("how")
+    t.add_row("prefill (TTFT)", secs(run["prefill_s"]),
+              f"{run['batch']:,} prompts of {run['input_len']:,} tokens; {run['prefill_bound']}"
+              "-bound")
+    t.add_row("decode", secs(run["decode_s"]), f"{run['decode_steps']:,} steps (the prefill "
+              "samples the first token)")
+    if run["decode_steps"]:
+        t.add_row("  mean step (ITL)", secs(run["mean_step_s"]),
+                  f"first {secs(run['first_step_s'])}, last {secs(run['last_step_s'])}; "
+                  f"{run['decode_bound']}-bound")
+    t.add_row("[bold]latency[/bold]", f"[bold]{secs(run['latency_s'])}[/bold]", "prefill + decode")
+    t.add_row("tokens/s", num(run["tokens_per_s"]), "batch x output tokens / latency")
+    t.add_row("[bold]tokens/s per GPU[/bold]", f"[bold]{num(run['tokens_per_s_per_gpu'])}[/bold]",
+              f"over {run['gpus']} GPU{'s' if run['gpus'] > 1 else ''}")
+    t.add_row("memory per GPU", gb(run["memory_per_gpu_bytes"]),
+              f"of {gb(run['usable_per_gpu_bytes'])} usable")
+    return t
+
+
+def print_static_batch(run: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    model, hw = run["model"], run["hardware"]
+    prec = run["precision"]
+    console.print(f"[bold]ridgeline plan --static-batch[/bold]: {model['name']}, weights "
+                  f"{prec['weights']}, KV {prec['kv_cache']} on {escape(hw['name'])} "
+                  f"{escape('[' + TAGS[run['basis']] + ']')}")
+    for w in run["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {escape(w)}")
+    console.print(static_batch_table(run))
+    for n in run["notes"]:
         console.print(f"[dim]note: {escape(n)}[/dim]")

@@ -1,0 +1,263 @@
+"""The stable Python API of the planner: what notebooks and other tools call (never torch).
+
+    from ridgeline import api
+
+    gpu = api.load_gpu("h100-sxm")                  # or api.load_profile("profile.json")
+    model = api.load_model("meta-llama/Llama-3.3-70B-Instruct")   # name, HF id, config.json
+    step = api.decode_step(model, gpu, batch=32, context_tokens=4096, precision="fp8", tp=4)
+    first = api.prefill(model, gpu, input_tokens=8192, precision="fp8", tp=4)
+    run = api.static_batch(model, gpu, batch=8, input_len=1024, output_len=128, precision="fp8")
+    point = api.serving_point(model, gpu, concurrency=32, input_p95=8192, output_p95=512, tp=4)
+    p = api.plan(model, gpu, api.Workload(input_p95=8192, output_p95=512, concurrency=50,
+                                          peak_rps=120),
+                 api.SLO(ttft_s=2, itl_s=0.05, gpu_hourly=2.5), precision="fp8")
+
+Inputs are the planner's option dataclasses (Workload, SLO, EngineConfig, ParallelOptions,
+FleetOptions, PrecisionOptions: keyword construction, the CLI's defaults and checks);
+outputs are plain dataclasses with units in their field names, each with `to_dict()`.
+`precision` is a weight dtype ("fp8": activations and KV cache chosen as `ridgeline plan`
+chooses them), a PrecisionOptions, or a resolved Precision. Bad input raises
+ridgeline.errors.RidgelineError with one line. The names in `__all__` are the stable
+surface; everything under ridgeline.sizing may change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Union
+
+from ridgeline.errors import RidgelineError
+from ridgeline.sizing.hardware import Hardware, hardware_from_gpu_name, hardware_from_profile
+from ridgeline.sizing.latency import StepTime, decode_step_time, prefill_time
+from ridgeline.sizing.memory import EngineConfig
+from ridgeline.sizing.models import ModelSpec, find_model
+from ridgeline.sizing.precision import Precision, PrecisionOptions, device_notes, unsupported
+from ridgeline.sizing.serving import ReplicaModel, ServingPoint, Shape
+from ridgeline.sizing.static_batch import StaticBatch, StaticBatchResult
+from ridgeline.sizing.workload import SLO, FleetOptions, ParallelOptions, Workload
+
+__all__ = ["GPU", "Model", "Step", "Plan", "ServingPoint", "StaticBatchResult",
+           "Workload", "SLO", "EngineConfig", "ParallelOptions", "FleetOptions",
+           "PrecisionOptions", "Precision", "RidgelineError",
+           "load_profile", "load_gpu", "load_model", "decode_step", "prefill", "static_batch",
+           "serving_point", "plan"]
+
+PrecisionLike = Union[str, PrecisionOptions, Precision]
+
+
+# -- what the planner runs on ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GPU:
+    """One GPU as the planner sees it; `source` says where its numbers come from."""
+
+    name: str
+    source: str                       # "measured" | "reference" | "datasheet"
+    memory_bytes: int
+    bandwidth_GBps: float
+    peak_TFLOPS: dict[str, float]
+    latency_floor_us: float
+    notes: tuple[str, ...]
+    warnings: tuple[str, ...]
+    hardware: Hardware = field(repr=False, compare=False)   # the planner's own description
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.hardware.summary()
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model's shapes (see ridgeline.sizing.models); `notes` say how a name was resolved."""
+
+    name: str
+    params: int
+    active_params: int
+    layers: int
+    context_window: int | None
+    notes: tuple[str, ...]
+    spec: ModelSpec = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.spec.summary(), "notes": list(self.notes)}
+
+
+def _gpu(hw: Hardware) -> GPU:
+    m = hw.model
+    return GPU(hw.name, hw.source, hw.memory_bytes, m.bandwidth_GBps, dict(m.peak_TFLOPS),
+               m.latency_floor_us, tuple(hw.notes), tuple(hw.warnings), hw)
+
+
+def load_profile(path: str, *, allow_unverified: bool = False) -> GPU:
+    """A measured profile.json (`ridgeline profile`); unverified ceilings are refused unless
+    `allow_unverified` (then named in `warnings`)."""
+    from ridgeline.roofline.profile import load_profile as read
+
+    return _gpu(hardware_from_profile(read(path), source="measured",
+                                      refuse_untrusted=not allow_unverified))
+
+
+def load_gpu(name: str) -> GPU:
+    """A GPU by name: its bundled reference profile, else its datasheet (labelled as such)."""
+    return _gpu(hardware_from_gpu_name(name))
+
+
+def load_model(name_or_path: str) -> Model:
+    """A bundled model ("llama-3.1-70b"), a Hugging Face id of one
+    ("meta-llama/Llama-2-7b-chat-hf", with a note), or a HF config.json (file or folder)."""
+    spec, notes = find_model(name_or_path)
+    return Model(spec.name, spec.param_count(), spec.active_param_count(), spec.num_layers,
+                 spec.max_position_embeddings or None, tuple(notes), spec)
+
+
+def _model(model: Model | str) -> Model:
+    return load_model(model) if isinstance(model, str) else model
+
+
+def _hardware(gpu: GPU | str) -> Hardware:
+    return (load_gpu(gpu) if isinstance(gpu, str) else gpu).hardware
+
+
+def _precision(precision: PrecisionLike, hw: Hardware) -> tuple[Precision, list[str]]:
+    """A resolved precision the GPU can run, and the notes resolving it gave."""
+    if isinstance(precision, str):
+        precision = PrecisionOptions(weights=precision)
+    if isinstance(precision, PrecisionOptions):
+        return precision.resolve(hw.device_dtypes)
+    why = unsupported(precision, hw.device_dtypes, hw.name)
+    if why:
+        raise RidgelineError(why)
+    return precision, device_notes(precision, hw.device_dtypes)
+
+
+# -- step times ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Step:
+    """One priced forward pass (decode step or prefill), seconds, FLOPs and bytes."""
+
+    time_s: float
+    bound: str                        # memory | compute | latency | communication
+    breakdown_s: dict[str, float]     # by kernel group (gemm, attention, allreduce, ...)
+    by_bound_s: dict[str, float]
+    kernels: int
+    floor_s: float                    # latency floor x kernels
+    allreduce_s: float
+    allreduce_source: str             # measured | estimated | datasheet | n/a
+    flops: float
+    bytes: float
+    tokens: int
+    precision: dict[str, Any]
+    notes: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _step(t: StepTime, precision: Precision, notes: list[str]) -> Step:
+    return Step(t.time_s, t.bound, dict(t.breakdown), dict(t.by_bound), t.kernels, t.floor_s,
+                t.allreduce_s, t.allreduce_source, t.flops, t.bytes, t.tokens,
+                precision.to_dict(), tuple(notes + t.notes))
+
+
+def decode_step(model: Model | str, gpu: GPU | str, *, batch: int, context_tokens: int,
+                precision: PrecisionLike = "bf16", tp: int = 1, pp: int = 1) -> Step:
+    """One decode step: `batch` sequences each add a token after `context_tokens` cached."""
+    m, hw = _model(model), _hardware(gpu)
+    p, notes = _precision(precision, hw)
+    return _step(decode_step_time(m.spec, p, hw, batch, context_tokens, tp=tp, pp=pp), p,
+                 list(m.notes) + notes)
+
+
+def prefill(model: Model | str, gpu: GPU | str, *, input_tokens: int, batch: int = 1,
+            precision: PrecisionLike = "bf16", tp: int = 1, pp: int = 1,
+            max_batched_tokens: int = EngineConfig.max_batched_tokens) -> Step:
+    """Prefill of `batch` prompts of `input_tokens` (a lone prompt's TTFT with batch=1)."""
+    m, hw = _model(model), _hardware(gpu)
+    p, notes = _precision(precision, hw)
+    return _step(prefill_time(m.spec, p, hw, batch, input_tokens, tp=tp, pp=pp,
+                              max_batched_tokens=max_batched_tokens), p, list(m.notes) + notes)
+
+
+def static_batch(model: Model | str, gpu: GPU | str, *, batch: int, input_len: int,
+                 output_len: int, precision: PrecisionLike = "bf16",
+                 engine: EngineConfig | None = None,
+                 parallel: ParallelOptions | None = None) -> StaticBatchResult:
+    """One batch run to completion: latency and tokens/s per GPU (ridgeline.sizing.static_batch)."""
+    from ridgeline.sizing.static_batch import static_batch as run
+
+    m, hw = _model(model), _hardware(gpu)
+    p, notes = _precision(precision, hw)
+    result = run(m.spec, p, hw, StaticBatch(batch=batch, input_len=input_len,
+                                            output_len=output_len), engine, parallel)
+    result.notes[:0] = list(m.notes) + notes
+    return result
+
+
+def serving_point(model: Model | str, gpu: GPU | str, *, concurrency: int, input_p95: int,
+                  output_p95: int, input_p50: int | None = None, output_p50: int | None = None,
+                  precision: PrecisionLike = "bf16", tp: int = 1, pp: int = 1,
+                  engine: EngineConfig | None = None) -> ServingPoint:
+    """One replica holding `concurrency` requests: TTFT, ITL, request rate (sizing.serving)."""
+    m, hw = _model(model), _hardware(gpu)
+    p, notes = _precision(precision, hw)
+    w = Workload(input_p95=input_p95, output_p95=output_p95, input_p50=input_p50,
+                 output_p50=output_p50, concurrency=concurrency)
+    shape = Shape(w.input_p50, w.input_p95, w.output_p50, w.output_p95)
+    engine = engine or EngineConfig()
+    point = ReplicaModel(m.spec, p, hw, shape, tp=tp, pp=pp,
+                         max_batched_tokens=engine.max_batched_tokens).point(concurrency)
+    point.notes[:0] = list(m.notes) + notes
+    return point
+
+
+# -- the plan ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Plan:
+    """A serving plan: the headline figures, and every section in `detail` (the JSON of
+    `ridgeline plan --json`). `feasible` is False when no concurrency meets the SLO
+    (`infeasible` says why, in one line)."""
+
+    basis: str                        # measured | reference | datasheet
+    feasible: bool
+    infeasible: str | None
+    tp: int
+    pp: int
+    operating_concurrency: int
+    usable_rps_per_replica: float | None
+    replicas_with_safety: int | None
+    gpus_deployed: int | None
+    cost_per_1m_input_tokens: float | None
+    cost_per_1m_output_tokens: float | None
+    cost_per_1m_blended_tokens: float | None
+    warnings: tuple[str, ...]
+    notes: tuple[str, ...]
+    detail: dict[str, Any] = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.detail
+
+
+def plan(model: Model | str, gpu: GPU | str, workload: Workload, slo: SLO | None = None, *,
+         precision: PrecisionLike = "bf16", engine: EngineConfig | None = None,
+         parallel: ParallelOptions | None = None, fleet: FleetOptions | None = None) -> Plan:
+    """The sizing method end to end (what `ridgeline plan` prints), as data."""
+    from ridgeline.sizing.plan import PlanInputs, infeasible, make_plan
+
+    m, hw = _model(model), _hardware(gpu)
+    p, notes = _precision(precision, hw)
+    inputs = PlanInputs(spec=m.spec, precision=p, workload=workload, slo=slo or SLO(),
+                        engine=engine or EngineConfig(), parallel=parallel or ParallelOptions(),
+                        fleet=fleet or FleetOptions(), notes=tuple(list(m.notes) + notes))
+    d = make_plan(inputs, hw)
+    f, op = d["fleet"], d["operating_point"]
+    return Plan(d["basis"], f["feasible"], infeasible(d), op["tp"], op["pp"], op["concurrency"],
+                f["usable_rps_per_replica"], f["replicas_with_safety"], f["gpus_deployed"],
+                f["cost_per_1m_input_tokens"], f["cost_per_1m_output_tokens"],
+                f["cost_per_1m_blended_tokens"], tuple(d["warnings"]), tuple(d["notes"]), d)
+
+
+# -- simulate ------------------------------------------------------------------------------
+# The serving simulation (ridgeline.sizing.simulation: continuous batching on the step
+# model) is added here by the lead, with the same inputs as plan(): model, gpu, Workload
+# or a trace, SLO, precision, EngineConfig, ParallelOptions; a plain dataclass out.

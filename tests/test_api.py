@@ -1,0 +1,139 @@
+"""ridgeline.api: the stable surface notebooks and tools call; plain dataclasses out, no torch."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ridgeline import api
+from ridgeline.roofline.profile import json_safe, new_profile, save_profile
+from ridgeline.sizing.latency import decode_step_time, prefill_time
+from ridgeline.sizing.precision import Precision
+
+ROOT = Path(__file__).resolve().parents[1]
+VERIFIED = {"status": "verified", "reason": None, "spread": {}}
+
+
+def write_profile(path):
+    dev = {"name": "Test GPU", "kind": "cuda", "memory_bytes": 80_000_000_000,
+           "dtypes": {"fp32": True, "fp16": True, "bf16": True, "fp8_e4m3": True}}
+    p = new_profile(dev, command_line=["test"], versions={})
+    p["complete"] = True
+    p["ceilings"] = {"memory_bandwidth_GBps": {"read": 3000.0},
+                     "memory_bandwidth_detail": {"read": dict(VERIFIED)},
+                     "matmul_TFLOPS": {"bf16": 700.0, "fp8_e4m3": 1300.0},
+                     "matmul_detail": {"bf16": dict(VERIFIED), "fp8_e4m3": dict(VERIFIED)}}
+    p["model"] = {"bandwidth_GBps": 3000.0, "latency_floor_us": 3.0, "source": "measured",
+                  "matmul": {"bf16": {"peak_TFLOPS": 700.0, "flops_half": 1e9},
+                             "fp8_e4m3": {"peak_TFLOPS": 1300.0, "flops_half": 2e9}}}
+    p["interconnect"] = {"allreduce": {str(n): {"alpha_us": 10.0, "busbw_GBps": 350.0,
+                                                "source": "measured", **VERIFIED}
+                                       for n in (2, 4, 8)}}
+    return str(save_profile(p, path))
+
+
+@pytest.fixture(scope="module")
+def h100():
+    return api.load_gpu("h100-sxm")
+
+
+def test_importing_the_api_imports_no_torch():
+    code = textwrap.dedent("""
+        import sys
+        import ridgeline.api as api
+        api.plan("tiny", "h100-sxm", api.Workload(input_p95=64, output_p95=8, concurrency=2))
+        print(sorted(m for m in ("torch", "triton") if m in sys.modules))
+        """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_stable_names_exist():
+    for name in api.__all__:
+        assert hasattr(api, name), name
+
+
+def test_gpus_from_a_datasheet_or_a_measured_profile(h100, tmp_path):
+    assert (h100.source, h100.bandwidth_GBps, h100.memory_bytes) == ("datasheet", 3350,
+                                                                      85_899_345_920)
+    assert any("DATASHEET" in w for w in h100.warnings)
+    gpu = api.load_profile(write_profile(tmp_path / "p.json"))
+    assert (gpu.source, gpu.name, gpu.peak_TFLOPS["bf16"]) == ("measured", "Test GPU", 700.0)
+    with pytest.raises(api.RidgelineError, match="unknown GPU 'gb200'"):
+        api.load_gpu("gb200")
+
+
+@pytest.mark.parametrize("hf_id, bundled, window", [
+    ("meta-llama/Meta-Llama-3-8B", "llama-3.1-8b", 8192),
+    ("meta-llama/Llama-2-7b-chat-hf", "llama-2-7b", 4096),
+    ("meta-llama/Llama-3.3-70B-Instruct", "llama-3.1-70b", 131072),
+])
+def test_hf_ids_map_to_bundled_shapes_with_a_note(hf_id, bundled, window):
+    m = api.load_model(hf_id)
+    ref = api.load_model(bundled)
+    assert m.params == ref.params and m.layers == ref.layers and m.context_window == window
+    assert len(m.notes) == 1 and hf_id in m.notes[0] and bundled in m.notes[0]
+    assert ref.notes == ()
+
+
+def test_models_from_a_config_file_or_folder(tmp_path):
+    cfg = json.loads((ROOT / "ridgeline/data/models/llama-3.1-8b.json").read_text())
+    folder = tmp_path / "my-llama"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(cfg))
+    for where in (folder, folder / "config.json"):
+        m = api.load_model(str(where))
+        assert m.name == "my-llama" and m.params == api.load_model("llama-3.1-8b").params
+
+
+def test_steps_are_the_planners_step_times(h100):
+    m = api.load_model("llama-3.1-8b")
+    step = api.decode_step(m, h100, batch=16, context_tokens=2000, precision="fp8")
+    fp8 = Precision("fp8", "fp8", "bf16")          # auto: W8A8 on H100, 16-bit KV
+    assert step.precision["gemm_dtype"] == "fp8" and step.precision["kv_cache"] == "bf16"
+    assert step.time_s == decode_step_time(m.spec, fp8, h100.hardware, 16, 2000).time_s
+    first = api.prefill("llama-3.1-8b", "h100-sxm", input_tokens=4096, tp=2)
+    assert first.time_s == prefill_time(m.spec, Precision(), h100.hardware, 1, 4096, tp=2,
+                                        max_batched_tokens=8192).time_s
+    assert first.allreduce_source == "datasheet" and first.tokens == 4096
+    a100 = api.decode_step(m, "a100-sxm4", batch=1, context_tokens=10,
+                           precision=api.PrecisionOptions(weights="fp8", kv="fp8"))
+    assert a100.precision["gemm_dtype"] == "bf16" and a100.precision["kv_cache"] == "fp8"
+    assert any("weight-only" in n for n in a100.notes)
+
+
+def test_static_batch_and_serving_point(h100):
+    run = api.static_batch("llama-3.1-8b", h100, batch=8, input_len=1000, output_len=50)
+    assert run.tokens_per_s == pytest.approx(8 * 50 / run.latency_s) and run.basis == "datasheet"
+    point = api.serving_point("llama-3.1-8b", h100, concurrency=16, input_p95=2000,
+                              output_p95=300, input_p50=1000, output_p50=100)
+    assert point.concurrency == 16 and point.rps * point.e2e_s == pytest.approx(16, rel=1e-6)
+
+
+def test_plan_headline_and_detail(h100):
+    p = api.plan("llama-3.1-70b", h100,
+                 api.Workload(input_p95=8192, output_p95=512, concurrency=50, peak_rps=120),
+                 api.SLO(ttft_s=2, itl_s=0.05, gpu_hourly=2.5),
+                 precision=api.PrecisionOptions(weights="fp8", kv="fp8"))   # the docs example
+    assert p.feasible and p.infeasible is None and p.tp == 4
+    assert p.gpus_deployed == p.detail["fleet"]["gpus_deployed"] == 240
+    assert p.cost_per_1m_blended_tokens < p.cost_per_1m_output_tokens
+    json.dumps(json_safe(p.to_dict()))
+    bad = api.plan("llama-3.1-8b", h100, api.Workload(input_p95=100, output_p95=10,
+                                                      concurrency=1), api.SLO(itl_s=1e-6))
+    assert not bad.feasible and "ITL" in bad.infeasible and bad.gpus_deployed is None
+
+
+def test_outputs_are_plain_dataclasses(h100):
+    m = api.load_model("tiny")
+    for out in (h100, m, api.decode_step(m, h100, batch=1, context_tokens=1),
+                api.static_batch(m, h100, batch=1, input_len=4, output_len=2),
+                api.serving_point(m, h100, concurrency=1, input_p95=4, output_p95=2)):
+        assert dataclasses.is_dataclass(out)
+        json.dumps(json_safe(out.to_dict()))
