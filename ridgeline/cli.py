@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What `pip install ridgeline[measure]` adds; the planner, report and compare need none of it.
+MEASURE_MODULES = ("torch", "triton", "pynvml")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -66,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return 1  # what Python exits with on EPIPE; the reader has what it wanted
+    except ModuleNotFoundError as exc:
+        if exc.name not in MEASURE_MODULES:
+            raise
+        print(f"ridgeline {args.command}: error: measuring needs {exc.name}, which is not "
+              "installed: install the torch build for your GPU (or `pip install torch` for the "
+              "CPU), then `pip install 'ridgeline[measure]'`", file=sys.stderr)
+        return 2
 
 
 def _silence_stdout() -> None:

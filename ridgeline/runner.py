@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ridgeline.contention import ContentionMeter
 from ridgeline.device import DeviceInfo
 from ridgeline.errors import Waived
 from ridgeline.probes import get_probe
-from ridgeline.contention import ContentionMeter
 from ridgeline.outputs import atomic_write_text
 from ridgeline.partial import PARTIAL_NAME, partial_header
 from ridgeline.probes.base import Case, ProbeContext

@@ -5,7 +5,8 @@ import torch
 
 from ridgeline.device import cpu_device
 from ridgeline.probes.base import ProbeContext
-from ridgeline.probes.host_link import HostLinkProbe, measure_copy
+from ridgeline.probes.host_link import (HostLinkProbe, measure_copy, pattern_mismatch,
+                                         pattern_tile)
 from ridgeline.probes.p2p import P2PProbe, measure_p2p
 from ridgeline.timing import FakeTimer
 
@@ -39,12 +40,46 @@ def test_copy_record_accounting(direction, moved):
 
 
 def test_broken_copy_is_invalid(monkeypatch):
+    """A source that does not hold the pattern the check expects: the copy is reported invalid."""
     import ridgeline.probes.patterns as patterns
 
-    real = patterns.max_periodic_error
-    monkeypatch.setattr(patterns, "max_periodic_error", lambda buf, tile: real(buf, tile.roll(1)))
+    real = patterns.fill_periodic
+    monkeypatch.setattr(patterns, "fill_periodic", lambda buf, tile: real(buf, tile.roll(1)))
     rec = measure_copy("h2d", "pageable", 4096, CPU, FakeTimer())
     assert rec["status"] == "invalid" and not rec["validated"] and rec["max_abs_error"] > 0
+
+
+def _patterned(n, salt=3):
+    from ridgeline.probes.patterns import fill_periodic
+
+    buf = torch.empty(n, dtype=torch.uint8)
+    fill_periodic(buf, pattern_tile(salt))
+    return buf
+
+
+@pytest.mark.parametrize("n", [1, 250, 251, 8 * 251 + 5, 10_007, 3 * 8 * 251 * 8 + 13])
+def test_pattern_check_accepts_exact_patterns(n):
+    # blocks of 8 x 251 bytes: many blocks, a ragged last one, a buffer shorter than one block
+    assert pattern_mismatch(_patterned(n), pattern_tile(3), block_bytes=8 * 251) == 0.0
+    assert pattern_mismatch(_patterned(n), pattern_tile(3)) == 0.0
+
+
+@pytest.mark.parametrize("where", [0, 2007, 2008, 9_999, 10_006])
+def test_pattern_check_finds_one_wrong_byte_anywhere_and_its_size(where):
+    buf = _patterned(10_007)
+    buf[where] = (int(buf[where]) + 7) % 256
+    expect = abs(int(buf[where]) - int(pattern_tile(3)[where % 251]))
+    assert pattern_mismatch(buf, pattern_tile(3), block_bytes=8 * 251) == float(expect) > 0
+    assert pattern_mismatch(buf, pattern_tile(5)) > 0        # another pattern is not accepted
+
+
+def test_pattern_check_of_an_unaligned_view_compares_bytes():
+    buf = _patterned(4096 + 3)
+    view = buf[3:]                                  # storage offset 3: no 8-byte words
+    tile = pattern_tile(3).roll(-3)                 # the pattern as seen from byte 3
+    assert pattern_mismatch(view, tile, block_bytes=8 * 251) == 0.0
+    view[100] += 1
+    assert pattern_mismatch(view, tile, block_bytes=8 * 251) == 1.0
 
 
 def test_p2p_record():

@@ -11,6 +11,7 @@ from ridgeline.errors import Waived
 from ridgeline.probes import get_probe
 from ridgeline.probes import gemv as G
 from ridgeline.probes.base import ProbeContext
+from ridgeline.probes.matmul import fast_accum_tolerance
 from ridgeline.records import fit_ready
 from ridgeline.timing import FakeTimer, HostTimer, Timing
 
@@ -250,7 +251,7 @@ def test_fp8_weights_quantized_per_channel():
     assert torch.equal(w8.float().abs().amax(dim=1), torch.full((33,), 448.0))
 
 
-def test_scaled_mm_provider_w8a8_on_a_cpu_that_claims_fp8():
+def test_scaled_mm_provider_w8a8_on_a_cpu_that_claims_fp8(monkeypatch):
     """torch._scaled_mm also runs on the CPU: exercise the W8A8 path, its reference and bytes."""
     if not hasattr(torch, "_scaled_mm"):
         pytest.skip("torch has no _scaled_mm")
@@ -260,14 +261,63 @@ def test_scaled_mm_provider_w8a8_on_a_cpu_that_claims_fp8():
                                 "providers": ["torch_scaled_mm"]})
     probe = G.GemvProbe()
     [case] = probe.cases(ctx)
+    calls = []
+    real = torch._scaled_mm
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(torch, "_scaled_mm", spy)
     try:
         [r] = probe.run(case, ctx)
     except Waived as w:
         pytest.skip(f"this torch build: {w.reason}")
+    # as serving engines run forward passes, and said so in the record
+    assert calls and all(c.get("use_fast_accum") is True for c in calls)
+    assert r["fast_accum"] is True and r["rtol"] == G.RTOL["bf16"] + fast_accum_tolerance(96)
     assert r["validated"] and r["act_dtype"] == "fp8_e4m3" and r["out_dtype"] == "bf16"
     per_tensor = r["scale_kind"] == "tensorwise"
     assert r["bytes_read"] == G.bytes_read(3, 80, 96, "fp8_e4m3", "fp8_e4m3",
                                            scales="per_tensor" if per_tensor else "per_channel")
+
+
+def test_timing_budgets_keep_the_gpu_sweep_short():
+    assert G.timing_budget("cuda", quick=False) == {"warmup_ms": 10.0, "rep_ms": 40.0}
+    assert G.timing_budget("rocm", quick=True) == {"warmup_ms": 5.0, "rep_ms": 15.0}
+    assert G.timing_budget("cpu", quick=True)["min_reps"] == 3
+    assert G.timing_budget("cpu", quick=False) == {}          # the timer's own defaults
+
+
+def test_tune_budget_follows_quick_unless_told():
+    ctx = ProbeContext(device=gpu_info(), timer=FakeTimer())
+    assert G.tune_budget(ctx) == "default"
+    assert G.tune_budget(dataclasses.replace(ctx, quick=True)) == "quick"
+    assert G.tune_budget(dataclasses.replace(ctx, options={"gemv": {"tune": "full"}})) == "full"
+
+
+def test_triton_provider_runs_the_config_it_selected(monkeypatch):
+    """Under the interpreter (tests/conftest.py), the Triton provider end to end: the config is
+    chosen once, before timing, under the tuning budget, and recorded with it."""
+    from ridgeline.kernels import gemv as K
+
+    chosen = []
+    real_select = K.select_config
+
+    def spy(x, w, scale=None, budget="default"):
+        chosen.append(budget)
+        return real_select(x, w, scale, budget)
+    monkeypatch.setattr(K, "select_config", spy)
+    ctx = ProbeContext(device=cpu_device(), timer=FakeTimer(), quick=True,
+                       options={"shapes": [[96, 80]], "batches": [3], "dtypes": ["bf16"],
+                                "providers": ["triton"], "max_copies": 2})
+    probe = G.GemvProbe()
+    monkeypatch.setattr(probe, "waiver", lambda params, ctx: None)   # the CPU waives Triton
+    [case] = probe.cases(ctx)
+    [r] = probe.run(case, ctx)
+    assert chosen == ["quick"] and r["tune_budget"] == "quick" and r["fast_accum"] is None
+    assert r["validated"] and r["config"] == str(real_select(
+        torch.empty(3, 96, dtype=torch.bfloat16), torch.empty(80, 96, dtype=torch.bfloat16),
+        None, "quick"))
 
 
 # --- on a GPU -------------------------------------------------------------------------

@@ -78,6 +78,65 @@ def test_matmul_validates_against_fp32_reference_on_cpu(cpu, dtype):
     assert rec["TFLOPS"] == pytest.approx(rec["flops"] / (rec["time_ms_median"] * 1e-3) / 1e12)
 
 
+def _fp8_on_cpu(monkeypatch):
+    """torch._scaled_mm also runs on the CPU: let the probe take fp8 there."""
+    import torch
+
+    from ridgeline.probes import matmul as M
+
+    if not hasattr(torch, "_scaled_mm"):
+        pytest.skip("this torch has no torch._scaled_mm")
+    monkeypatch.setattr(M, "unsupported_reason", lambda dtype, device: None)
+    calls = []
+    real = torch._scaled_mm
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(torch, "_scaled_mm", spy)
+    return calls
+
+
+@pytest.mark.parametrize("m", [1, 3, 16])
+def test_matmul_fp8_runs_any_m_with_fast_accum(cpu, monkeypatch, m):
+    """torch needs only K and N multiples of 16: the decode point M=1 is measured, and every
+    fp8 GEMM runs with use_fast_accum=True (as serving engines run forward passes)."""
+    calls = _fp8_on_cpu(monkeypatch)
+    ctx = ProbeContext(cpu, FakeTimer(), quick=True)
+    (rec,) = get_probe("matmul").run(Case({"dtype": "fp8_e4m3", "shape_kind": "llm", "m": m,
+                                           "n": 48, "k": 64}), ctx)
+    assert calls and all(c.get("use_fast_accum") is True for c in calls)
+    assert rec["fast_accum"] is True and rec["provider"] == "torch_scaled_mm"
+    assert rec["validated"] and rec["relative_error"] <= rec["relative_tolerance"]
+    assert rec["flops"] == 2 * m * 48 * 64
+
+
+@pytest.mark.parametrize("n,k", [(40, 64), (48, 72)])
+def test_matmul_fp8_waived_when_k_or_n_not_multiple_of_16(cpu, monkeypatch, n, k):
+    _fp8_on_cpu(monkeypatch)
+    with pytest.raises(Waived, match="K and N to be multiples of 16"):
+        get_probe("matmul").run(Case({"dtype": "fp8_e4m3", "shape_kind": "llm", "m": 1, "n": n,
+                                      "k": k}), ProbeContext(cpu, FakeTimer(), quick=True))
+
+
+def test_matmul_tolerance_widens_with_k_for_fast_accumulated_fp8_only():
+    from ridgeline.probes.matmul import RELATIVE_TOLERANCE, fast_accum_tolerance, tolerance
+
+    assert fast_accum_tolerance(1024) == fast_accum_tolerance(4096) == pytest.approx(2e-2)
+    assert fast_accum_tolerance(16384) == pytest.approx(8e-2)
+    fp8_tol = RELATIVE_TOLERANCE["fp8_e4m3"]
+    assert tolerance("fp8_e4m3", 16384, True) == pytest.approx(fp8_tol + 8e-2)
+    assert tolerance("fp8_e4m3", 16384, False) == RELATIVE_TOLERANCE["fp8_e4m3"]
+    assert tolerance("bf16", 16384, True) == RELATIVE_TOLERANCE["bf16"]
+
+
+def test_matmul_records_fast_accum_only_for_fp8(cpu):
+    ctx = ProbeContext(cpu, FakeTimer(), quick=True)
+    (rec,) = get_probe("matmul").run(Case({"dtype": "bf16", "shape_kind": "llm", "m": 3,
+                                           "n": 16, "k": 32}), ctx)
+    assert rec["fast_accum"] is None
+
+
 def test_registry_lists_default_probes_and_rejects_unknown():
     assert set(DEFAULT_PROBES) <= set(REGISTRY)
     assert parse_probe_list("hbm, matmul") == ["hbm", "matmul"]

@@ -15,7 +15,7 @@ Work (minimal, what achieved rates are computed from):
 At decode batch sizes the weight read dominates (B*K and B*N are tiny next to
 N*K): the kernel's one job is to stream W from HBM at the bandwidth ceiling.
 
-Kernel (`_gemv_kernel`), grid (cdiv(B, BLOCK_B), cdiv(N, BLOCK_N), SPLIT_K):
+Kernel (`_gemv_kernel`), grid (cdiv(B, BLOCK_B), cdiv(N, BLOCK_N), split_k):
 - Each program walks K in (BLOCK_N, BLOCK_K) weight tiles. K is the contiguous
   axis, so each thread issues wide (16-byte) loads and a warp reads whole
   rows: coalesced. Weights are read once (`evict_first`); the activations are
@@ -39,23 +39,30 @@ Kernel (`_gemv_kernel`), grid (cdiv(B, BLOCK_B), cdiv(N, BLOCK_N), SPLIT_K):
   factors out of the K sum). This is what weight-only-fp8 decode kernels do
   on GPUs, and it also runs under Triton's CPU interpreter.
 - Split-K (B <= 16, when the N tiles alone would not fill the GPU): grid axis
-  2 cuts K into SPLIT_K contiguous BLOCK_K-aligned ranges; each writes an fp32
-  partial (SPLIT_K, B, N) and `_splitk_reduce_kernel` sums them in a fixed
+  2 cuts K into split_k contiguous BLOCK_K-aligned ranges; each writes an fp32
+  partial (split_k, B, N) and `_splitk_reduce_kernel` sums them in a fixed
   order, applies the scale and casts. A second pass rather than fp32 atomics
   because: results are deterministic (bitwise repeatable); atomics would need
   a zeroed fp32 buffer and a separate cast to bf16 (memset + GEMV + cast =
   three launches against two); a config can be re-run any number of times
   while tuning with no reset hook; and the partial buffer is tiny at decode
-  batch sizes (SPLIT_K*B*N*4 bytes, L2-resident).
+  batch sizes (split_k*B*N*4 bytes, L2-resident).
 
-Tuning: `select_config` times each candidate of a small shape-pruned list
+Tuning: `select_config` times the candidates of a small shape-pruned list
 (`candidate_configs`) as the *whole* launch (main kernel + reduction pass)
 with triton.testing.do_bench, which clears L2 before every rep (configs are
-compared streaming from HBM), and caches the winner per (device, dtypes,
-batch bucket, N, K). Not `@triton.autotune`: it times only the kernel it
-decorates, so a split-K config would win by hiding its reduction launch.
+compared streaming from HBM). Not `@triton.autotune`: it times only the kernel
+it decorates, so a split-K config would win by hiding its reduction launch.
+Tuning is shared across shapes: once per (device, dtypes, batch class = the
+config-table row, shape class = narrow/wide N x short/long K); a later shape of
+the class reuses the winning tile and its split decision, the split factor
+re-derived for its own N and K (`split_for`). Budgets (`TUNE_BUDGETS`): "quick"
+times nothing (the rule's pick), "default" the first configs of each row
+(PRUNED_BASES) with their split-K variants, "full" the whole row. Every distinct
+config is a Triton compile (~0.5 s cold, cached on disk after), which is why
+the lists are short and B and the split count are not compile-time constants.
 Under TRITON_INTERPRET=1 the first candidate is used, untimed. Set
-RIDGELINE_GEMV_VERBOSE=1 to print every candidate's time when a shape is tuned.
+RIDGELINE_GEMV_VERBOSE=1 to print every candidate's time when a class is tuned.
 
 Interpreter note: Triton's CPU interpreter computes a bf16 `tl.dot` on the
 raw 16-bit patterns (numpy has no bf16; triton 3.x stores it as uint16), so
@@ -71,8 +78,11 @@ Tests: `pytest tests/test_kernels_gemv.py` (interpreter on CPU; `-m gpu` on a GP
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import threading
+import time
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -86,8 +96,6 @@ FP8_DTYPES = tuple(d for d in (getattr(torch, "float8_e4m3fn", None),
                                getattr(torch, "float8_e4m3fnuz", None)) if d is not None)
 HALF_DTYPES = (torch.bfloat16, torch.float16)
 MAX_SPLIT_K = 8
-_TUNE_WARMUP_MS = 5
-_TUNE_REP_MS = 25
 
 
 class GemvInputError(RidgelineError, ValueError):
@@ -110,12 +118,14 @@ class GemvConfig:
                 f"w{self.num_warps} s{self.num_stages}")
 
 
-@triton.jit
+# B is not specialized: Triton would otherwise compile one variant for B == 1, one for B a
+# multiple of 16 and one for the rest, and B only bounds the masks (no speed at stake).
+@triton.jit(do_not_specialize=["B"])
 def _gemv_kernel(
     x_ptr, w_ptr, scale_ptr, out_ptr,
     B, N, K, K_SPLIT,
     stride_xb, stride_wn, stride_ob, stride_os,
-    HAS_SCALE: tl.constexpr, SPLIT_K: tl.constexpr, EVEN_K: tl.constexpr,
+    HAS_SCALE: tl.constexpr, IS_SPLIT: tl.constexpr, EVEN_K: tl.constexpr,
     UPCAST_DOT: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
@@ -171,7 +181,7 @@ def _gemv_kernel(
 
     out_mask = mask_n[:, None] & mask_b[None, :]
     out_offs = offs_b[None, :] * stride_ob + offs_n[:, None]            # (BLOCK_N, BLOCK_B)
-    if SPLIT_K == 1:
+    if not IS_SPLIT:
         if HAS_SCALE:
             acc = acc * tl.load(scale_ptr + offs_n, mask=mask_n, other=0.0)[:, None]
         tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
@@ -180,15 +190,16 @@ def _gemv_kernel(
         tl.store(out_ptr + pid_k * stride_os + out_offs, acc, mask=out_mask)
 
 
-@triton.jit
+# the split count is a runtime loop bound: one compiled reduction serves every split-K
+@triton.jit(do_not_specialize=["B", "n_splits"])
 def _splitk_reduce_kernel(
-    part_ptr, scale_ptr, y_ptr, B, N, stride_yb,
-    HAS_SCALE: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK: tl.constexpr,
+    part_ptr, scale_ptr, y_ptr, B, N, stride_yb, n_splits,
+    HAS_SCALE: tl.constexpr, BLOCK: tl.constexpr,
 ):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < B * N
     acc = tl.zeros((BLOCK,), dtype=tl.float32)
-    for s in tl.static_range(SPLIT_K):  # fixed order: deterministic sums
+    for s in range(n_splits):  # fixed order: deterministic sums
         acc += tl.load(part_ptr + s * B * N + offs, mask=mask, other=0.0)
     b = offs // N
     n = offs % N
@@ -256,45 +267,94 @@ def _check_inputs(x: Any, w: Any, scale: Any) -> None:
 
 
 def batch_bucket(batch: int) -> int:
-    """Next power of two: the tuning key, so B=3 and B=4 share a config."""
+    """Next power of two (B=3 and B=4 run the same tiles)."""
     return 1 << max(0, int(batch) - 1).bit_length()
 
 
-def candidate_configs(batch: int, n: int, k: int, sm_count: int = 132) -> list[GemvConfig]:
-    """The small, shape-pruned list the tuner times; the first is the default."""
+# Tuning budgets: how many candidates `select_config` times for one tuning class.
+#   quick:   none; the rule's pick (the first config of the table row, split-K by the rule)
+#   default: the first few configs of the row (PRUNED_BASES), each with its split-K variant
+#   full:    every config of the row with its split-K variant
+TUNE_BUDGETS = ("quick", "default", "full")
+PRUNED_BASES = {1: 3, 16: 2, 32: 2, 64: 2, 512: 2}   # batch class -> configs kept by "default"
+LONG_K = 8192   # K at or above this is "long": more K steps per program, deeper pipelines pay
+
+
+def batch_class(batch: int) -> int:
+    """The row of the config table a batch size uses: 1, <=16, <=32, <=64, larger (as 512)."""
+    for upper in (1, 16, 32, 64):
+        if batch <= upper:
+            return upper
+    return 512
+
+
+def _table_row(batch: int) -> list[GemvConfig]:
+    """Every config of the row for this batch size, the presumed best first."""
     def C(bn, bk, bb, warps, stages=3):  # noqa: N802 - a table row
         return GemvConfig(bn, bk, bb, num_warps=warps, num_stages=stages)
 
     # Pipelined tiles (BN + BB) * BK * 2 B * stages stay <= 160 KB of shared memory
     # (A100: 164 KB, H100: 227 KB); the tuner skips any a smaller GPU cannot compile.
-    if batch == 1:  # CUDA-core path first (block_b=1), then the tensor-core path
-        base = [C(16, 512, 1, 4), C(32, 512, 1, 8), C(16, 1024, 1, 8),
-                C(64, 256, 16, 4, 4), C(128, 128, 16, 4, 4)]
-    elif batch <= 16:
-        base = [C(64, 256, 16, 4, 4), C(128, 128, 16, 4, 4), C(32, 256, 16, 4, 5),
-                C(64, 128, 16, 4, 6)]
-    elif batch <= 32:
-        base = [C(64, 128, 32, 4, 4), C(128, 128, 32, 4, 4), C(128, 64, 32, 4, 5)]
-    elif batch <= 64:
-        base = [C(64, 128, 64, 4, 4), C(128, 64, 64, 4, 4), C(128, 128, 64, 8, 3)]
-    else:
-        base = [C(128, 64, 128, 8, 4), C(256, 64, 128, 8, 3), C(128, 64, 64, 4, 4)]
+    rows = {
+        # CUDA-core path first (block_b=1), then the tensor-core path
+        1: [C(16, 512, 1, 4), C(32, 512, 1, 8), C(64, 256, 16, 4, 4), C(16, 1024, 1, 8),
+            C(128, 128, 16, 4, 4)],
+        16: [C(64, 256, 16, 4, 4), C(128, 128, 16, 4, 4), C(32, 256, 16, 4, 5),
+             C(64, 128, 16, 4, 6)],
+        32: [C(64, 128, 32, 4, 4), C(128, 128, 32, 4, 4), C(128, 64, 32, 4, 5)],
+        64: [C(64, 128, 64, 4, 4), C(128, 64, 64, 4, 4), C(128, 128, 64, 8, 3)],
+        512: [C(128, 64, 128, 8, 4), C(256, 64, 128, 8, 3), C(128, 64, 64, 4, 4)],
+    }
+    return rows[batch_class(batch)]
+
+
+def split_for(cfg: GemvConfig, batch: int, n: int, k: int, sm_count: int) -> int:
+    """Split-K factor the rule gives `cfg` on this shape (1: no split).
+
+    Only at decode batch sizes (<= 16) and only when the output tiles alone give
+    fewer than two programs per SM: the power of two that reaches ~2 programs
+    per SM, halved until every split keeps >= 4 K steps (so the loads still pipeline).
+    """
+    if batch > 16:
+        return 1  # enough output tiles and MMA work: split-K would only add traffic
+    tiles = triton.cdiv(n, cfg.block_n) * triton.cdiv(batch, cfg.block_b)
+    if tiles >= 2 * sm_count:
+        return 1
+    split = min(MAX_SPLIT_K, batch_bucket(triton.cdiv(2 * sm_count, tiles)))
+    while split > 1 and triton.cdiv(k, split) < 4 * cfg.block_k:
+        split //= 2
+    return split
+
+
+def candidate_configs(batch: int, n: int, k: int, sm_count: int = 132,
+                      budget: str = "full") -> list[GemvConfig]:
+    """The shape-pruned list the tuner times under `budget`; the first is the default."""
+    if budget not in TUNE_BUDGETS:
+        raise ValueError(f"gemv: tuning budget must be one of {TUNE_BUDGETS}, got {budget!r}")
+    row = _table_row(batch)
+    if budget == "quick":
+        return [replace(row[0], split_k=split_for(row[0], batch, n, k, sm_count))]
+    if budget == "default":
+        row = row[:PRUNED_BASES[batch_class(batch)]]
     configs: list[GemvConfig] = []
-    for cfg in base:
+    for cfg in row:
         configs.append(cfg)
-        if batch > 16:
-            continue  # enough output tiles and MMA work: split-K would only add traffic
-        tiles = triton.cdiv(n, cfg.block_n) * triton.cdiv(batch, cfg.block_b)
-        if tiles >= 2 * sm_count:
-            continue  # the output tiles alone give every SM two programs
-        # one split per base config: the power of two that reaches ~2 programs per SM,
-        # halved until every split keeps >= 4 K steps (so the loads still pipeline)
-        split = min(MAX_SPLIT_K, batch_bucket(triton.cdiv(2 * sm_count, tiles)))
-        while split > 1 and triton.cdiv(k, split) < 4 * cfg.block_k:
-            split //= 2
+        split = split_for(cfg, batch, n, k, sm_count)
         if split > 1:
             configs.append(replace(cfg, split_k=split))
     return configs
+
+
+def shape_class(batch: int, n: int, k: int, sm_count: int) -> tuple[str, str]:
+    """(narrow | wide, short_k | long_k): shapes of one class share a tuning result.
+
+    narrow: the row's first config wants split-K here (its output tiles alone leave
+    SMs idle); long_k: K >= LONG_K. The split factor itself is re-derived per shape
+    (split_for), so a shape inherits the tuned tile and whether to split, not a
+    split count fitted to another N.
+    """
+    narrow = split_for(_table_row(batch)[0], batch, n, k, sm_count) > 1
+    return ("narrow" if narrow else "wide", "long_k" if k >= LONG_K else "short_k")
 
 
 @functools.lru_cache(maxsize=None)
@@ -305,37 +365,90 @@ def _sm_count(device: str) -> int:
     return int(torch.cuda.get_device_properties(dev).multi_processor_count)
 
 
-_BEST: dict[tuple, GemvConfig] = {}
+# tuning class -> (winning config with split_k=1, whether it splits); filled by select_config
+_TUNED: dict[tuple, tuple[GemvConfig, bool]] = {}
+_TUNE_MS = {"default": (2.0, 10.0), "full": (5.0, 25.0)}   # do_bench (warmup, rep) per candidate
 
 
-def _tune_key(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor | None) -> tuple:
-    return (str(x.device), x.dtype, w.dtype, scale is not None, batch_bucket(x.shape[0]),
-            w.shape[0], w.shape[1])
+def tune_key(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor | None,
+             budget: str = "default") -> tuple:
+    """(device, dtypes, scale, batch class, shape class, budget): one tuning per key."""
+    batch, (n, k) = x.shape[0], w.shape
+    return (str(x.device), x.dtype, w.dtype, scale is not None, batch_class(batch),
+            shape_class(batch, n, k, _sm_count(str(x.device))), budget)
 
 
-def select_config(x: torch.Tensor, w: torch.Tensor,
-                  scale: torch.Tensor | None = None) -> GemvConfig:
-    """The tuned config for this problem (timing the candidates on first use)."""
-    key = _tune_key(x, w, scale)
-    best = _BEST.get(key)
-    if best is not None:
-        return best
-    cands = candidate_configs(x.shape[0], w.shape[0], w.shape[1], _sm_count(str(x.device)))
-    if _interpreting() or len(cands) == 1 or x.device.type != "cuda":
-        best = cands[0]
-    else:
-        best = _time_candidates(cands, x, w, scale)
-    _BEST[key] = best
-    return best
+def select_config(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor | None = None,
+                  budget: str = "default") -> GemvConfig:
+    """The config for this problem; the candidates are timed once per tuning class.
+
+    The first shape of a class (tune_key) is tuned; later shapes of the class
+    reuse its tile and its split decision, with the split factor recomputed for
+    their own N and K.
+    """
+    batch, (n, k) = x.shape[0], w.shape
+    sm = _sm_count(str(x.device))
+    key = tune_key(x, w, scale, budget)
+    if key not in _TUNED:
+        cands = candidate_configs(batch, n, k, sm, budget)
+        if budget == "quick" or len(cands) == 1 or not _can_time(x):
+            best = cands[0]
+        else:
+            best = _time_candidates(cands, x, w, scale, *_TUNE_MS[budget])
+        _TUNED[key] = (replace(best, split_k=1), best.split_k > 1)
+    base, splits = _TUNED[key]
+    return replace(base, split_k=split_for(base, batch, n, k, sm) if splits else 1)
 
 
-def _time_candidates(cands: list[GemvConfig], x, w, scale) -> GemvConfig:
+def _can_time(x: torch.Tensor) -> bool:
+    """Candidates are timed on a GPU only (the interpreter takes the first, untimed)."""
+    return x.device.type == "cuda" and not _interpreting()
+
+
+PRECOMPILE_TIMEOUT_S = 120.0   # a stuck compile thread is left behind (daemon), not waited for
+
+
+def precompile(cands: list[GemvConfig], x, w, scale, max_workers: int = 8) -> None:
+    """Compile the candidates' kernels in parallel threads, without launching (best effort).
+
+    Triton releases the GIL while it compiles (MLIR passes, ptxas), so N configs
+    compile in about the time of one when the host has the cores; a cold compile
+    costs ~0.5 s, more than timing a candidate. Anything that fails here is
+    compiled again, and reported, when the candidate is timed. Daemon threads
+    joined against a deadline: a compile that hangs cannot hang the profile.
+    """
+    workers = min(len(cands), os.cpu_count() or 1, max_workers)
+    if workers < 2:
+        return
+
+    def one(cfg: GemvConfig) -> None:
+        try:
+            # a new thread starts on GPU 0: compile for (and cache under) x's device
+            with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
+                _launch(x, w, scale, cfg, warmup=True)
+        except Exception:  # noqa: BLE001 - best effort: the timing loop retries and reports
+            pass
+    one(cands[0])  # first on this thread: Triton's per-device cache exists before the others
+    deadline = time.monotonic() + PRECOMPILE_TIMEOUT_S
+    rest = cands[1:]
+    for start in range(0, len(rest), workers):
+        threads = [threading.Thread(target=one, args=(cfg,), daemon=True)
+                   for cfg in rest[start:start + workers]]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+
+def _time_candidates(cands: list[GemvConfig], x, w, scale, warmup_ms: float = 2.0,
+                     rep_ms: float = 10.0) -> GemvConfig:
+    precompile(cands, x, w, scale)
     timed: list[tuple[float, GemvConfig]] = []
     errors: list[str] = []
     for cfg in cands:
         try:
-            ms = triton.testing.do_bench(lambda: _launch(x, w, scale, cfg), warmup=_TUNE_WARMUP_MS,
-                                         rep=_TUNE_REP_MS, return_mode="median")
+            ms = triton.testing.do_bench(lambda: _launch(x, w, scale, cfg), warmup=warmup_ms,
+                                         rep=rep_ms, return_mode="median")
         except Exception as exc:  # e.g. OutOfResources (shared memory) on a smaller GPU
             errors.append(f"{cfg}: {type(exc).__name__}")
             continue
@@ -349,7 +462,8 @@ def _time_candidates(cands: list[GemvConfig], x, w, scale) -> GemvConfig:
 
 
 def _launch(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor | None,
-            cfg: GemvConfig) -> torch.Tensor:
+            cfg: GemvConfig, warmup: bool = False) -> torch.Tensor:
+    """Launch `cfg` (main kernel, then the split-K reduction); warmup=True only compiles."""
     B, K = x.shape
     N = w.shape[0]
     y = torch.empty((B, N), dtype=x.dtype, device=x.device)
@@ -360,29 +474,34 @@ def _launch(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor | None,
     has_scale = scale is not None
     scale_arg = scale if has_scale else w  # never read when HAS_SCALE is False
     out = y if split == 1 else torch.empty((split, B, N), dtype=torch.float32, device=x.device)
-    _gemv_kernel[grid](
+    main = functools.partial(_gemv_kernel.warmup, grid=grid) if warmup else _gemv_kernel[grid]
+    main(
         x, w, scale_arg, out, B, N, K, k_split,
         x.stride(0), w.stride(0), N, B * N,
-        HAS_SCALE=has_scale, SPLIT_K=split, EVEN_K=(K % cfg.block_k == 0),
+        HAS_SCALE=has_scale, IS_SPLIT=split > 1, EVEN_K=(K % cfg.block_k == 0),
         UPCAST_DOT=_interpreting(),
         BLOCK_B=cfg.block_b, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     if split > 1:
         block = 1024
-        _splitk_reduce_kernel[(triton.cdiv(B * N, block),)](
-            out, scale_arg, y, B, N, N,
-            HAS_SCALE=has_scale, SPLIT_K=split, BLOCK=block, num_warps=4,
+        reduce_grid = (triton.cdiv(B * N, block),)
+        reduce = (functools.partial(_splitk_reduce_kernel.warmup, grid=reduce_grid) if warmup
+                  else _splitk_reduce_kernel[reduce_grid])
+        reduce(
+            out, scale_arg, y, B, N, N, split,
+            HAS_SCALE=has_scale, BLOCK=block, num_warps=4,
         )
     return y
 
 
 def gemv(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor | None = None, *,
-         config: GemvConfig | None = None) -> torch.Tensor:
+         config: GemvConfig | None = None, budget: str = "default") -> torch.Tensor:
     """y = (x @ W.T) * scale, shape (B, N), in x's dtype; see the module docstring.
 
-    `config` forces a launch configuration (tests, experiments); by default the
-    tuned one for this shape is used (timed once per shape on first call).
+    `config` forces a launch configuration (tests, experiments, or one chosen
+    ahead with select_config); by default the tuned one for this shape's class
+    is used (tuned under `budget` on the first call of the class).
     """
     _check_inputs(x, w, scale)
     if config is not None:
@@ -390,5 +509,5 @@ def gemv(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor | None = None, *,
             raise GemvInputError("gemv: block_b=1 (the CUDA-core path) needs B=1")
         if not 1 <= config.split_k <= MAX_SPLIT_K:
             raise GemvInputError(f"gemv: split_k must be 1..{MAX_SPLIT_K}")
-    cfg = config or select_config(x, w, scale)
+    cfg = config or select_config(x, w, scale, budget)
     return _launch(x, w, scale, cfg)

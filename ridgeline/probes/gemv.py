@@ -20,8 +20,14 @@ Providers:
 - "torch_scaled_mm" (fp8 weights): torch._scaled_mm(x8, w8.t(), ...), W8A8: the
   activations are quantized to fp8 per token *outside* the timed region, with
   rowwise scales (per token, per output channel) where this torch/GPU takes
-  them, else one scale per tensor (recorded as `scale_kind`).
-- "triton": ridgeline.kernels.gemv, weight-only fp8 (bf16 activations).
+  them, else one scale per tensor (recorded as `scale_kind`), with
+  use_fast_accum=True as serving engines run forward passes (`fast_accum` in the
+  record; the validation tolerance widens with K for its shorter accumulator).
+- "triton": ridgeline.kernels.gemv, weight-only fp8 (bf16 activations). Its
+  config is chosen once per case before timing (select_config): tuned once per
+  tuning class (batch row x narrow/wide N x short/long K) under the budget
+  `tune` ("quick" with --quick: no timing; "default": a pruned list), recorded
+  as `config` and `tune_budget`.
 
 Honest timing:
 - Caches: each case rotates through `copies` weight copies whose total is at
@@ -35,11 +41,14 @@ Honest timing:
   reference computed from the dequantized operands the provider actually saw
   (|y - ref| <= rtol * (|ref| + rms(ref)), rtol from the output dtype).
   `validated` records the result; an unvalidated record is never fitted.
+- Budgets: on a GPU 10 ms warm-up + 40 ms of samples per case (--quick: 5 + 15),
+  see `timing_budget`; the default sweep (5 shapes x 10 batches x 2 dtypes x 2
+  providers = 200 cases) then takes ~15-30 s on an H100/H200, tuning included.
 
 Options (ctx.options, or ctx.options["gemv"]), for tests and the CLI:
     shapes: [[K, N], ...]     batches: [1, 2, ...]     dtypes: ["bf16", ...]
     providers: ["torch", ...]  rotate_factor: float     max_copies: int
-    warmup_ms, rep_ms, min_reps: timer budgets
+    warmup_ms, rep_ms, min_reps: timer budgets    tune: "quick" | "default" | "full"
 
 Run: `ridgeline profile --probes gemv [--quick]`; tests: tests/test_probe_gemv.py.
 """
@@ -54,6 +63,7 @@ from typing import Any
 
 from ridgeline.errors import Waived
 from ridgeline.probes.base import Case, Probe, ProbeContext
+from ridgeline.probes.matmul import FAST_ACCUM, fast_accum_tolerance
 from ridgeline.records import make_record
 from ridgeline.timing import Work
 
@@ -139,6 +149,20 @@ def fp8_name(device) -> str:
     if device.supports("fp8_e4m3fnuz") and not device.supports("fp8_e4m3"):
         return "fp8_e4m3fnuz"
     return "fp8_e4m3"
+
+
+def timing_budget(device_kind: str, quick: bool) -> dict[str, float]:
+    """Timer budgets per case. A GPU sample is a graph of >= 16 launches (~0.2-3 ms), so
+    15-40 ms of samples is 10-200 of them; with 200 cases in the default sweep, the
+    timer's own 25 + 100 ms would make the GEMV probe alone take about half a minute."""
+    if device_kind == "cpu":
+        return {"warmup_ms": 5.0, "rep_ms": 20.0, "min_reps": 3} if quick else {}
+    return {"warmup_ms": 5.0, "rep_ms": 15.0} if quick else {"warmup_ms": 10.0, "rep_ms": 40.0}
+
+
+def tune_budget(ctx: ProbeContext) -> str:
+    """The Triton tuner's budget: options["tune"], else quick under --quick, else default."""
+    return str(_options(ctx).get("tune") or ("quick" if ctx.quick else "default"))
 
 
 def providers_for(dtype: str) -> list[str]:
@@ -269,6 +293,7 @@ class GemvProbe(Probe):
         scale_kind = "per_channel" if dtype in FP8_NAMES else None
         config = None
 
+        fast_accum = tune = None
         if provider == "torch":
             def call(i):
                 return torch.matmul(x, weights[i].t())          # (B, K) x (K, N) -> (B, N)
@@ -276,17 +301,21 @@ class GemvProbe(Probe):
         elif provider == "triton":
             from ridgeline.kernels.gemv import gemv, select_config
 
+            tune = tune_budget(ctx)
+            cfg = select_config(x, weights[0], scales[0], tune)  # tuned once per class
+
             def call(i):
-                return gemv(x, weights[i], scales[i])
+                return gemv(x, weights[i], scales[i], config=cfg)
             x_ref, w_scale_ref = x, scales[0]
-            config = str(select_config(x, weights[0], scales[0]))
-        else:  # torch_scaled_mm
+            config = str(cfg)
+        else:  # torch_scaled_mm, as serving engines call it for forward passes
             call, x_ref, w_scale_ref, scale_kind, act = _scaled_mm_call(x, weights, scales, dtype)
+            fast_accum = FAST_ACCUM
 
         y = call(0)
         ref = _reference(x_ref, weights[0], w_scale_ref)
         out_dtype = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[y.dtype]
-        rtol = RTOL[out_dtype]
+        rtol = RTOL[out_dtype] + (fast_accum_tolerance(k) if fast_accum else 0.0)
         validated, max_err = _check(y, ref, rtol)
         del y, ref
 
@@ -299,9 +328,8 @@ class GemvProbe(Probe):
                         else "per_channel")
         bw = bytes_written(batch, n, out_dtype)
         fl = flops(batch, n, k)
-        budget = {key: opts[key] for key in ("warmup_ms", "rep_ms", "min_reps") if key in opts}
-        if ctx.device.kind == "cpu" and ctx.quick:
-            budget = {"warmup_ms": 5.0, "rep_ms": 20.0, "min_reps": 3, **budget}
+        budget = {**timing_budget(ctx.device.kind, ctx.quick),
+                  **{key: opts[key] for key in ("warmup_ms", "rep_ms", "min_reps") if key in opts}}
         launches = launches_per_sample(copies, ctx.device.kind)
         timing = ctx.timer.time(fn, work=Work(bytes=br + bw, flops=fl), flush_cache=False,
                                 launches_per_sample=launches, **budget)
@@ -318,6 +346,7 @@ class GemvProbe(Probe):
             "weight_bytes": wb, "weight_bw_GBps": wb / seconds / 1e9 if seconds > 0 else None,
             "copies": copies, "rotation_bytes": copies * pool["copy_bytes"],
             "cache_bytes": pool["cache_bytes"], "config": config, "rtol": rtol,
+            "fast_accum": fast_accum, "tune_budget": tune,
         })
         return rec
 
@@ -404,7 +433,7 @@ def _scaled_mm_call(x, weights, scales, dtype):
 
     def rowwise(i):
         return _first(torch._scaled_mm(x8, weights[i].t(), scale_a=sx, scale_b=sw_rows[i],
-                                       out_dtype=torch.bfloat16))
+                                       out_dtype=torch.bfloat16, use_fast_accum=FAST_ACCUM))
     try:
         rowwise(0)
         return rowwise, x8.float() * sx, scales[0], "rowwise", dtype
@@ -416,7 +445,7 @@ def _scaled_mm_call(x, weights, scales, dtype):
 
     def tensorwise(i):
         return _first(torch._scaled_mm(xt8, weights[i].t(), scale_a=sa, scale_b=one,
-                                       out_dtype=torch.bfloat16))
+                                       out_dtype=torch.bfloat16, use_fast_accum=FAST_ACCUM))
     try:
         tensorwise(0)
     except (RuntimeError, NotImplementedError, ValueError) as exc:
