@@ -10,8 +10,10 @@ two successive doublings), or until memory or MAX_SWEEP_BYTES runs out. Real
 caches are often larger than the one the system reports (a VM host's L3,
 MI300X's 256 MB Infinity Cache), so the reported size is only where the search
 starts, never where the plateau is assumed to be. Plateau sizes whose samples
-scatter by more than NOISY_SPREAD are measured again (MAX_ATTEMPTS in all);
-the fit keeps the quietest attempt and flags the ceiling noisy if it stays so.
+scatter by more than NOISY_SPREAD, and sizes that ran slower than a larger one
+(no cache does that: they were disturbed), are measured again (MAX_ATTEMPTS in
+all); the fit keeps each size's fastest attempt and flags the ceiling noisy if
+the samples stay scattered.
 Below the cache, samples time several back-to-back launches (a CUDA graph on a
 GPU) and are labelled cache-resident by their size.
 
@@ -30,7 +32,7 @@ from ridgeline.errors import Waived
 from ridgeline.kernels.stream_counts import ARRAYS_PER_KERNEL, stream_bytes
 from ridgeline.probes.base import Case, Probe, ProbeContext
 from ridgeline.records import fit_ready, make_record
-from ridgeline.roofline.ceilings import bandwidth_plateau, plateau_floor_bytes, quietest_per_size
+from ridgeline.roofline.ceilings import bandwidth_plateau, fastest_per_size, plateau_floor_bytes
 from ridgeline.roofline.trust import DEFAULT_CACHE_BYTES, NOISY_SPREAD, sample_spread
 from ridgeline.timing import Work
 
@@ -132,18 +134,18 @@ class HbmProbe(Probe):
             rows = [r for r in ok if r["kernel"] == kernel and r["provider"] == provider]
             detail = bandwidth_plateau(rows, cache)
             sizes = set(detail["plateau_sizes_bytes"])
-            noisy = [r for r in quietest_per_size(rows) if r["size_bytes"] in sizes
-                     and (sample_spread(r) or 0.0) > NOISY_SPREAD]
+            suspect = {r["size_bytes"] for r in fastest_per_size(rows)
+                       if r["size_bytes"] in sizes and (sample_spread(r) or 0.0) > NOISY_SPREAD}
+            suspect |= set(detail["disturbed_sizes_bytes"])
             again = []
-            for r in noisy:
-                attempt = 1 + max(a for k, p, s, a in tried
-                                  if (k, p, s) == (kernel, provider, r["size_bytes"]))
+            for size in sorted(suspect):
+                attempt = 1 + max(a for k, p, s, a in tried if (k, p, s) == (kernel, provider, size))
                 if attempt <= MAX_ATTEMPTS[ctx.quick]:
                     again.append(Case({"kernel": kernel, "provider": provider,
-                                       "size_bytes": r["size_bytes"], "attempt": attempt}))
+                                       "size_bytes": size, "attempt": attempt}))
             out += again
-            if again or detail["from_plateau"]:
-                continue  # flat (maybe noisy, which a larger size would not cure)
+            if again or detail["from_plateau"] or not detail["still_falling"]:
+                continue  # flat, or disturbed: a larger size would not cure either
             nxt = round_size(2 * detail["largest_size_bytes"])
             fits = nxt <= limit and nxt // (arrays_of(kernel) * ELEMENT_BYTES) < 2**31
             if fits and (kernel, provider, nxt, 1) not in tried:
@@ -194,7 +196,7 @@ class HbmProbe(Probe):
                 return (lambda: np.copyto(dst, src)), (lambda: (bool(np.array_equal(dst, src)), 0.0))
             if kernel == "read":
                 src = np_arrays[0]
-                expected = float(arrays[0].double().sum())
+                expected = float(arrays[0].sum(dtype=torch.float64))
                 box = {}
 
                 def read_np():
@@ -213,7 +215,7 @@ class HbmProbe(Probe):
             return fn, lambda: (bool(torch.equal(dst, src)), 0.0)
         if kernel == "read":
             src = arrays[0]
-            expected = float(src.double().sum())
+            expected = float(src.sum(dtype=torch.float64))
             box = {}
             if impl:
                 partials = torch.empty(-(-src.numel() // impl.BLOCK), dtype=torch.float32,

@@ -4,7 +4,9 @@ Bandwidth of a (kernel, provider): the median bw_GBps over the verified plateau
 of its working-set sweep (ridgeline.roofline.plateau: the largest sizes whose
 rates agree within PLATEAU_TOLERANCE, over at least two doublings, all above
 PLATEAU_CACHE_MULTIPLE x the reported cache and PLATEAU_MIN_BYTES). A size measured more than once
-(re-measured because it was noisy) counts with its quietest attempt. The
+(re-measured because it was disturbed) counts with its fastest attempt: other
+work only ever slows a measurement down (BabelStream and mamf-finder keep the
+best for the same reason). The
 kernel's ceiling is the best verified provider's plateau (the best provider
 overall when none is verified, then marked unverified).
 
@@ -33,13 +35,13 @@ from ridgeline.roofline.trust import (DEFAULT_CACHE_BYTES, NOISY, NOISY_SPREAD, 
                                       VERIFIED, sample_spread)
 
 
-def quietest_per_size(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One record per size_bytes: the attempt with the smallest sample spread."""
+def fastest_per_size(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per size_bytes: the attempt with the highest median rate (the least
+    disturbed one: other work can slow a copy down, never speed it up)."""
     best: dict[int, dict[str, Any]] = {}
     for r in rows:
         s = r["size_bytes"]
-        spread = sample_spread(r)
-        if s not in best or (spread is not None and spread < (sample_spread(best[s]) or 1e9)):
+        if s not in best or r["bw_GBps"] > best[s]["bw_GBps"]:
             best[s] = r
     return [best[s] for s in sorted(best)]
 
@@ -50,11 +52,14 @@ def plateau_floor_bytes(cache_bytes: int | None) -> int:
                trust.PLATEAU_MIN_BYTES)
 
 
-def _status(verified: bool, reason: str | None, worst_spread: float | None) -> tuple[str, str | None]:
+def _status(verified: bool, reason: str | None, worst_spread: float | None,
+            disturbed: bool = False) -> tuple[str, str | None]:
     if worst_spread is not None and worst_spread > NOISY_SPREAD:
         noisy = (f"samples spread {worst_spread:.0%} (p20..p80 of the median), above "
                  f"{NOISY_SPREAD:.0%}: other work disturbed the run")
         return NOISY, noisy + (f"; {reason}" if reason and not verified else "")
+    if disturbed and not verified:
+        return NOISY, reason
     return (VERIFIED, None) if verified else (UNVERIFIED, reason)
 
 
@@ -65,19 +70,21 @@ def _max(values) -> float | None:
 
 def bandwidth_plateau(rows: list[dict[str, Any]], cache_bytes: int | None) -> dict[str, Any]:
     """The ceiling detail of one (kernel, provider) sweep."""
-    per_size = quietest_per_size(rows)
+    per_size = fastest_per_size(rows)
     plateau = find_plateau([(r["size_bytes"], r["bw_GBps"]) for r in per_size],
                            plateau_floor_bytes(cache_bytes))
     chosen = [r for r in per_size if r["size_bytes"] in set(plateau.sizes_bytes)]
     worst = _max(sample_spread(r) for r in chosen)
-    status, reason = _status(plateau.verified, plateau.reason, worst)
+    status, reason = _status(plateau.verified, plateau.reason, worst,
+                             disturbed=bool(plateau.dips_bytes) and not plateau.still_falling)
     return {"bw_GBps": plateau.value, "status": status, "reason": reason,
             "spread": {"samples_p20_p80": worst, "across_points": plateau.across_points},
             "plateau_sizes_bytes": plateau.sizes_bytes,
             "plateau_min_bytes": min(plateau.sizes_bytes) if plateau.sizes_bytes else None,
             "n_points": len(plateau.sizes_bytes),
             "largest_size_bytes": max(r["size_bytes"] for r in per_size),
-            "from_plateau": plateau.verified}
+            "from_plateau": plateau.verified, "still_falling": plateau.still_falling,
+            "disturbed_sizes_bytes": plateau.dips_bytes}
 
 
 def bandwidth_plateaus(records: list[dict[str, Any]], cache_bytes: int | None

@@ -11,8 +11,14 @@ of the cache the device reports; it is only a floor, because real caches are
 often larger than reported (a VM host's L3, MI300X's Infinity Cache): the
 sweep goes on past it until the rate is flat.
 
+A cache only ever makes a *smaller* working set faster, and other work on the
+machine only ever makes a measurement slower. So where the rate falls with size
+the sweep is still in a cache (measure larger sizes), and where a larger size
+runs faster than a smaller one beyond the tolerance, the smaller one was
+disturbed (`dips`: measure it again).
+
 Pure functions on numbers: the hbm probe asks "is it flat yet?" to extend its
-sweep, and the fit quotes the ceiling from the same rule.
+sweep or re-measure, and the fit quotes the ceiling from the same rule.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ class Plateau:
     sizes_bytes: list[int] = field(default_factory=list)
     rates: list[float] = field(default_factory=list)
     reason: str | None = None           # why it is not verified
+    still_falling: bool = False         # the rate falls with size: larger sizes are needed
+    dips_bytes: list[int] = field(default_factory=list)  # disturbed sizes: measure again
 
     @property
     def across_points(self) -> float | None:
@@ -63,6 +71,7 @@ def find_plateau(points: list[tuple[int, float]], floor_bytes: int,
         return Plateau(False, r, [s], [r],
                        reason=f"no working set reached {_mib(floor_bytes)} (largest {_mib(s)}): "
                               "the rate may still be served by a cache")
+    dips = dips_bytes(above, tolerance)
     run = [above[-1]]
     for p in reversed(above[:-1]):
         if not _flat([r for _, r in run] + [p[1]], tolerance):
@@ -72,13 +81,30 @@ def find_plateau(points: list[tuple[int, float]], floor_bytes: int,
     value = statistics.median(rates)
     span = sizes[-1] / sizes[0]
     if len(run) >= PLATEAU_MIN_POINTS and span >= PLATEAU_MIN_SPAN:
-        return Plateau(True, value, sizes, rates)
+        return Plateau(True, value, sizes, rates, dips_bytes=dips)
+    falling = False
     if len(run) < len(above):
         prev_s, prev_r = above[len(above) - len(run) - 1]
+        falling = prev_r > value
         reason = (f"rate still changing with size: {prev_r:,.3g} at {_mib(prev_s)}, "
                   f"{value:,.3g} at {_mib(sizes[0])}-{_mib(sizes[-1])} "
                   f"(more than {tolerance:.0%} apart)")
+        if not falling:
+            reason += ": a larger working set ran faster, so the smaller one was disturbed"
     else:
         reason = (f"only {len(run)} size(s) from {_mib(sizes[0])} to {_mib(sizes[-1])}: "
                   f"a plateau needs {PLATEAU_MIN_POINTS} sizes over {PLATEAU_MIN_SPAN:g}x")
-    return Plateau(False, value, sizes, rates, reason=reason)
+    return Plateau(False, value, sizes, rates, reason=reason,
+                   still_falling=falling or len(run) == len(above), dips_bytes=dips)
+
+
+def dips_bytes(points: list[tuple[int, float]], tolerance: float = PLATEAU_TOLERANCE) -> list[int]:
+    """Sizes slower, beyond the tolerance, than some larger size: no cache explains that,
+    so the measurement there was disturbed."""
+    out = []
+    best_above = 0.0
+    for size, rate in sorted(points, reverse=True):
+        if rate < (1 - 2 * tolerance) * best_above:
+            out.append(size)
+        best_above = max(best_above, rate)
+    return sorted(out)
