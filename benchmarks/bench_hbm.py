@@ -4,7 +4,9 @@ The reference is measured in the same run, past the verified plateau (at its
 largest working set), STREAM-style with plain multi-threaded torch calls (numpy's
 copy is single-threaded, so it would under-read a multi-core host): Copy =
 `b.copy_(a)` (2 N e bytes) and Dot = `torch.dot(a, b)` (2 N e bytes, BabelStream's
-Dot), median of 10 host-clock calls. Targets (issue 9), on the CPU:
+Dot), the median of 10 host-clock calls per allocation, best of REFERENCE_TRIES
+fresh allocations: the same statistic as the ceiling (each size's median, its
+fastest attempt), since a shared host's bandwidth only ever drops below it. Targets (issue 9), on the CPU:
 - copy and read within 0.90-1.10 x the reference (issue 9 found 1.8x: a cache plateau);
 - on a loaded machine (two busy processes) each ceiling is either flagged
   (noisy / unverified) or within 0.90-1.10 x the idle one: never quoted wrong silently.
@@ -37,14 +39,20 @@ def _median_s(fn, reps: int = 10) -> float:
     return float(np.median(times))
 
 
+REFERENCE_TRIES = 3
+
+
 def stream_reference_GBps(working_set_bytes: int) -> dict[str, float]:
     """STREAM Copy and Dot at this working set (two fp32 arrays of half of it each)."""
     n = working_set_bytes // 8
-    a, b = torch.rand(n), torch.rand(n)
     moved = 2 * 4 * n
-    copy_s = _median_s(lambda: b.copy_(a))
-    dot_s = _median_s(lambda: torch.dot(a, b))
-    return {"copy": moved / copy_s / 1e9, "read": moved / dot_s / 1e9}
+    best = {"copy": 0.0, "read": 0.0}
+    for _ in range(REFERENCE_TRIES):
+        a, b = torch.rand(n), torch.rand(n)
+        best["copy"] = max(best["copy"], moved / _median_s(lambda: b.copy_(a)) / 1e9)
+        best["read"] = max(best["read"], moved / _median_s(lambda: torch.dot(a, b)) / 1e9)
+        del a, b
+    return best
 
 
 def _profile(tmp_path):

@@ -100,11 +100,12 @@ def find_plateau(points: list[tuple[int, float]], floor_bytes: int,
 
 def dips_bytes(points: list[tuple[int, float]], tolerance: float = PLATEAU_TOLERANCE) -> list[int]:
     """Sizes slower, beyond the tolerance, than some larger size: no cache explains that,
-    so the measurement there was disturbed."""
+    so the measurement there was disturbed. The bound is the flatness rule's: two rates
+    are flat when both lie within the tolerance of their median."""
     out = []
     best_above = 0.0
     for size, rate in sorted(points, reverse=True):
-        if rate < (1 - 2 * tolerance) * best_above:
+        if rate < best_above * (1 - tolerance) / (1 + tolerance):
             out.append(size)
         best_above = max(best_above, rate)
     return sorted(out)
