@@ -7,8 +7,8 @@
 - host_steal_pct: share of the host's CPU time the hypervisor gave to other
   guests (the `steal` column of /proc/stat) over the window.
 - host_other_cpu_pct: share of all CPUs' time spent by *other* processes: busy
-  time from /proc/stat minus steal minus this process's own (/proc/self/stat,
-  threads and waited-for children included). On a 2-core machine one busy
+  time from /proc/stat minus steal minus this process's own and its descendants'
+  (/proc/PID/stat: threads, workers it started, waited-for children). On a 2-core machine one busy
   thread elsewhere reads about 50%.
 - gpu_other_processes: compute processes on the profiled GPU other than this
   one (NVML); None where NVML is not available.
@@ -41,15 +41,42 @@ def _host_ticks() -> tuple[int, int, int] | None:
     return total, total - idle, fields[7]
 
 
-def _own_ticks() -> int | None:
+def _stat_fields(pid: str) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (which may hold spaces)."""
     try:
-        with open("/proc/self/stat") as fh:
+        with open(f"/proc/{pid}/stat") as fh:
             text = fh.read()
     except OSError:
         return None
-    rest = text[text.rindex(")") + 2:].split()  # the command name may hold spaces
-    # fields 14-17 of stat(5) (utime stime cutime cstime) are 11-14 after the name
-    return sum(int(x) for x in rest[11:15])
+    return text[text.rindex(")") + 2:].split()
+
+
+def _own_ticks() -> int | None:
+    """CPU ticks of this process and every process it started (collective workers are
+    ours, not "other work"): utime stime cutime cstime, fields 14-17 of stat(5)."""
+    me = _stat_fields("self")
+    if me is None:
+        return None
+    own_pid = str(os.getpid())
+    parent: dict[str, str] = {}
+    ticks: dict[str, int] = {}
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        pids = []
+    for pid in pids:
+        f = _stat_fields(pid)
+        if f and len(f) > 14:
+            parent[pid] = f[1]
+            ticks[pid] = sum(int(x) for x in f[11:15])
+    total = sum(int(x) for x in me[11:15])
+    for pid in ticks:
+        p, hops = parent.get(pid), 0
+        while p and p not in ("0", "1") and p != own_pid and hops < 64:
+            p, hops = parent.get(p), hops + 1
+        if p == own_pid and pid != own_pid:
+            total += ticks[pid]
+    return total
 
 
 class ContentionMeter:

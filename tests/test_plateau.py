@@ -140,7 +140,7 @@ def test_a_flat_rate_inside_a_cache_below_the_floor_is_not_a_plateau():
 
 def test_a_sweep_stopped_by_memory_before_its_plateau_is_unverified(tmp_path, monkeypatch,
                                                                    small_floor):
-    monkeypatch.setattr("ridgeline.probes.hbm.MAX_SWEEP_BYTES", {True: 1, False: 300 * REPORTED})
+    monkeypatch.setattr("ridgeline.probes.hbm.MAX_QUICK_SWEEP_BYTES", {True: 1, False: 300 * REPORTED})
     profile = run_profile(_device(REPORTED), ["hbm"], quick=True, out_dir=tmp_path,
                           timer=CacheCurveTimer(16 * REPORTED),
                           options={"hbm": {"kernels": ["copy"]}}, versions={})
@@ -249,20 +249,44 @@ def test_a_fit_that_raises_still_saves_records_and_profile(tmp_path, monkeypatch
 
 # ------------------------------------------------------------------ contention
 
+def _orphan_busy_loop() -> int:
+    """A busy process that is not ours (double fork: re-parented away from this test)."""
+    out = subprocess.run(["sh", "-c", f"{sys.executable} -c 'while True: pass' "
+                          ">/dev/null 2>&1 & echo $!"],
+                         capture_output=True, text=True, check=True)
+    return int(out.stdout.strip())
+
+
 def test_a_busy_process_shows_as_other_cpu_load():
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    import os
+    import signal
+
+    pid = _orphan_busy_loop()
     try:
         time.sleep(0.2)  # past the interpreter's start-up
         meter = ContentionMeter()
         meter.start()
         time.sleep(0.6)
-        load = meter.read()  # read while it spins: a waited-for child counts as our own time
+        load = meter.read()
     finally:
-        busy.kill()
-        busy.wait()
+        os.kill(pid, signal.SIGKILL)
     assert load["host_other_cpu_pct"] >= 20.0, load  # one of 2 cores: ~50%
     assert 0.0 <= load["host_steal_pct"] <= 100.0
     assert "other processes used up to" in causes([load])[0]
+
+
+def test_our_own_workers_are_not_other_load():
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # a worker of ours
+    try:
+        time.sleep(0.2)
+        meter = ContentionMeter()
+        meter.start()
+        time.sleep(0.6)
+        load = meter.read()
+    finally:
+        busy.kill()
+        busy.wait()
+    assert load["host_other_cpu_pct"] < 20.0, load
 
 
 def test_an_idle_window_shows_little_other_load():

@@ -37,8 +37,10 @@ from ridgeline.roofline.trust import DEFAULT_CACHE_BYTES, NOISY_SPREAD, sample_s
 from ridgeline.timing import Work
 
 ELEMENT_BYTES = 4  # fp32 arrays, as BabelStream's float mode
-# The sweep never grows past this working set (GPU: above any cache built so far; CPU: RAM-bound).
+# The sweep never grows past this working set: GPU, above any cache built so far; CPU,
+# bounded by time (a 4 GiB case costs seconds on 2 cores); --quick stops sooner.
 MAX_SWEEP_BYTES = {True: 32 * 2**30, False: 8 * 2**30}
+MAX_QUICK_SWEEP_BYTES = {True: 8 * 2**30, False: 2 * 2**30}
 # Share of free memory one working set may take (the rest: flush buffers, allocator slack).
 FREE_MEMORY_SHARE = 0.4
 # Measurements of one size in all, when its samples stay noisy.
@@ -79,20 +81,22 @@ def sweep_sizes(cache_bytes: int, free_bytes: int, quick: bool, is_gpu: bool) ->
 
     Full: from cache/8 doubling up to max(2 GiB, 32 x cache) on a GPU (16 x cache,
     at least 256 MiB, on the CPU). Quick: one cache-resident size, then the
-    plateau floor (4 x cache) and two doublings. Capped at 40% of free memory.
+    plateau floor (ceilings.plateau_floor_bytes) and two doublings: the fewest
+    sizes that can verify a plateau. Capped at 40% of free memory.
     """
     top = max(2 * 2**30, 32 * cache_bytes) if is_gpu else max(256 * 2**20, 16 * cache_bytes)
-    top = min(top, int(FREE_MEMORY_SHARE * free_bytes))
+    room = int(FREE_MEMORY_SHARE * free_bytes)
     if quick:
         floor = plateau_floor_bytes(cache_bytes)
-        sizes = [cache_bytes // 2, floor, 2 * floor, 4 * floor]
-    else:
-        sizes, s = [], max(cache_bytes // 8, 2**20)
-        while s <= top:
-            sizes.append(s)
-            s *= 2
-        if sizes and top > 1.25 * sizes[-1]:
-            sizes.append(top)  # the largest working set memory allows
+        return sorted({round_size(min(s, room)) for s in (cache_bytes // 2, floor, 2 * floor,
+                                                          4 * floor)})
+    top = min(top, room)
+    sizes, s = [], max(cache_bytes // 8, 2**20)
+    while s <= top:
+        sizes.append(s)
+        s *= 2
+    if sizes and top > 1.25 * sizes[-1]:
+        sizes.append(top)  # the largest working set memory allows
     return sorted({round_size(min(s, top)) for s in sizes})
 
 
@@ -127,8 +131,9 @@ class HbmProbe(Probe):
         ok = [r for r in fit_ready(records, "hbm") if r.get("bw_GBps")]
         tried = {(r.get("kernel"), r.get("provider"), r.get("size_bytes"), r.get("attempt", 1))
                  for r in records if r.get("probe") == "hbm"}
-        limit = min(MAX_SWEEP_BYTES[ctx.device.is_gpu],
-                    int(FREE_MEMORY_SHARE * ctx.free_memory_bytes()))
+        cap = (MAX_QUICK_SWEEP_BYTES if ctx.quick else MAX_SWEEP_BYTES)[ctx.device.is_gpu]
+        # sizes are rounded up to whole pages: a doubling of 1 GiB may sit a page above 2 GiB
+        limit = min(round_size(cap) + 2 * PAGE_UNIT, int(FREE_MEMORY_SHARE * ctx.free_memory_bytes()))
         out = []
         for kernel, provider in sorted({(r["kernel"], r["provider"]) for r in ok}):
             rows = [r for r in ok if r["kernel"] == kernel and r["provider"] == provider]
@@ -144,8 +149,8 @@ class HbmProbe(Probe):
                     again.append(Case({"kernel": kernel, "provider": provider,
                                        "size_bytes": size, "attempt": attempt}))
             out += again
-            if again or detail["from_plateau"] or not detail["still_falling"]:
-                continue  # flat, or disturbed: a larger size would not cure either
+            if again or detail["from_plateau"]:
+                continue  # flat (maybe noisy: a larger size would not cure that)
             nxt = round_size(2 * detail["largest_size_bytes"])
             fits = nxt <= limit and nxt // (arrays_of(kernel) * ELEMENT_BYTES) < 2**31
             if fits and (kernel, provider, nxt, 1) not in tried:

@@ -54,6 +54,11 @@ def _mib(n: float) -> str:
     return f"{n / 2**20:,.0f} MiB" if n < 2**30 else f"{n / 2**30:,.1f} GiB"
 
 
+def _span(rates: list[float]) -> str:
+    lo, hi = min(rates), max(rates)
+    return f"{lo:,.3g}" if lo == hi else f"{lo:,.3g}-{hi:,.3g}"
+
+
 def _flat(rates: list[float], tolerance: float) -> bool:
     mid = statistics.median(rates)
     return all(abs(r - mid) <= tolerance * mid for r in rates)
@@ -86,16 +91,17 @@ def find_plateau(points: list[tuple[int, float]], floor_bytes: int,
     if len(run) < len(above):
         prev_s, prev_r = above[len(above) - len(run) - 1]
         falling = prev_r > value
-        reason = (f"rate still changing with size: {prev_r:,.3g} at {_mib(prev_s)}, "
-                  f"{value:,.3g} at {_mib(sizes[0])}-{_mib(sizes[-1])} "
-                  f"(more than {tolerance:.0%} apart)")
-        if not falling:
+        reason = (f"rate still changing with size: {prev_r:,.3g} at {_mib(prev_s)} against "
+                  f"{_span(rates)} at {_mib(sizes[0])}-{_mib(sizes[-1])} "
+                  f"(not all within {tolerance:.0%} of their median)")
+        if dips:
             reason += ": a larger working set ran faster, so the smaller one was disturbed"
     else:
         reason = (f"only {len(run)} size(s) from {_mib(sizes[0])} to {_mib(sizes[-1])}: "
                   f"a plateau needs {PLATEAU_MIN_POINTS} sizes over {PLATEAU_MIN_SPAN:g}x")
+    # not flat and not disturbed: larger sizes may still settle it
     return Plateau(False, value, sizes, rates, reason=reason,
-                   still_falling=falling or len(run) == len(above), dips_bytes=dips)
+                   still_falling=falling or not dips or len(run) == len(above), dips_bytes=dips)
 
 
 def dips_bytes(points: list[tuple[int, float]], tolerance: float = PLATEAU_TOLERANCE) -> list[int]:
