@@ -106,6 +106,18 @@ def test_refuses_what_it_cannot_build():
     assert fp.normalize_weights("FP8_E4M3") == "fp8"
 
 
+def test_weight_names_and_widths_come_from_the_dtype_table():
+    for spelling, kind in (("bfloat16", "bf16"), ("half", "fp16"), ("float32", "fp32"),
+                           ("e4m3", "fp8"), ("float8_e4m3fn", "fp8"), ("fp8_e4m3fnuz", "fp8")):
+        assert fp.normalize_weights(spelling) == kind
+    for other in ("fp8_e5m2", "int8", "int4", "tf32"):  # formats the validation model cannot run
+        with pytest.raises(RidgelineError, match="unknown --weights"):
+            fp.normalize_weights(other)
+    assert [fp.weight_width_bytes(w) for w in fp.WEIGHT_KINDS] == [2, 2, 1, 4]
+    assert [fp.act_dtype(w) for w in fp.WEIGHT_KINDS] == ["bf16", "fp16", "bf16", "fp32"]
+    assert [fp.act_width_bytes(w) for w in fp.WEIGHT_KINDS] == [2, 2, 2, 4]
+
+
 def test_scale_to_depth_arithmetic():
     # head 1 ms, 2 of 8 layers took 5 ms in all: layers 4 ms -> 16 ms at full depth, + head
     assert scale_to_depth(5e-3, 1e-3, 2, 8) == pytest.approx(17e-3, rel=1e-12)

@@ -90,10 +90,11 @@ import torch
 import triton
 import triton.language as tl
 
+from ridgeline.dtypes import torch_dtype
 from ridgeline.errors import RidgelineError
 
-FP8_DTYPES = tuple(d for d in (getattr(torch, "float8_e4m3fn", None),
-                               getattr(torch, "float8_e4m3fnuz", None)) if d is not None)
+# e4m3 weights, OCP or fnuz (MI300), as far as this torch has them
+FP8_DTYPES = tuple(d for d in map(torch_dtype, ("fp8_e4m3", "fp8_e4m3fnuz")) if d is not None)
 HALF_DTYPES = (torch.bfloat16, torch.float16)
 MAX_SPLIT_K = 8
 

@@ -50,8 +50,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from ridgeline.dtypes import bytes_per_element, torch_dtype, unit_roundoff
+
 COLLECTIVES = ("allreduce", "all_gather", "reduce_scatter")
-DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
 
 def per_rank_count(collective: str, size_bytes: int, elem_bytes: int, world_size: int) -> int:
@@ -90,7 +91,7 @@ def planned_cases(config: dict[str, Any], world_size: int) -> list[CollectiveCas
     cases = []
     for collective in config["collectives"]:
         for dtype in config["dtypes"]:
-            elem = DTYPE_BYTES[dtype]
+            elem = bytes_per_element(dtype)
             seen: set[int] = set()
             for requested in config["sizes"]:
                 count = per_rank_count(collective, requested, elem, world_size)
@@ -120,7 +121,7 @@ def sum_tolerance(dtype: str, world_size: int, m: int) -> float:
 
     if sum_is_exact(dtype, world_size, m):
         return 0.0
-    eps = {"bf16": 2.0**-8, "fp16": 2.0**-11, "fp32": 2.0**-24}[dtype]
+    eps = unit_roundoff(dtype)  # bf16 2^-8, fp16 2^-11, fp32 2^-24
     return world_size * (m - 1) * eps * max(1, math.ceil(math.log2(world_size)))
 
 
@@ -138,12 +139,6 @@ class Progress:
         tmp.write_text(f"{self.step}\t{stage}\n")
         tmp.replace(self.path)
         self.step += 1
-
-
-def _torch_dtype(name: str):
-    import torch
-
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
 class _Comm:
@@ -218,7 +213,7 @@ def validate_case(comm: _Comm, collective: str, dtype: str, buf, count: int, w: 
                                            rank_tile_values, sum_tile_values)
 
     torch, rank = comm.torch, comm.rank
-    dt = _torch_dtype(dtype)
+    dt = torch_dtype(dtype)
     m = collective_modulus(dtype, w)
 
     def tile(values):
@@ -331,7 +326,7 @@ def _measure(comm: _Comm, case: CollectiveCase, w: int, group, config: dict[str,
     collective, dtype, count, size = case.collective, case.dtype, case.count, case.size_bytes
     label = f"{collective} {dtype} n={w} {size} B"
     progress(f"{label}: validate")
-    buf = comm.torch.empty(buffer_elems(collective, count, w), dtype=_torch_dtype(dtype),
+    buf = comm.torch.empty(buffer_elems(collective, count, w), dtype=torch_dtype(dtype),
                            device=comm.device)
     op = make_op(comm.dist, collective, buf, count, comm.rank, group)
     err, tol = validate_case(comm, collective, dtype, buf, count, w, group, op)

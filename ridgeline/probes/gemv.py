@@ -61,14 +61,15 @@ import math
 from collections import Counter
 from typing import Any
 
+from ridgeline.dtypes import bytes_per_element, fp8_format, from_torch, is_fp8, torch_dtype
 from ridgeline.errors import Waived
 from ridgeline.probes.base import Case, Probe, ProbeContext
 from ridgeline.probes.matmul import FAST_ACCUM, fast_accum_tolerance
 from ridgeline.records import make_record
 from ridgeline.timing import Work
 
-DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8_e4m3": 1, "fp8_e4m3fnuz": 1}
-FP8_NAMES = ("fp8_e4m3", "fp8_e4m3fnuz")
+# what this probe runs (widths, aliases: ridgeline.dtypes); fp8 weights are e4m3, OCP or fnuz
+DTYPES = ("fp32", "bf16", "fp16", "fp8_e4m3", "fp8_e4m3fnuz")
 
 # (K, N) of LLM weights: Llama-3-8B attention/MLP, 70B attention/MLP
 LLM_SHAPES = [(4096, 4096), (4096, 14336), (14336, 4096), (8192, 8192), (8192, 28672)]
@@ -95,23 +96,23 @@ RTOL = {"bf16": 2**-6, "fp16": 2**-8, "fp32": 1e-3}
 # --- work counts (pure) -------------------------------------------------------------
 
 def weight_bytes(n: int, k: int, dtype: str) -> int:
-    return n * k * DTYPE_BYTES[dtype]
+    return n * k * bytes_per_element(dtype)
 
 
 def bytes_read(batch: int, n: int, k: int, dtype: str, act_dtype: str = "bf16",
                scales: str = "per_channel") -> int:
     """Weights + activations (+ fp32 scales: per channel/token, or one per tensor)."""
-    total = weight_bytes(n, k, dtype) + batch * k * DTYPE_BYTES[act_dtype]
+    total = weight_bytes(n, k, dtype) + batch * k * bytes_per_element(act_dtype)
     per_tensor = scales == "per_tensor"
-    if dtype in FP8_NAMES:
+    if is_fp8(dtype):
         total += 4 if per_tensor else n * 4
-    if act_dtype in FP8_NAMES:
+    if is_fp8(act_dtype):
         total += 4 if per_tensor else batch * 4
     return total
 
 
 def bytes_written(batch: int, n: int, out_dtype: str = "bf16") -> int:
-    return batch * n * DTYPE_BYTES[out_dtype]
+    return batch * n * bytes_per_element(out_dtype)
 
 
 def flops(batch: int, n: int, k: int) -> int:
@@ -146,9 +147,7 @@ def cache_bytes_for(device) -> int:
 
 def fp8_name(device) -> str:
     """The fp8 e4m3 flavour this device takes (fnuz on MI300)."""
-    if device.supports("fp8_e4m3fnuz") and not device.supports("fp8_e4m3"):
-        return "fp8_e4m3fnuz"
-    return "fp8_e4m3"
+    return fp8_format(device.dtypes) or "fp8_e4m3"
 
 
 def timing_budget(device_kind: str, quick: bool) -> dict[str, float]:
@@ -166,21 +165,13 @@ def tune_budget(ctx: ProbeContext) -> str:
 
 
 def providers_for(dtype: str) -> list[str]:
-    return ["torch_scaled_mm", "triton"] if dtype in FP8_NAMES else ["torch", "triton"]
+    return ["torch_scaled_mm", "triton"] if is_fp8(dtype) else ["torch", "triton"]
 
 
 def _options(ctx: ProbeContext) -> dict[str, Any]:
     opts = ctx.options or {}
     nested = opts.get("gemv")
     return nested if isinstance(nested, dict) else opts
-
-
-def _torch_dtype(name: str):
-    import torch
-
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
-            "fp8_e4m3": getattr(torch, "float8_e4m3fn", None),
-            "fp8_e4m3fnuz": getattr(torch, "float8_e4m3fnuz", None)}[name]
 
 
 class GemvProbe(Probe):
@@ -208,16 +199,16 @@ class GemvProbe(Probe):
                 return "triton is not installed"
             if dtype == "fp32":
                 return "the Triton GEMV takes bf16/fp16/fp8 weights"
-        if dtype in FP8_NAMES and not dev.supports(dtype):
+        if dtype not in DTYPES:
+            return f"unknown dtype {dtype}"
+        if is_fp8(dtype) and not dev.supports(dtype):
             if dev.kind == "cuda":
                 sm = (dev.compute_capability or "?").replace(".", "")
                 return f"FP8 needs sm_89+ (this GPU is sm_{sm})"
             if dev.kind == "rocm":
                 return f"{dtype} is not supported on {dev.gfx_arch or 'this GPU'}"
             return "FP8 needs a GPU (sm_89+, or MI300 for fp8_e4m3fnuz)"
-        if dtype not in DTYPE_BYTES:
-            return f"unknown dtype {dtype}"
-        if _torch_dtype(dtype) is None:
+        if torch_dtype(dtype) is None:
             return f"this torch has no {dtype} dtype"
         if provider == "torch_scaled_mm":
             import torch
@@ -288,9 +279,9 @@ class GemvProbe(Probe):
         copies, weights, scales = pool["copies"], pool["weights"], pool["scales"]
         gen = torch.Generator(device=dev)
         gen.manual_seed(7 * batch + 1)
-        act = "bf16" if dtype in FP8_NAMES else dtype
-        x = torch.randn(batch, k, generator=gen, device=dev, dtype=_torch_dtype(act))
-        scale_kind = "per_channel" if dtype in FP8_NAMES else None
+        act = "bf16" if is_fp8(dtype) else dtype
+        x = torch.randn(batch, k, generator=gen, device=dev, dtype=torch_dtype(act))
+        scale_kind = "per_channel" if is_fp8(dtype) else None
         config = None
 
         fast_accum = tune = None
@@ -314,7 +305,7 @@ class GemvProbe(Probe):
 
         y = call(0)
         ref = _reference(x_ref, weights[0], w_scale_ref)
-        out_dtype = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[y.dtype]
+        out_dtype = from_torch(y.dtype)
         rtol = RTOL[out_dtype] + (fast_accum_tolerance(k) if fast_accum else 0.0)
         validated, max_err = _check(y, ref, rtol)
         del y, ref
@@ -360,8 +351,7 @@ class GemvProbe(Probe):
         import torch
 
         opts = _options(ctx)
-        is_fp8 = dtype in FP8_NAMES
-        copy_bytes = weight_bytes(n, k, dtype) + (n * 4 if is_fp8 else 0)
+        copy_bytes = weight_bytes(n, k, dtype) + (n * 4 if is_fp8(dtype) else 0)
         cache = cache_bytes_for(ctx.device)
         factor = float(opts.get("rotate_factor", 2.0 if ctx.device.kind == "cpu" else 4.0))
         free = ctx.free_memory_bytes()
@@ -404,8 +394,8 @@ def _make_weight(n: int, k: int, dtype: str, gen, dev):
     """Random (N, K) weight in `dtype`; fp8 is quantized per output channel (amax / fp8 max)."""
     import torch
 
-    tdtype = _torch_dtype(dtype)
-    if dtype not in FP8_NAMES:
+    tdtype = torch_dtype(dtype)
+    if not is_fp8(dtype):
         return torch.randn(n, k, generator=gen, device=dev, dtype=tdtype), None
     fmax = float(torch.finfo(tdtype).max)
     w8 = torch.empty(n, k, device=dev, dtype=tdtype)
@@ -423,7 +413,7 @@ def _scaled_mm_call(x, weights, scales, dtype):
     """W8A8 torch._scaled_mm: rowwise scales where supported, else one scale per tensor."""
     import torch
 
-    tdtype = _torch_dtype(dtype)
+    tdtype = torch_dtype(dtype)
     fmax = float(torch.finfo(tdtype).max)
     xf = x.float()
     # activations quantized per token, outside the timed region

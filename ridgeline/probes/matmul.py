@@ -30,13 +30,13 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from ridgeline.dtypes import bytes_per_element, fp8_format, is_fp8, torch_dtype
 from ridgeline.errors import Waived
 from ridgeline.probes.base import Case, Probe, ProbeContext
 from ridgeline.records import make_record
 from ridgeline.timing import Work
 
-DTYPES = ("fp32", "tf32", "fp16", "bf16", "fp8_e4m3")
-ELEMENT_BYTES = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "fp8_e4m3": 1, "fp8_e4m3fnuz": 1}
+DTYPES = ("fp32", "tf32", "fp16", "bf16", "fp8_e4m3")  # widths, names: ridgeline.dtypes
 RELATIVE_TOLERANCE = {"fp32": 1e-4, "tf32": 1e-2, "fp16": 1e-2, "bf16": 2e-2,
                       "fp8_e4m3": 2e-2, "fp8_e4m3fnuz": 2e-2}
 # fp8 GEMMs are timed as engines run them (see the module docstring)
@@ -55,8 +55,8 @@ def matmul_flops(m: int, n: int, k: int) -> int:
 
 def matmul_bytes(m: int, n: int, k: int, dtype: str) -> tuple[int, int]:
     """(bytes_read, bytes_written): A and B once, C once (bf16 out for fp8)."""
-    e_in = ELEMENT_BYTES[dtype]
-    e_out = 2 if dtype.startswith("fp8") else e_in
+    e_in = bytes_per_element(dtype)
+    e_out = bytes_per_element("bf16") if is_fp8(dtype) else e_in
     return (m * k + k * n) * e_in, m * n * e_out
 
 
@@ -67,7 +67,7 @@ def fast_accum_tolerance(k: int) -> float:
 
 def tolerance(dtype: str, k: int, fast_accum: bool) -> float:
     """Relative Frobenius error allowed for this case."""
-    extra = fast_accum_tolerance(k) if fast_accum and dtype.startswith("fp8") else 0.0
+    extra = fast_accum_tolerance(k) if fast_accum and is_fp8(dtype) else 0.0
     return RELATIVE_TOLERANCE[dtype] + extra
 
 
@@ -88,16 +88,13 @@ def shapes(quick: bool, is_gpu: bool, memory_bytes: int) -> list[tuple[str, int,
 
 
 def fp8_dtype_name(device) -> str | None:
-    if device.supports("fp8_e4m3"):
-        return "fp8_e4m3"
-    if device.supports("fp8_e4m3fnuz"):
-        return "fp8_e4m3fnuz"
-    return None
+    """fp8_e4m3, or fp8_e4m3fnuz on MI300; None when the device has no fp8 matmul."""
+    return fp8_format(device.dtypes)
 
 
 def unsupported_reason(dtype: str, device) -> str | None:
     """Why `dtype` cannot run on this device, or None."""
-    if dtype.startswith("fp8"):
+    if is_fp8(dtype):
         if device.kind == "cpu":
             return "FP8 GEMM needs a GPU with FP8 tensor cores (sm_89+, MI300)"
         if not fp8_dtype_name(device):
@@ -155,7 +152,7 @@ class MatmulProbe(Probe):
         reason = unsupported_reason(dtype, ctx.device)
         if reason:
             raise Waived(reason)
-        e_in = ELEMENT_BYTES[dtype]
+        e_in = bytes_per_element(dtype)
         need = (m * k + k * n) * (e_in + 4) + m * n * 6  # inputs, fp32 copies, outputs
         if need > 0.6 * ctx.free_memory_bytes():
             raise Waived(f"needs {need / 2**30:.1f} GiB, more than free memory allows")
@@ -166,12 +163,11 @@ class MatmulProbe(Probe):
         provider = "torch"
         precision = "high" if dtype == "tf32" else "highest"
         fast_accum = None  # the setting exists for fp8 GEMMs only
-        if dtype.startswith("fp8"):
+        if is_fp8(dtype):
             fn, c_of, a_ref, b_ref = self._fp8(a32, b32, dtype, m, n, k)
             provider, fast_accum = "torch_scaled_mm", FAST_ACCUM
         else:
-            tdtype = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16,
-                      "bf16": torch.bfloat16}[dtype]
+            tdtype = torch_dtype(dtype)  # tf32: fp32 storage, run under precision "high"
             a, bt = a32.to(tdtype), b32.to(tdtype).t()  # (K, N) view of the (N, K) weight
             out = torch.empty(m, n, device=dev, dtype=tdtype)
 
@@ -206,7 +202,7 @@ class MatmulProbe(Probe):
             raise Waived("torch._scaled_mm needs K and N to be multiples of 16")
         if not hasattr(torch, "_scaled_mm"):
             raise Waived("this torch has no torch._scaled_mm")
-        f8 = torch.float8_e4m3fnuz if dtype == "fp8_e4m3fnuz" else torch.float8_e4m3fn
+        f8 = torch_dtype(dtype)
         fmax = torch.finfo(f8).max
         scale_a = (a32.abs().max() / fmax).float().reshape(())
         scale_b = (b32.abs().max() / fmax).float().reshape(())

@@ -20,6 +20,7 @@ import html
 from dataclasses import dataclass, field
 from typing import Any
 
+from ridgeline.dtypes import compute_dtype_for
 from ridgeline.roofline.model import RESOLVABLE_TIME_US
 from ridgeline.roofline.trust import CeilingStatus, ceiling_statuses
 
@@ -115,7 +116,9 @@ def ceilings_table(profile: dict[str, Any]) -> Table:
         if value is None:
             continue
         d = (ceil.get("matmul_detail") or {}).get(dtype) or {}
-        peak = sheet_mm.get(dtype) or sheet_mm.get({"fp8_e4m3fnuz": "fp8_e4m3"}.get(dtype, ""))
+        # a datasheet lists the fp8 rate once: fnuz (MI300) reads fp8_e4m3's, as the model does
+        peak = sheet_mm.get(compute_dtype_for(dtype, [k for k, v in sheet_mm.items() if v],
+                                              fallback=False))
         where = (f"{d.get('provider') or '-'} M={d.get('m')} N={d.get('n')} K={d.get('k')}"
                  if d else "-")
         name = f"{dtype} matmul"

@@ -46,14 +46,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-DTYPE_BYTES = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "fp8_e4m3": 1,
-               "fp8_e5m2": 1, "fp8_e4m3fnuz": 1, "int8": 1, "int4": 0.5}
-
-# Which measured matmul dtype serves a compute dtype (int8 GEMMs run on the fp8/int8
-# tensor-core rate; int4 weights are dequantized to bf16 on Hopper-class GPUs).
-COMPUTE_DTYPE_ALIASES = {"fp8": "fp8_e4m3", "int8": "fp8_e4m3", "int4": "bf16",
-                         "fp8_e4m3fnuz": "fp8_e4m3", "fp8_e5m2": "fp8_e4m3",
-                         "fp8_e4m3": "fp8_e4m3fnuz"}
+from ridgeline import dtypes
+# the old name, still imported by roofline/interconnect.py and tests/test_model_fit.py
+from ridgeline.dtypes import BYTES as DTYPE_BYTES  # noqa: F401
 
 DEFAULT_LATENCY_FLOOR_US = 5.0
 # A fixed cost (overhead, GEMM start-up, floor) below this is not resolved by any timer we
@@ -141,16 +136,7 @@ class RooflineModel:
 
     def compute_dtype(self, dtype: str) -> str:
         """The measured matmul dtype that serves `dtype` (ProfileError-free lookup)."""
-        if dtype in self.peak_TFLOPS:
-            return dtype
-        alias = COMPUTE_DTYPE_ALIASES.get(dtype)
-        for candidate in (alias, COMPUTE_DTYPE_ALIASES.get(alias or "")):  # fp8 -> e4m3 -> fnuz
-            if candidate in self.peak_TFLOPS:
-                return candidate
-        for fallback in ("bf16", "fp16", "fp32"):
-            if fallback in self.peak_TFLOPS:
-                return fallback
-        return next(iter(self.peak_TFLOPS))
+        return dtypes.compute_dtype_for(dtype, self.peak_TFLOPS)  # fp8 -> e4m3 -> fnuz, bf16
 
     def throughput_flops_per_s(self, dtype: str, flops: float) -> float:
         d = self.compute_dtype(dtype)
@@ -191,9 +177,10 @@ class RooflineModel:
     def predict_gemm(self, M: int, K: int, N: int, dtype: str,
                      weight_dtype: str | None = None, act_dtype: str | None = None) -> Prediction:
         """(M, K) x (K, N): 2MKN FLOPs; bytes = weights K*N + activations in M*K + out M*N."""
-        w_bytes = DTYPE_BYTES.get(weight_dtype or dtype, 2)
-        a_default = "bf16" if DTYPE_BYTES.get(dtype, 2) < 2 else dtype  # fp8/int GEMMs: bf16 acts
-        a_bytes = DTYPE_BYTES.get(act_dtype or a_default, 2)
+        width = dtypes.BYTES.get    # a dtype ridgeline does not know counts as 16-bit
+        w_bytes = width(weight_dtype or dtype, 2)
+        a_default = "bf16" if width(dtype, 2) < 2 else dtype  # fp8/int GEMMs: bf16 acts
+        a_bytes = width(act_dtype or a_default, 2)
         flops = 2.0 * M * K * N
         moved = K * N * w_bytes + (M * K + M * N) * a_bytes
         return self.predict(flops, moved, dtype, m=M, n=N)

@@ -2,9 +2,11 @@
 
     Precision(weights="fp8", activations="fp8", kv_cache="fp8")
 
-Bytes per element (field guide §2.1's table; fp8 added): fp32 4, fp16/bf16 2,
-fp8/int8 1, int4 0.5. Group-quantized int4 (GPTQ/AWQ style) also stores one
-fp16 scale per `INT4_GROUP_SIZE` weights: 2/128 = 0.015625 extra bytes per weight.
+Bytes per element (field guide §2.1's table; fp8 added; ridgeline.dtypes holds
+them): fp32 4, fp16/bf16 2, fp8/int8 1, int4 0.5. The planner names storage, not
+formats: every fp8 format (fp8_e4m3, fp8_e4m3fnuz, fp8_e5m2, ...) is "fp8" here.
+Group-quantized int4 (GPTQ/AWQ style) also stores one fp16 scale per
+`INT4_GROUP_SIZE` weights: 2/128 = 0.015625 extra bytes per weight.
 
 Which parts are quantized (as in published FP8/INT4 checkpoints): the linear
 layers of the transformer blocks. The embedding, the LM head, the MoE router and
@@ -21,10 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ridgeline.dtypes import FP8_FORMATS, bytes_per_element, find, planner_name
 from ridgeline.errors import RidgelineError
 from ridgeline.sizing.options import option
 
-BYTES = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
 # (fp32 is accepted everywhere for CPU runs; the GPU plans use the others)
 WEIGHT_DTYPES = ("fp16", "bf16", "fp8", "int8", "int4", "fp32")
 ACTIVATION_DTYPES = ("fp16", "bf16", "fp8", "int8", "fp32")
@@ -33,25 +35,20 @@ WIDE = ("fp16", "bf16", "fp32")  # dtypes hidden states can live in
 INT4_GROUP_SIZE = 128
 SCALE_BYTES = 2.0  # one fp16 scale per int4 group
 
-_SYNONYMS = {"float16": "fp16", "half": "fp16", "bfloat16": "bf16", "float8": "fp8",
-             "fp8_e4m3": "fp8", "fp8_e4m3fn": "fp8", "fp8_e5m2": "fp8", "fp8_e4m3fnuz": "fp8",
-             "e4m3": "fp8", "w8a8": "fp8", "awq": "int4", "gptq": "int4", "float32": "fp32"}
-
-# Device dtype flags (provenance.device.dtypes) that make a storage dtype usable.
-_DEVICE_FLAGS = {"fp8": ("fp8_e4m3", "fp8_e5m2", "fp8_e4m3fnuz", "fp8_e5m2fnuz"),
-                 "bf16": ("bf16",), "fp16": ("fp16",), "fp32": ("fp32",),
-                 "int8": ("int8", "fp8_e4m3", "fp8_e4m3fnuz")}
+# bytes per element of every planner dtype (WEIGHT_DTYPES holds them all); memory.py reads it
+BYTES = {d: float(bytes_per_element(d)) for d in WEIGHT_DTYPES}
 
 
 def normalize_dtype(value: str, allowed: tuple[str, ...], what: str) -> str:
-    v = _SYNONYMS.get(str(value).strip().lower(), str(value).strip().lower())
+    """The planner's name of `value` (any alias in ridgeline.dtypes; fp8 formats -> "fp8")."""
+    v = planner_name(value) if find(value) else str(value).strip().lower()
     if v not in allowed:
         raise RidgelineError(f"{what} dtype {value!r} is not one of {', '.join(allowed)}")
     return v
 
 
 def dtype_bytes(dtype: str) -> float:
-    return BYTES[normalize_dtype(dtype, tuple(BYTES), "storage")]
+    return float(bytes_per_element(normalize_dtype(dtype, WEIGHT_DTYPES, "storage")))
 
 
 @dataclass(frozen=True)
@@ -77,16 +74,16 @@ class Precision:
     @property
     def weight_bytes(self) -> float:
         """Bytes per quantized weight, int4 group scales included."""
-        b = BYTES[self.weights]
+        b = dtype_bytes(self.weights)
         return b + SCALE_BYTES / INT4_GROUP_SIZE if self.weights == "int4" else b
 
     @property
     def base_bytes(self) -> float:
-        return BYTES[self.base]
+        return dtype_bytes(self.base)
 
     @property
     def kv_bytes(self) -> float:
-        return BYTES[self.kv_cache]
+        return dtype_bytes(self.kv_cache)
 
     @property
     def gemm_dtype(self) -> str:
@@ -103,7 +100,8 @@ def device_supports(dtypes: dict[str, bool] | None, dtype: str) -> bool | None:
     """True/False from a profile's provenance.device.dtypes; None when the profile does not say."""
     if not dtypes:
         return None
-    flags = _DEVICE_FLAGS.get(dtype, (dtype,))
+    # fp8 storage: any fp8 format; else the dtype or a rate it runs on (int8: fp8_e4m3, fnuz)
+    flags = FP8_FORMATS if dtype == "fp8" else (dtype, *getattr(find(dtype), "computes_as", ()))
     known = [f for f in flags if f in dtypes]
     if not known:
         return None if dtype not in ("fp8",) else False

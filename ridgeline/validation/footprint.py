@@ -12,7 +12,8 @@ Per decoder layer (H heads, G KV heads, d head_dim, h hidden, I intermediate):
     head_bytes             = vocab*h*a (embedding) + vocab*h*a (LM head, unless tied) + h*a
 
 w = 1 byte for fp8 (plus two fp32 scales per linear), 2 for bf16/fp16, 4 for fp32;
-a = 4 for fp32 weights, else 2 (the KV cache and activations stay 16-bit).
+a = 4 for fp32 weights, else 2 (the KV cache and activations stay 16-bit): the
+widths of `act_dtype(weights)`, from ridgeline.dtypes.
 `workspace_bytes` bounds the transient activations of one step.
 """
 
@@ -21,30 +22,36 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ridgeline.dtypes import bytes_per_element, find, planner_name
 from ridgeline.errors import RidgelineError
 
 WEIGHT_KINDS = ("bf16", "fp16", "fp8", "fp32")
-_WEIGHT_ALIASES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32",
-                   "fp8_e4m3": "fp8", "fp8_e4m3fn": "fp8", "fp8_e4m3fnuz": "fp8", "e4m3": "fp8"}
+# the formats the validation model runs: its fp8 weights are e4m3 (fnuz on MI300), never e5m2
+_RUNS = WEIGHT_KINDS + ("fp8_e4m3", "fp8_e4m3fnuz")
 LINEARS_PER_LAYER = 4  # QKV, O, gate+up, down (fused as serving engines do)
 
 
 def normalize_weights(name: str) -> str:
     """"bf16" | "fp16" | "fp8" | "fp32" from a user's spelling; RidgelineError otherwise."""
-    key = name.strip().lower()
-    key = _WEIGHT_ALIASES.get(key, key)
-    if key not in WEIGHT_KINDS:
+    d = find(name)
+    if d is None or d.name not in _RUNS:
         raise RidgelineError(f"unknown --weights {name!r}: use one of {', '.join(WEIGHT_KINDS)}")
-    return key
+    return planner_name(d.name)
+
+
+def act_dtype(weights: str) -> str:
+    """Activations, norms, embedding, LM head and the KV cache: fp16 or fp32 with such weights,
+    else bf16."""
+    return weights if weights in ("fp16", "fp32") else "bf16"
 
 
 def weight_width_bytes(weights: str) -> int:
-    return {"fp8": 1, "bf16": 2, "fp16": 2, "fp32": 4}[weights]
+    return bytes_per_element(weights)
 
 
 def act_width_bytes(weights: str) -> int:
-    """Activations, norms, embedding, LM head and the KV cache: fp32 only for fp32 weights."""
-    return 4 if weights == "fp32" else 2
+    """Bytes of one element of act_dtype(weights): 4 only for fp32 weights, else 2."""
+    return bytes_per_element(act_dtype(weights))
 
 
 @dataclass(frozen=True)

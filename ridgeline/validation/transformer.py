@@ -37,11 +37,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ridgeline.validation.footprint import LayerDims, dims_from_spec, normalize_weights
+from ridgeline.dtypes import torch_dtype
+from ridgeline.validation.footprint import LayerDims, act_dtype, dims_from_spec, normalize_weights
 
 DEFAULT_ROPE_THETA = 500000.0
 DEFAULT_RMS_EPS = 1e-5
-_TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def torch_version_at_least(major: int, minor: int) -> bool:
@@ -58,14 +58,13 @@ def sdpa_has_gqa() -> bool:
 
 
 def act_dtype_for(weights: str) -> torch.dtype:
-    return {"fp16": torch.float16, "fp32": torch.float32}.get(weights, torch.bfloat16)
+    return torch_dtype(act_dtype(weights))
 
 
 def fp8_dtype_for(device: torch.device, gfx_arch: str | None = None) -> torch.dtype:
     """OCP e4m3 everywhere except MI300-class AMD GPUs (gfx94x), which use the fnuz variant."""
-    if device.type == "cuda" and gfx_arch and gfx_arch.startswith("gfx94"):
-        return torch.float8_e4m3fnuz
-    return torch.float8_e4m3fn
+    fnuz = device.type == "cuda" and gfx_arch and gfx_arch.startswith("gfx94")
+    return torch_dtype("fp8_e4m3fnuz" if fnuz else "fp8_e4m3")
 
 
 def quantize_per_tensor(x: torch.Tensor, fp8_dtype: torch.dtype):
@@ -90,11 +89,11 @@ class Linear:
         w = torch.randn(out_features, in_features, generator=generator, device=device,
                         dtype=torch.float32).mul_(in_features ** -0.5)
         if weights == "fp8":
-            self.fp8_dtype = fp8_dtype or torch.float8_e4m3fn
+            self.fp8_dtype = fp8_dtype or torch_dtype("fp8_e4m3")
             self.weight, self.scale = quantize_per_tensor(w, self.fp8_dtype)  # (N, K) e4m3, fp32
         else:
             self.fp8_dtype = None
-            self.weight, self.scale = w.to(_TORCH_DTYPES[weights]), None
+            self.weight, self.scale = w.to(torch_dtype(weights)), None
         del w
 
     def dequantized(self) -> torch.Tensor:
