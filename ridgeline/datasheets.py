@@ -58,3 +58,14 @@ def known_names() -> list[str]:
 def suggest(name: str, n: int = 3) -> list[str]:
     """Close known names for a GPU name that matched none (difflib)."""
     return difflib.get_close_matches(name.lower().strip(), known_names(), n=n, cutoff=0.5)
+
+
+def matmul_peak_TFLOPS(entry: dict[str, Any] | None, dtype: str) -> float | None:
+    """The datasheet's matmul peak for a measured dtype: its own entry, else the one it
+    computes as (fp8_e4m3fnuz on MI300 -> the sheet's fp8_e4m3); None when the sheet has none."""
+    from ridgeline.dtypes import compute_dtype_for
+
+    table = {d: v for d, v in ((entry or {}).get("matmul_TFLOPS") or {}).items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0}
+    key = compute_dtype_for(dtype, table, fallback=False)
+    return float(table[key]) if key else None

@@ -238,10 +238,11 @@ def test_the_check_finds_a_copy():
     assert not _dtype_fact_table(ast.parse(tolerances, mode="eval").body)
 
 
-def test_the_old_model_name_is_the_table():
-    from ridgeline.roofline import model
+def test_the_old_model_table_is_gone():
+    from ridgeline.roofline import interconnect, model
 
-    assert model.DTYPE_BYTES is D.BYTES
+    assert not hasattr(model, "DTYPE_BYTES")  # every width is read from ridgeline.dtypes
+    assert interconnect.DTYPE_BYTES is D.BYTES
 
 
 # --- callers agree with the table ------------------------------------------------------------

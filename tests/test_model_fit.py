@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from ridgeline.records import make_record, waived_record
-from ridgeline.roofline.model import DTYPE_BYTES, RooflineModel
+from ridgeline.dtypes import BYTES as DTYPE_BYTES
+from ridgeline.roofline.model import RooflineModel
 from ridgeline.roofline.model_fit import fit_latency, fit_model, gemv_best
 from ridgeline.timing import Timing
 

@@ -20,12 +20,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from ridgeline.datasheets import matmul_peak_TFLOPS
 from ridgeline.records import fastest_per_case, fit_ready, gemv_case_key
+from ridgeline.roofline.model_fit import GEMV_PLATEAU_MIN_WEIGHT_BYTES
 
 DTYPE_COLORS = {"fp32": "tab:gray", "tf32": "tab:brown", "fp16": "tab:orange", "bf16": "tab:blue",
                 "fp8_e4m3": "tab:red", "fp8_e4m3fnuz": "tab:red", "int8": "tab:purple"}
 PROVIDER_STYLES = {"triton": "-", "torch": "--", "torch_scaled_mm": "-.", "numpy": ":"}
-GEMV_LARGE_WEIGHT_BYTES = 64e6
 
 
 def _color(dtype: str, i: int = 0) -> str:
@@ -182,8 +183,7 @@ def roofline_chart(profile: dict[str, Any], path: Path) -> Path | None:
         sheet.get("memory_bandwidth_GBps")) else None
     sheet_mm = {d: float(v) for d, v in (sheet.get("matmul_TFLOPS") or {}).items()
                 if _positive(v)}
-    sheet_peaks = {d: sheet_mm.get(d) or sheet_mm.get({"fp8_e4m3fnuz": "fp8_e4m3"}.get(d, ""))
-                   for d in peaks}
+    sheet_peaks = {d: matmul_peak_TFLOPS({"matmul_TFLOPS": sheet_mm}, d) for d in peaks}
     sheet_peaks = {d: v for d, v in sheet_peaks.items() if v}
 
     intensities = [r["flops"] / _moved(r) for r in matmul + gemv]
@@ -332,7 +332,7 @@ def matmul_vs_size(profile: dict[str, Any], path: Path) -> Path | None:
             tf = [2.0 * v**3 / model.predict_gemm(int(v), int(v), int(v), dtype).time_s / 1e12
                   for v in n]
             ax.plot(2.0 * n**3, tf, color=c, ls=FIT_STYLE, lw=1.3, label=f"{dtype} fit (square)")
-        ds = sheet_mm.get(dtype) or sheet_mm.get({"fp8_e4m3fnuz": "fp8_e4m3"}.get(dtype, ""))
+        ds = matmul_peak_TFLOPS({"matmul_TFLOPS": sheet_mm}, dtype)
         if ds:
             ax.axhline(ds, color=c, ls="--", lw=1, alpha=0.6,
                        label=f"datasheet {dtype} {ds:,.0f} TFLOP/s")
@@ -360,9 +360,9 @@ def gemv_vs_batch(profile: dict[str, Any], path: Path) -> Path | None:
     gemv = [r for r in fit_ready(profile.get("records") or [], "gemv") if r.get("time_ms_median")]
     if not gemv:
         return None
-    large = [r for r in gemv if (r.get("weight_bytes") or 0) >= GEMV_LARGE_WEIGHT_BYTES]
+    large = [r for r in gemv if (r.get("weight_bytes") or 0) >= GEMV_PLATEAU_MIN_WEIGHT_BYTES]
     use = large or gemv
-    scope = (f"median over weights >= {GEMV_LARGE_WEIGHT_BYTES / 1e6:.0f} MB" if large
+    scope = (f"median over weights >= {GEMV_PLATEAU_MIN_WEIGHT_BYTES / 1e6:.0f} MB" if large
              else "median over all weight shapes (none >= 64 MB)")
     series: dict[tuple[str, str], dict[int, list[dict[str, Any]]]] = defaultdict(
         lambda: defaultdict(list))

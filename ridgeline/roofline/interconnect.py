@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ridgeline.roofline.model import DTYPE_BYTES
+from ridgeline.dtypes import BYTES as DTYPE_BYTES
 
 BUSBW_FACTORS = {
     "allreduce": lambda n: 2.0 * (n - 1) / n,

@@ -47,8 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ridgeline import dtypes
-# the old name, still imported by roofline/interconnect.py and tests/test_model_fit.py
-from ridgeline.dtypes import BYTES as DTYPE_BYTES  # noqa: F401
+
 
 DEFAULT_LATENCY_FLOOR_US = 5.0
 # A fixed cost (overhead, GEMM start-up, floor) below this is not resolved by any timer we

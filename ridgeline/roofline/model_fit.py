@@ -39,7 +39,7 @@ What is fitted, and from what:
   field path listed in "undetermined" and said in "notes", never kept as 1e-10
   noise that a report or `compare` would quote.
 
-Run: called by ridgeline.roofline.fit.fit_profile after `ridgeline profile`.
+Run: called by ridgeline.roofline.profile_fit.fit_profile after `ridgeline profile`.
 """
 
 from __future__ import annotations
@@ -343,11 +343,9 @@ def _error_summary(models: dict[str, RooflineModel],
 
 
 def _datasheet_peak(datasheet: dict[str, Any] | None, dtype: str) -> float | None:
-    table = (datasheet or {}).get("matmul_TFLOPS") or {}
-    for key in (dtype, {"fp8_e4m3fnuz": "fp8_e4m3"}.get(dtype, "")):
-        if table.get(key):
-            return float(table[key])
-    return None
+    from ridgeline.datasheets import matmul_peak_TFLOPS
+
+    return matmul_peak_TFLOPS(datasheet, dtype)
 
 
 def fit_model(records: list[dict[str, Any]], ceilings: dict[str, Any],

@@ -33,7 +33,7 @@ from typing import Any
 from ridgeline.errors import RidgelineError
 from ridgeline.sizing.models import Matrix, ModelSpec
 from ridgeline.sizing.options import check, option
-from ridgeline.sizing.precision import BYTES, Precision
+from ridgeline.sizing.precision import Precision, dtype_bytes
 
 LOGIT_BYTES = 4  # logits are sampled in fp32
 
@@ -168,7 +168,7 @@ def kv_bytes_per_token(spec: ModelSpec, kv_dtype: str | Precision) -> float:
     Standard/GQA: 2 (K and V) x layers x kv_heads x head_dim x bytes.
     MLA: (kv_lora_rank + qk_rope_head_dim) x layers x bytes (one latent vector per layer).
     """
-    b = kv_dtype.kv_bytes if isinstance(kv_dtype, Precision) else BYTES[kv_dtype]
+    b = kv_dtype.kv_bytes if isinstance(kv_dtype, Precision) else dtype_bytes(kv_dtype)
     return _exact(kv_elements_per_token_layer(spec, 1) * spec.num_layers * b)
 
 
