@@ -11,9 +11,12 @@
     p = api.plan(model, gpu, api.Workload(input_p95=8192, output_p95=512, concurrency=50,
                                           peak_rps=120),
                  api.SLO(ttft_s=2, itl_s=0.05, gpu_hourly=2.5), precision="fp8")
+    sim = api.simulate(model, gpu, api.Workload(input_p95=8192, output_p95=512, concurrency=50),
+                       api.SLO(ttft_s=2, itl_s=0.05), precision="fp8", tp=4)
 
 Inputs are the planner's option dataclasses (Workload, SLO, EngineConfig, ParallelOptions,
-FleetOptions, PrecisionOptions: keyword construction, the CLI's defaults and checks);
+FleetOptions, PrecisionOptions, PlanMethod, and simulate's LengthOptions, LoadOptions,
+CurveSLO: keyword construction, the CLI's defaults and checks);
 outputs are plain dataclasses with units in their field names, each with `to_dict()`.
 `precision` is a weight dtype ("fp8": activations and KV cache chosen as `ridgeline plan`
 chooses them), a PrecisionOptions, or a resolved Precision. Bad input raises
@@ -34,13 +37,16 @@ from ridgeline.sizing.models import ModelSpec, find_model
 from ridgeline.sizing.precision import Precision, PrecisionOptions, device_notes, unsupported
 from ridgeline.sizing.serving import ReplicaModel, ServingPoint, Shape
 from ridgeline.sizing.static_batch import StaticBatch, StaticBatchResult
+from ridgeline.sizing.plan import PlanMethod
+from ridgeline.sizing.simulation.options import CurveSLO, LengthOptions, LoadOptions
 from ridgeline.sizing.workload import SLO, FleetOptions, ParallelOptions, Workload
 
-__all__ = ["GPU", "Model", "Step", "Plan", "ServingPoint", "StaticBatchResult",
+__all__ = ["GPU", "Model", "Step", "Plan", "Simulation", "ServingPoint", "StaticBatchResult",
            "Workload", "SLO", "EngineConfig", "ParallelOptions", "FleetOptions",
-           "PrecisionOptions", "Precision", "RidgelineError",
+           "PrecisionOptions", "Precision", "PlanMethod", "LengthOptions", "LoadOptions",
+           "CurveSLO", "RidgelineError",
            "load_profile", "load_gpu", "load_model", "decode_step", "prefill", "static_batch",
-           "serving_point", "plan"]
+           "serving_point", "plan", "simulate"]
 
 PrecisionLike = Union[str, PrecisionOptions, Precision]
 
@@ -233,6 +239,7 @@ class Plan:
     warnings: tuple[str, ...]
     notes: tuple[str, ...]
     detail: dict[str, Any] = field(repr=False)
+    method: str = "simulated"         # "simulated" | "closed form" (PlanMethod(fast=True))
 
     def to_dict(self) -> dict[str, Any]:
         return self.detail
@@ -240,24 +247,85 @@ class Plan:
 
 def plan(model: Model | str, gpu: GPU | str, workload: Workload, slo: SLO | None = None, *,
          precision: PrecisionLike = "bf16", engine: EngineConfig | None = None,
-         parallel: ParallelOptions | None = None, fleet: FleetOptions | None = None) -> Plan:
-    """The sizing method end to end (what `ridgeline plan` prints), as data."""
+         parallel: ParallelOptions | None = None, fleet: FleetOptions | None = None,
+         method: PlanMethod | None = None) -> Plan:
+    """The sizing method end to end (what `ridgeline plan` prints), as data. The operating
+    point and fleet come from a simulated replica; `method=PlanMethod(fast=True)` keeps the
+    closed forms (`--fast`)."""
     from ridgeline.sizing.plan import PlanInputs, infeasible, make_plan
 
     m, hw = _model(model), _hardware(gpu)
     p, notes = _precision(precision, hw)
     inputs = PlanInputs(spec=m.spec, precision=p, workload=workload, slo=slo or SLO(),
                         engine=engine or EngineConfig(), parallel=parallel or ParallelOptions(),
-                        fleet=fleet or FleetOptions(), notes=tuple(list(m.notes) + notes))
+                        fleet=fleet or FleetOptions(), method=method or PlanMethod(),
+                        notes=tuple(list(m.notes) + notes))
     d = make_plan(inputs, hw)
     f, op = d["fleet"], d["operating_point"]
-    return Plan(d["basis"], f["feasible"], infeasible(d), op["tp"], op["pp"], op["concurrency"],
+    sim = d.get("simulation")
+    concurrency = op["concurrency"]
+    if sim is not None and sim["operating_point"] is not None:
+        concurrency = sim["operating_point"]["concurrency"]
+    return Plan(d["basis"], f["feasible"], infeasible(d), d["parallelism"]["chosen"]["tp"],
+                d["parallelism"]["chosen"]["pp"], concurrency,
                 f["usable_rps_per_replica"], f["replicas_with_safety"], f["gpus_deployed"],
                 f["cost_per_1m_input_tokens"], f["cost_per_1m_output_tokens"],
-                f["cost_per_1m_blended_tokens"], tuple(d["warnings"]), tuple(d["notes"]), d)
+                f["cost_per_1m_blended_tokens"], tuple(d["warnings"]), tuple(d["notes"]), d,
+                d["method"])
 
 
 # -- simulate ------------------------------------------------------------------------------
-# The serving simulation (ridgeline.sizing.simulation: continuous batching on the step
-# model) is added here by the lead, with the same inputs as plan(): model, gpu, Workload
-# or a trace, SLO, precision, EngineConfig, ParallelOptions; a plain dataclass out.
+
+@dataclass(frozen=True)
+class Simulation:
+    """One replica's simulated latency-throughput curve (`ridgeline simulate`): the loads, the
+    knee, the SLO operating point, and every point in `detail` (the JSON of `simulate --json`:
+    "points", each with `ttft_s`, `itl_s`, `e2e_s` as {"mean", "p50", "p95", "p99"})."""
+
+    basis: str                        # measured | reference | datasheet
+    tp: int
+    load_kind: str                    # "rps" | "concurrency"
+    loads: tuple[float, ...]
+    capacity_rps: float | None        # the steady rate of an overloaded replica (open loop)
+    knee_load: float | None           # where P99 TTFT leaves P50
+    operating_load: float | None      # the highest simulated load meeting the SLOs
+    load_at_slo: float | None         # interpolated to where the binding SLO is met
+    limit: str | None                 # "TTFT SLO" | "ITL SLO" | "sweep limit"; None: no SLO
+    summary: str
+    warnings: tuple[str, ...]
+    notes: tuple[str, ...]
+    detail: dict[str, Any] = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.detail
+
+
+def simulate(model: Model | str, gpu: GPU | str, lengths: Workload | LengthOptions,
+             slo: SLO | None = None, *, load: LoadOptions | None = None,
+             precision: PrecisionLike = "bf16", tp: int | None = None,
+             engine: EngineConfig | None = None, parallel: ParallelOptions | None = None,
+             curve: CurveSLO | None = None, measured: tuple[str, ...] = ()) -> Simulation:
+    """Continuous batching on one replica (ridgeline.sizing.simulation), swept over `load`
+    (default: 10%-120% of its capacity). `lengths`: a Workload (its p50/p95 lengths) or a
+    LengthOptions (p99s, a trace); `tp` is shorthand for ParallelOptions(tp=...)."""
+    from ridgeline.sizing.simulation.options import MeasuredOptions
+    from ridgeline.sizing.simulation.run import make_setup, run_simulation
+
+    m, hw = _model(model), _hardware(gpu)
+    p, notes = _precision(precision, hw)
+    if isinstance(lengths, Workload):
+        lengths = LengthOptions(input_p50=lengths.input_p50, input_p95=lengths.input_p95,
+                                output_p50=lengths.output_p50, output_p95=lengths.output_p95)
+    if tp is not None:
+        parallel = ParallelOptions(**{**asdict(parallel or ParallelOptions()), "tp": tp})
+    setup = make_setup(m.spec, hw, p, lengths, load or LoadOptions(), slo or SLO(),
+                       curve or CurveSLO(), engine or EngineConfig(),
+                       parallel or ParallelOptions(), MeasuredOptions(measured=measured or None),
+                       notes=list(m.notes) + notes)
+    d = run_simulation(setup).to_dict()
+    kind = d["load"]["kind"]
+    op = d["operating_point"] or {}
+    return Simulation(d["basis"], d["tp"], kind, tuple(pt[kind] for pt in d["points"]),
+                      d["load"]["capacity_rps"], d["knee"]["load"], op.get("load"),
+                      op.get("load_at_slo"), op.get("limit"), d["summary"],
+                      tuple(d["warnings"]), tuple(d["notes"]), d)

@@ -121,10 +121,22 @@ def test_plan_headline_and_detail(h100):
                  api.Workload(input_p95=8192, output_p95=512, concurrency=50, peak_rps=120),
                  api.SLO(ttft_s=2, itl_s=0.05, gpu_hourly=2.5),
                  precision=api.PrecisionOptions(weights="fp8", kv="fp8"))   # the docs example
-    assert p.feasible and p.infeasible is None and p.tp == 4
-    assert p.gpus_deployed == p.detail["fleet"]["gpus_deployed"] == 240
+    assert p.feasible and p.infeasible is None and p.tp == 4 and p.method == "simulated"
+    sim = p.detail["simulation"]
+    assert p.usable_rps_per_replica == sim["operating_point"]["rps"]
+    assert p.operating_concurrency == sim["operating_point"]["concurrency"]
+    assert p.gpus_deployed == p.detail["fleet"]["gpus_deployed"]
+    # the closed forms' 240 beside it: prefill-chunk steps make the ITL SLO bind sooner
+    assert sim["closed_form_fleet"]["gpus_deployed"] == 240 < p.gpus_deployed
     assert p.cost_per_1m_blended_tokens < p.cost_per_1m_output_tokens
     json.dumps(json_safe(p.to_dict()))
+    fast = api.plan("llama-3.1-70b", h100,
+                    api.Workload(input_p95=8192, output_p95=512, concurrency=50, peak_rps=120),
+                    api.SLO(ttft_s=2, itl_s=0.05, gpu_hourly=2.5),
+                    precision=api.PrecisionOptions(weights="fp8", kv="fp8"),
+                    method=api.PlanMethod(fast=True))
+    assert (fast.method, fast.gpus_deployed, fast.operating_concurrency) == ("closed form", 240, 63)
+    assert fast.detail["simulation"] is None
     bad = api.plan("llama-3.1-8b", h100, api.Workload(input_p95=100, output_p95=10,
                                                       concurrency=1), api.SLO(itl_s=1e-6))
     assert not bad.feasible and "ITL" in bad.infeasible and bad.gpus_deployed is None
@@ -137,3 +149,21 @@ def test_outputs_are_plain_dataclasses(h100):
                 api.serving_point(m, h100, concurrency=1, input_p95=4, output_p95=2)):
         assert dataclasses.is_dataclass(out)
         json.dumps(json_safe(out.to_dict()))
+
+
+def test_simulate_is_the_commands_curve(h100):
+    sim = api.simulate("llama-3.1-8b", h100, api.Workload(input_p95=1024, output_p95=128,
+                                                          concurrency=1),
+                       api.SLO(ttft_s=0.5), load=api.LoadOptions(rps=(2, 8, 64), requests=300))
+    assert dataclasses.is_dataclass(sim) and sim.basis == "datasheet" and sim.tp == 1
+    assert (sim.load_kind, sim.loads) == ("rps", (2.0, 8.0, 64.0))
+    points = sim.to_dict()["points"]
+    assert [set(p["ttft_s"]) for p in points] == [{"mean", "p50", "p95", "p99"}] * 3
+    assert sim.operating_load in sim.loads and sim.limit == "TTFT SLO"
+    assert sim.summary == sim.to_dict()["summary"]
+    json.dumps(json_safe(sim.to_dict()))
+    closed = api.simulate("llama-3.1-8b", h100, api.LengthOptions(input_p95=1024, output_p95=128),
+                          load=api.LoadOptions(concurrency=(1, 4), requests=100), tp=2)
+    assert closed.loads == (1, 4) and closed.tp == 2 and closed.capacity_rps is None
+    with pytest.raises(api.RidgelineError, match="no request lengths"):
+        api.LengthOptions()

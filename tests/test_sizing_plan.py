@@ -1,6 +1,12 @@
-"""The plan: parallelism choice, operating point, fleet equations, properties and budget."""
+"""The plan: parallelism choice, operating point, fleet equations, properties and budget.
 
+The closed-form tests run with PlanMethod(fast=True) (`--fast`: the equations as written);
+the simulated plan (the default) is tested at the end.
+"""
+
+import json
 import math
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -13,12 +19,13 @@ from ridgeline.sizing import hardware as hardware_mod
 from ridgeline.sizing.hardware import hardware_from_gpu_name, hardware_from_profile
 from ridgeline.sizing.memory import EngineConfig
 from ridgeline.sizing.models import load_model
-from ridgeline.sizing.plan import PlanInputs, make_plan
+from ridgeline.sizing.plan import PlanInputs, PlanMethod, infeasible, make_plan
 from ridgeline.sizing.precision import Precision
 from ridgeline.sizing.serving import ReplicaModel, Shape
-from ridgeline.sizing.workload import SLO, FleetOptions, Workload
+from ridgeline.sizing.workload import SLO, FleetOptions, ParallelOptions, Workload
 
 FP8 = Precision("fp8", "fp8", "fp8")
+FAST, SIMULATED = PlanMethod(fast=True), PlanMethod()
 SECTIONS = ("memory", "performance", "parallelism", "operating_point", "fleet")
 
 
@@ -40,10 +47,11 @@ def profile(memory_bytes=80_000_000_000, bw=3000.0, bf16=720.0, fp8=1350.0, floo
 
 
 def inputs(model="llama-3.1-70b", precision=FP8, slo=SLO(ttft_s=2.0, itl_s=0.05, gpu_hourly=2.5),
-           **work):
+           method=FAST, **work):
     w = dict(input_p95=8192, output_p95=512, concurrency=50, peak_rps=120)
     w.update(work)
-    return PlanInputs(spec=load_model(model), precision=precision, workload=Workload(**w), slo=slo)
+    return PlanInputs(spec=load_model(model), precision=precision, workload=Workload(**w), slo=slo,
+                      method=method)
 
 
 @pytest.fixture(scope="module")
@@ -196,12 +204,13 @@ def test_plan_benchmark(benchmark):
 TINY_GPU = 40_000_000  # bytes: the tiny model needs TP as concurrency grows
 
 
-def tiny_inputs(concurrency=None, peak_rps=None):
+def tiny_inputs(concurrency=None, peak_rps=None, method=FAST):
     return PlanInputs(spec=load_model("tiny"), precision=Precision(),
                       workload=Workload(input_p95=900, output_p95=100, concurrency=concurrency,
                                         peak_rps=peak_rps),
                       slo=SLO(ttft_s=0.05, itl_s=0.002),
-                      engine=EngineConfig(max_batched_tokens=256), fleet=FleetOptions())
+                      engine=EngineConfig(max_batched_tokens=256), fleet=FleetOptions(),
+                      method=method)
 
 
 @settings(max_examples=12, deadline=None)
@@ -233,3 +242,170 @@ def test_more_traffic_never_needs_fewer_gpus(r1, r2):
     a = make_plan(tiny_inputs(peak_rps=lo), hw)["fleet"]["gpus_deployed"]
     b = make_plan(tiny_inputs(peak_rps=hi), hw)["fleet"]["gpus_deployed"]
     assert a <= b
+
+
+# -- --fast: the closed forms, unchanged ----------------------------------------------------
+
+def test_fast_gives_the_closed_form_figures_of_the_docs_example():
+    """The docs example on the H100 datasheet, as planned before the simulation existed."""
+    pl = make_plan(inputs(), hardware_from_gpu_name("h100-sxm"))
+    f = pl["fleet"]
+    assert pl["method"] == f["method"] == "closed form" and pl["simulation"] is None
+    assert pl["parallelism"]["chosen"]["tp"] == 4
+    assert pl["operating_point"]["concurrency"] == 63
+    assert f["usable_rps_per_replica"] == pytest.approx(2.4548521632396367, rel=1e-9)
+    assert f["replicas_needed"] == pytest.approx(48.882780721767595, rel=1e-9)
+    assert (f["replicas_with_safety"], f["gpus_deployed"]) == (59, 240)
+    assert [round(f[k], 3) for k in ("cost_per_1m_input_tokens", "cost_per_1m_output_tokens",
+                                     "cost_per_1m_blended_tokens")] == [0.093, 0.727, 0.13]
+
+
+# -- the simulated plan (the default) --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def simulated():
+    hw = hardware_from_gpu_name("h100-sxm")
+    return make_plan(inputs(method=SIMULATED), hw), make_plan(inputs(), hw)
+
+
+def test_the_fleet_is_sized_on_the_highest_simulated_load_meeting_the_slo(simulated):
+    pl, closed = simulated
+    sim, f = pl["simulation"], pl["fleet"]
+    assert pl["method"] == f["method"] == "simulated" and sim["basis"] == "datasheet"
+    op = sim["operating_point"]
+    assert f["usable_rps_per_replica"] == op["rps"]
+    assert f["replicas_with_safety"] == math.ceil(120 / op["rps"] * 1.2)
+    assert f["gpus_deployed"] == (f["replicas_with_safety"] + 1) * 4
+    # TTFT at P99, ITL at --slo-percentile (p95): the operating point meets both ...
+    assert (sim["ttft_percentile"], sim["itl_percentile"]) == ("p99", "p95")
+    assert op["ttft_s"]["p99"] <= 2.0 and op["itl_s"]["p95"] <= 0.05
+    # ... and the next simulated load misses the one that binds (bisected to within 1%)
+    loads = [p["rps"] for p in sim["points"]]
+    nxt = sim["points"][loads.index(op["rps"]) + 1]
+    assert nxt["itl_s"]["p95"] > 0.05 and sim["limit"] == "ITL SLO"
+    assert nxt["rps"] - op["rps"] < 0.01 * sim["capacity_rps"]
+    # prefill-chunk steps put the pooled P95 ITL far above the closed form's mean-based one
+    assert nxt["itl_s"]["p95"] > 4 * closed["operating_point"]["itl_p95_s"]
+
+
+def test_the_simulated_plan_shows_the_closed_forms_beside_it(simulated):
+    pl, closed = simulated
+    rows = {r["quantity"]: r for r in pl["simulation"]["differences"]}
+    fleet = rows["GPUs deployed (N+redundancy)"]
+    assert fleet["closed_form"] == closed["fleet"]["gpus_deployed"] == 240
+    assert fleet["simulated"] == pl["fleet"]["gpus_deployed"]
+    assert fleet["ratio"] == pytest.approx(fleet["simulated"] / 240)
+    assert pl["simulation"]["closed_form_fleet"] == {**closed["fleet"], "method": "closed form"}
+    # the sections the simulation does not touch are the closed forms' own
+    for key in ("memory", "performance", "operating_point"):
+        assert pl[key] == closed[key], key
+
+
+def test_simulated_and_closed_forms_agree_where_queueing_is_small():
+    """A light workload (short prompts, generous SLO): both methods give a usable rate near
+    the capacity, within 25%; the simulated operating point carries the SLO's percentiles."""
+    hw = hardware_from_gpu_name("h100-sxm")
+    base = dict(model="llama-3.1-8b", slo=SLO(ttft_s=5, itl_s=0.5), input_p95=512,
+                input_p50=256, output_p95=256, output_p50=128, concurrency=None, peak_rps=100)
+    sim = make_plan(inputs(method=SIMULATED, **base), hw)
+    fast = make_plan(inputs(**base), hw)
+    a, b = sim["fleet"]["usable_rps_per_replica"], fast["fleet"]["usable_rps_per_replica"]
+    assert a == pytest.approx(b, rel=0.25)
+
+
+def test_no_load_meeting_the_slo_is_infeasible_with_the_simulated_reason():
+    from dataclasses import replace
+
+    forced = replace(inputs(slo=SLO(ttft_s=0.2, itl_s=0.05), method=SIMULATED),
+                     parallel=ParallelOptions(tp=4))
+    pl = make_plan(forced, hardware_from_gpu_name("h100-sxm"))
+    assert pl["fleet"]["feasible"] is False and pl["simulation"]["feasible"] is False
+    why = infeasible(pl)
+    assert "simulated at TP=4, the TTFT SLO (200.0 ms at P99) is missed" in why
+    assert re.search(r"even at [\d.]+ req/s, 5% of the replica's capacity: TTFT P99 [\d.]+ ms", why)
+    closed = make_plan(replace(forced, method=FAST), hardware_from_gpu_name("h100-sxm"))
+    assert closed["fleet"]["feasible"] is False and "TTFT p95" in infeasible(closed)
+
+
+def test_a_layout_missing_the_slo_at_low_load_hands_over_to_a_larger_tp():
+    """TTFT 0.45 s at P99: the closed forms' TP=4 prefills an 8,192-token prompt in 0.27 s,
+    but at 5% of its capacity one prompt in a hundred waits behind another (P99 0.55 s);
+    TP=8 meets it, and the plan says why it moved."""
+    pl = make_plan(inputs(slo=SLO(ttft_s=0.45, itl_s=0.05), method=SIMULATED, concurrency=10,
+                          peak_rps=20), hardware_from_gpu_name("h100-sxm"))
+    chosen, sim = pl["parallelism"]["chosen"], pl["simulation"]
+    assert chosen["tp"] == sim["tp"] == 8 and "closed forms chose TP=4" in chosen["reason"]
+    (tried,) = sim["tried"]
+    assert tried["tp"] == 4 and "TTFT SLO (450.0 ms at P99) is missed" in tried["reason"]
+    assert sim["operating_point"]["ttft_s"]["p99"] <= 0.45
+    assert pl["fleet"]["gpus_per_replica"] == 8 and pl["memory"]["replica_tp"] == 8
+
+
+def test_itl_percentile_follows_the_slo_percentile_and_p90_is_checked_at_p95():
+    hw = hardware_from_gpu_name("h100-sxm")
+    pl = make_plan(inputs("llama-3.1-8b", slo=SLO(itl_s=0.05, percentile="p90"),
+                          method=PlanMethod(ttft_percentile="p95", sim_requests=300),
+                          input_p95=1000, output_p95=100), hw)
+    sim = pl["simulation"]
+    assert (sim["ttft_percentile"], sim["itl_percentile"]) == ("p95", "p95")
+    assert sim["requests_per_point"] == 300
+    assert any("P90 SLO is checked at the simulated P95" in n for n in pl["notes"])
+    with pytest.raises(RidgelineError, match="--ttft-percentile must be"):
+        PlanMethod(ttft_percentile="p90")
+    with pytest.raises(RidgelineError, match="--sim-requests must be"):
+        PlanMethod(sim_requests=0)
+
+
+def test_more_traffic_never_needs_fewer_gpus_simulated():
+    hw = hardware_from_profile(profile())
+    gpus = [make_plan(tiny_inputs(peak_rps=r, method=PlanMethod(sim_requests=300)),
+                      hw)["fleet"]["gpus_deployed"] for r in (1, 300, 30_000)]
+    assert gpus == sorted(gpus) and gpus[0] < gpus[-1]
+
+
+@pytest.mark.benchmark(group="plan")
+def test_simulated_plan_benchmark(benchmark):
+    hw = hardware_from_gpu_name("h100-sxm")
+    benchmark.pedantic(make_plan, (inputs(method=SIMULATED), hw), rounds=1, iterations=1)
+
+
+def _printed(plan):
+    import io
+
+    from rich.console import Console
+
+    from ridgeline.sizing.render import print_plan
+
+    buf = io.StringIO()
+    print_plan(plan, Console(file=buf, width=80))
+    return buf.getvalue()
+
+
+def test_the_printed_plan_shows_both_methods(simulated):
+    pl, closed = simulated
+    text = _printed(pl)
+    flat = " ".join(text.split())
+    assert "Simulated against closed forms (TP=4, §8.1-8.3) [DATASHEET]" in flat
+    assert "operating load (simulated)" in text and "closed forms (--fast): TTFT" in text
+    assert re.search(r"GPUs deployed \(N\+redundancy\)\s*│\s*240\s*│\s*308", text)
+    assert f"operating load {pl['simulation']['operating_point']['rps']:,.3g} req/s" in flat
+    assert max(len(line) for line in text.splitlines()) <= 80
+    fast = " ".join(_printed(closed).split())
+    assert "Simulated against closed forms" not in fast and "operating concurrency" in fast
+
+
+def test_the_plan_command_takes_fast(capsys):
+    """`ridgeline plan --fast` is the closed forms; without it the simulated fleet. Needs
+    sizing.plan_options.build_inputs to pass method=build(PlanMethod, values) to PlanInputs."""
+    from ridgeline.cli import main
+
+    argv = ["plan", "--model", "llama-3.1-70b", "--weights", "fp8", "--kv", "fp8",
+            "--input-p95", "8192", "--output-p95", "512", "--concurrency", "50",
+            "--peak-rps", "120", "--ttft-slo", "2", "--itl-slo", "0.05", "--gpu", "h100-sxm",
+            "--json"]
+    assert main([*argv, "--fast"]) == 0
+    fast = json.loads(capsys.readouterr().out)
+    assert fast["method"] == "closed form" and fast["fleet"]["gpus_deployed"] == 240
+    assert main([*argv, "--sim-requests", "500", "--ttft-percentile", "p95"]) == 0
+    sim = json.loads(capsys.readouterr().out)["simulation"]
+    assert sim["requests_per_point"] == 500 and sim["ttft_percentile"] == "p95"

@@ -10,8 +10,9 @@ Sections: status and provenance (a boxed warning listing every ceiling that is
 not verified), ceilings (measured vs datasheet, status and spread), the
 roofline chart, the fitted model and its error on its own records, bandwidth
 vs working set, matmul vs size, decode GEMV vs batch, interconnect (when
-measured), validation (when a validation.json is given). A section without
-data says so instead of failing.
+measured), validation (when a validation.json is given), serving simulation
+(when a simulation.json is given, or sits in the report's folder: written by
+`ridgeline simulate -o DIR`). A section without data says so instead of failing.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from typing import Any
 from ridgeline.reports import plots, tables
 from ridgeline.reports.tables import Table, fmt
 from ridgeline.roofline.trust import describe, untrusted_ceilings
+
+SIMULATION_KIND = "ridgeline-simulation"
+SIMULATION_JSON, SIMULATION_PNG = "simulation.json", "simulation.png"
+_FIND = object()   # write_report's default: a simulation.json in the report's folder
 
 CSS = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; max-width: 1180px;
@@ -219,9 +224,67 @@ def _gemv_wins(profile: dict[str, Any]) -> str | None:
         for d, w in sorted(wins.items()))
 
 
+def load_simulation(path: str | Path, required: bool = False) -> dict[str, Any] | None:
+    """A simulation.json (`ridgeline simulate -o DIR` or `--json`) as a dict; None when absent.
+    Unreadable: one RidgelineError when `required`, else a dict {"error": why} that the report
+    shows in place of the section (a broken side file must not cost the whole report)."""
+    import json
+
+    from ridgeline.errors import RidgelineError
+
+    path = Path(path)
+    if not path.is_file():
+        if required:
+            raise RidgelineError(f"simulation file not found: {path}")
+        return None
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or data.get("kind") != SIMULATION_KIND \
+                or not data.get("points"):
+            raise ValueError(f"'kind' is not {SIMULATION_KIND!r} or it holds no points")
+    except (OSError, ValueError) as exc:
+        if required:
+            raise RidgelineError(f"{path} is not a ridgeline simulation: {exc}") from None
+        return {"error": f"{path.name} was not read: {exc}"}
+    return data
+
+
+def _simulation_section(rep: Report, sim: dict[str, Any], figure: Path | None,
+                        failure: str | None, device: str) -> None:
+    from ridgeline.reports.curve import curve_tables
+
+    rep.heading("Serving simulation: the latency-throughput curve")
+    if sim.get("error"):
+        rep.para(f"No simulation shown: {sim['error']}")
+        return
+    hw, model, prec, sched = sim["hardware"], sim["model"], sim["precision"], sim["scheduler"]
+    load = sim["load"]
+    rep.para(f"{model['name']} (weights {prec['weights']}, KV {prec['kv_cache']}) at "
+             f"TP={sim['tp']} on {hw['name']} [{sim['basis_label']}]: one replica of a "
+             f"continuous-batching engine (vLLM v1 scheduler: {sched['max_num_batched_tokens']:,} "
+             f"tokens a step, at most {sched['max_num_seqs']:,} sequences, "
+             f"{sched['kv_tokens']:,} KV tokens), every step timed by the planner's step model; "
+             f"{load['requests_per_point']:,} requests a load point. Written by `ridgeline "
+             f"simulate` ({sim.get('ridgeline_version', '?')}).")
+    if sim["basis"] == "measured" and hw.get("name") != device:
+        rep.warning("this simulation ran on another device's profile",
+                    [f"simulated on {hw['name']}, this report is of {device}"])
+    elif sim["basis"] != "measured":
+        rep.items([f"basis: {sim['basis_label']}, not this profile's measurements"])
+    rep.para(sim.get("summary") or "")
+    for t in curve_tables(sim, sim.get("measured") or []):
+        rep.table(t)
+    rep.figure(figure, "Simulated latency-throughput curve: output tokens/s, TTFT and ITL "
+                       "(P50, P99) against load, SLOs dashed, knee dotted, SLO operating point "
+                       "green", f"Figure not drawn: {failure}" if failure else
+               "No simulation figure.")
+    rep.items([f"note: {n}" for n in sim.get("notes") or []])
+
+
 def build_report(profile: dict[str, Any], figures: dict[str, Path],
                  validation: dict[str, Any] | None = None,
-                 failures: dict[str, str] | None = None) -> Report:
+                 failures: dict[str, str] | None = None,
+                 simulation: dict[str, Any] | None = None) -> Report:
     failures = failures or {}
     rep = Report()
     name = plots._device_name(profile)
@@ -274,16 +337,37 @@ def build_report(profile: dict[str, Any], figures: dict[str, Path],
         rep.heading("Validation on a real transformer")
         for t in tables.validation_tables(validation):
             rep.table(t, f"{t.title}: none.")
+    if simulation:
+        _simulation_section(rep, simulation, figures.get("simulation"),
+                            failures.get("simulation"), name)
     return rep
 
 
 def write_report(profile: dict[str, Any], out_dir: str | Path,
-                 validation: dict[str, Any] | None = None) -> list[Path]:
-    """Write out_dir/report.md, out_dir/report.html and the figures; returns every path written."""
+                 validation: dict[str, Any] | None = None,
+                 simulation: Any = _FIND) -> list[Path]:
+    """Write out_dir/report.md, out_dir/report.html and the figures; returns every path written.
+
+    simulation: a simulation dict (load_simulation), None for none, or by default the
+    simulation.json in out_dir when there is one (with its curve drawn as simulation.png)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if simulation is _FIND:
+        simulation = load_simulation(out / SIMULATION_JSON)
     figures: dict[str, Path] = {}
     failures: dict[str, str] = {}
+    if simulation and not simulation.get("error"):
+        try:
+            from ridgeline.outputs import atomic_write_bytes
+            from ridgeline.reports.curve import curve_png
+            from ridgeline.sizing.simulation.run import chart_title
+
+            figures["simulation"] = atomic_write_bytes(
+                out / SIMULATION_PNG, curve_png(simulation, simulation.get("measured") or [],
+                                                chart_title(simulation)))
+        except Exception as exc:  # one broken figure must not cost the whole report
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            failures["simulation"] = f"{type(exc).__name__}: {first}"
     for fig_name, (draw, _caption) in plots.FIGURES.items():
         try:
             path = draw(profile, out / f"{fig_name}.png")
@@ -293,7 +377,7 @@ def write_report(profile: dict[str, Any], out_dir: str | Path,
             continue
         if path is not None:
             figures[fig_name] = path
-    rep = build_report(profile, figures, validation, failures)
+    rep = build_report(profile, figures, validation, failures, simulation)
     from ridgeline.outputs import atomic_write_text
 
     md = atomic_write_text(out / "report.md", rep.to_markdown())

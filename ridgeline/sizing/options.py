@@ -18,6 +18,10 @@ Everything else is derived from those fields, so a new option is one new field:
     docs           options_markdown(groups): the table in docs/planning.md (a test keeps the
                    two equal)
 
+A field typed `tuple[float, ...] | None` is a list option: `--rps 2 4 8` (numbers may also
+be given comma-separated, `--rps 2,4,8`), a TOML list (or a "2,4,8" string) in a workload
+file, a tuple on the dataclass.
+
 Validation stays in each dataclass's __post_init__, so a Python caller gets the same
 errors as the command line. `ridgeline plan` and `ridgeline simulate` share the groups.
 """
@@ -65,6 +69,15 @@ def option(default: Any = MISSING, help: str = "", *, flag: str | None = None,
                              metadata={_META: _Meta(help, flag, exclusive, metavar)})
 
 
+def option_like(cls: type, name: str, default: Any = MISSING, *, suffix: str = "") -> Any:
+    """A field that is the option `name` of `cls` again (same flag, help and metavar), with its
+    own default: one definition shared by two groups that may not both be in one command
+    (simulate's --input-p95 is Workload's, optional there because a trace can give lengths)."""
+    meta = next(f.metadata[_META] for f in dataclasses.fields(cls) if f.name == name)
+    return option(default, meta.help + suffix, flag=meta.flag, exclusive=meta.exclusive,
+                  metavar=meta.metavar)
+
+
 @dataclass(frozen=True)
 class Option:
     """One option as every consumer sees it."""
@@ -78,6 +91,7 @@ class Option:
     help: str
     exclusive: str | None
     metavar: str | None
+    many: bool = False   # a list option: type is the element type, the value a tuple
 
     @property
     def required(self) -> bool:
@@ -90,19 +104,28 @@ class Option:
             return "-"
         if self.type is bool:
             return "on" if self.default else "off"
+        if self.many:
+            return " ".join(str(v) for v in self.default)
         return str(self.default)
 
 
-def _scalar(hint: Any) -> type:
-    """int | None -> int; the scalar type an option's value has."""
+def _scalar(hint: Any) -> tuple[type, bool]:
+    """int | None -> (int, False); tuple[float, ...] | None -> (float, True): the scalar type
+    of an option's value (of each element, for a list option) and whether it is a list."""
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if len(args) != 1:
             raise TypeError(f"an option has one scalar type, not {hint}")
         hint = args[0]
-    if hint not in (int, float, str, bool):
+    many = False
+    if typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        if len(args) != 2 or args[1] is not Ellipsis:
+            raise TypeError(f"a list option is tuple[T, ...], not {hint}")
+        hint, many = args[0], True
+    if hint not in (int, float, str, bool) or (many and hint is bool):
         raise TypeError(f"option type {hint} is not int, float, str or bool")
-    return hint
+    return hint, many
 
 
 @lru_cache(maxsize=None)
@@ -115,9 +138,9 @@ def options_of(cls: type) -> tuple[Option, ...]:
         if meta is None:
             continue
         flag = meta.flag or "--" + f.name.replace("_", "-")
-        out.append(Option(cls, f.name, flag, flag.lstrip("-").replace("-", "_"),
-                          _scalar(hints[f.name]), f.default, meta.help, meta.exclusive,
-                          meta.metavar))
+        typ, many = _scalar(hints[f.name])
+        out.append(Option(cls, f.name, flag, flag.lstrip("-").replace("-", "_"), typ,
+                          f.default, meta.help, meta.exclusive, meta.metavar, many))
     return tuple(out)
 
 
@@ -188,7 +211,11 @@ def add_option_groups(parser: argparse.ArgumentParser, groups: Sequence[type]) -
                 group.add_argument(o.flag, dest=o.key, action="store_true", default=None,
                                    help=text)
                 continue
-            shown = "" if o.default in (None, MISSING) else f" (default: {o.default})"
+            shown = "" if o.default in (None, MISSING) else f" (default: {o.default_text()})"
+            if o.many:  # tokens are checked in option_values: a bad one is one line
+                group.add_argument(o.flag, dest=o.key, nargs="+", default=None,
+                                   metavar=o.metavar or o.key.upper(), help=text + shown)
+                continue
             group.add_argument(o.flag, dest=o.key, type=o.type, default=None,
                                metavar=o.metavar or o.key.upper(), help=text + shown)
 
@@ -199,6 +226,9 @@ def option_values(args: argparse.Namespace, groups: Sequence[type]) -> dict[str,
     path = getattr(args, WORKLOAD_DEST, None)
     values = read_workload_file(path, groups) if path else {}
     given = {o.key: getattr(args, o.key) for o in opts if getattr(args, o.key, None) is not None}
+    for o in opts:
+        if o.many and o.key in given:
+            given[o.key] = _list(o.flag, given[o.key], o.type)
     # a flag of an exclusive group replaces the file's alternatives (--profile over gpu = ...)
     for group in {o.exclusive for o in opts if o.exclusive and o.key in given}:
         for o in opts:
@@ -251,14 +281,54 @@ def read_workload_file(path: str | Path, groups: Sequence[type]) -> dict[str, An
                                      "flags without their dashes, e.g. input_p95, ttft_slo)")
             if name in out:
                 raise RidgelineError(f"{path}: {key!r} is given twice")
-            out[name] = _coerce(path, name, value, known[name].type)
+            out[name] = _coerce(path, name, value, known[name].type, known[name].many)
 
     walk(data, "")
     return out
 
 
-def _coerce(path: Path, key: str, v: Any, typ: type) -> Any:
+def _element(part: Any, typ: type) -> Any:
+    """One element of a list option as `typ`; ValueError when it is not one."""
+    if isinstance(part, bool):
+        raise ValueError
+    if typ is str:
+        if not isinstance(part, str):
+            raise ValueError
+        return part
+    if isinstance(part, str):
+        return typ(part.strip())
+    if typ is int and isinstance(part, float) and part.is_integer():
+        return int(part)
+    if not isinstance(part, typ if typ is int else (int, float)):
+        raise ValueError
+    return typ(part)
+
+
+def _list(where: str, tokens: Any, typ: type) -> tuple:
+    """A list option's value as a tuple of `typ`: tokens from the command line or a TOML list
+    (numbers may be comma-separated: "2,4,8"); RidgelineError naming `where` otherwise."""
+    if not isinstance(tokens, (list, tuple)):
+        tokens = [tokens]
+    out: list[Any] = []
+    for tok in tokens:
+        parts = tok.split(",") if isinstance(tok, str) and typ is not str else [tok]
+        for part in parts:
+            if isinstance(part, str) and not part.strip():
+                continue
+            try:
+                out.append(_element(part, typ))
+            except (TypeError, ValueError):
+                what = {int: "whole numbers", float: "numbers", str: "strings"}[typ]
+                raise RidgelineError(f"{where} takes {what}, got {part!r}") from None
+    if not out:
+        raise RidgelineError(f"{where} needs at least one value")
+    return tuple(out)
+
+
+def _coerce(path: Path, key: str, v: Any, typ: type, many: bool = False) -> Any:
     """A TOML value as the option's type (TOML's 2 for a float option is fine)."""
+    if many:
+        return _list(f"{path}: {key}", v, typ)
     if typ is bool:
         if not isinstance(v, bool):
             raise RidgelineError(f"{path}: {key} must be true or false, got {v!r}")

@@ -15,6 +15,19 @@ Order (field guide §9.1; 11-step method step 6, capacity first, then performanc
   5. fleet        replicas, GPUs with safety and N+1, $ per 1M input / output / blended
                   tokens, breaker depth (a fleet no SLO allows: `infeasible` says why)
 Every section carries `basis` = the hardware source ("measured" | "reference" | "datasheet").
+
+Operating point and fleet, two methods (`PlanInputs.method`, `--fast`):
+  simulated    (default) one replica of the chosen layout is simulated under open-loop
+               Poisson load (sizing.simulation.run.plan_curve: vLLM v1's scheduler on the
+               step model, lognormal lengths through the p50/p95, `sim_requests` per point);
+               the usable RPS per replica is the highest simulated load meeting the SLOs,
+               TTFT at P99 and ITL at --slo-percentile by default (field guide §8.1-§8.3);
+               the fleet, its cost and the breaker are sized on that point. When the chosen
+               layout misses the SLOs even at 5% of its capacity, larger TPs that fit are
+               simulated in turn.
+               The closed forms still choose the layout (step 1) and fill the operating
+               section; `simulation.differences` puts the two side by side.
+  closed form  (--fast) step 2's M/D/1 point, as before the simulation existed.
 """
 
 from __future__ import annotations
@@ -30,16 +43,38 @@ from ridgeline.sizing.hardware import Hardware
 from ridgeline.sizing.latency import StepTime, resolve_compute_dtype
 from ridgeline.sizing.memory import EngineConfig, memory_plan
 from ridgeline.sizing.models import ModelSpec
-from ridgeline.sizing.options import option
-from ridgeline.sizing.parallelism import ConfigEval, plan_parallelism
+from ridgeline.sizing.options import check, option
+from ridgeline.sizing.parallelism import ConfigEval, ParallelPlan, plan_parallelism
 from ridgeline.sizing.precision import Precision, unsupported
-from ridgeline.sizing.serving import ReplicaModel, Shape
+from ridgeline.sizing.serving import ReplicaModel, ServingPoint, Shape
+from ridgeline.sizing.simulation.options import CurveSLO
 from ridgeline.sizing.workload import SLO, FleetOptions, ParallelOptions, Workload
 
 MAX_TABLE_BATCH = 1024
 ALLREDUCE_LABELS = {"measured": "measured", "estimated": "estimated (no measured all-reduce)",
                     "datasheet": "datasheet estimate", "n/a": "none (TP=1)"}
 COMPUTE_SEARCH_LIMIT = 1 << 16
+# requests per simulated load point: at most 11 grid points, 5 bisections and the capacity
+# run keep the docs example's plan under 2 s on a 2-core machine (simulate --requests for more)
+DEFAULT_SIM_REQUESTS = 2000
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanMethod(CurveSLO):
+    """Operating point (simulated unless --fast) and comparison."""
+
+    fast: bool = option(False, "closed forms only for the operating point and fleet (mean ITL "
+                               "inflated by the prefill share, M/D/1 queue): no simulation")
+    sim_requests: int = option(DEFAULT_SIM_REQUESTS, "requests per simulated load point")
+    compare_datasheet: bool = option(False, "also plan on the GPU's datasheet and print the "
+                                            "differences")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self, "a positive whole number", "sim_requests")
+
+
+ReportOptions = PlanMethod   # its name before the simulation joined it (plan_options uses it)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,15 +86,8 @@ class PlanInputs:
     engine: EngineConfig = EngineConfig()
     parallel: ParallelOptions = ParallelOptions()
     fleet: FleetOptions = FleetOptions()
+    method: PlanMethod = PlanMethod()
     notes: tuple[str, ...] = field(default_factory=tuple)
-
-
-@dataclass(frozen=True, kw_only=True)
-class ReportOptions:
-    """Comparison."""
-
-    compare_datasheet: bool = option(False, "also plan on the GPU's datasheet and print the "
-                                            "differences")
 
 
 def basis_label(hw: Hardware) -> str:
@@ -213,6 +241,100 @@ def _operating(chosen: ConfigEval, inputs: PlanInputs, hw: Hardware) -> dict[str
     return out
 
 
+@dataclass
+class _Simulated:
+    """Plan's simulated operating point: the curve it came from and the fleet's point."""
+
+    curve: Any                        # simulation.run.PlanCurve of the layout used
+    chosen: ConfigEval                # that layout
+    point: ServingPoint | None        # the fleet's point (None: no load meets the SLOs)
+    tried: list[dict[str, Any]]       # layouts simulated before it, and why each failed
+    notes: list[str]
+
+
+def _simulate(inputs: PlanInputs, hw: Hardware, par: ParallelPlan,
+              shape: Shape) -> _Simulated | None:
+    """The simulated operating point of the chosen layout, or of the next larger TP that meets
+    the SLOs when it misses them even at 5% of its capacity (not when TP/PP is forced);
+    None: PP > 1."""
+    from ridgeline.sizing.simulation.run import lognormal_for, plan_curve
+
+    spec, w, slo, method = inputs.spec, inputs.workload, inputs.slo, inputs.method
+    if par.chosen.pp > 1:
+        return None
+    ttft_q, itl_q, notes = method.resolve(slo)
+    lengths = lognormal_for(spec, shape.input_p50, shape.input_p95, shape.output_p50,
+                            shape.output_p95)
+    forced = inputs.parallel.tp is not None or inputs.parallel.pp is not None
+    candidates = [par.chosen] + ([] if forced else [
+        r for r in par.rows if r.pp == 1 and r.fits and r.error is None and r.tp > par.chosen.tp])
+    tried: list[dict[str, Any]] = []
+    first = None
+    for cfg in candidates:
+        try:
+            curve = plan_curve(spec, inputs.precision, hw, inputs.engine, cfg.tp, lengths, slo,
+                               ttft_q, itl_q, method.sim_requests)
+        except RidgelineError as exc:  # e.g. the longest sampled request exceeds the KV cache
+            tried.append({"tp": cfg.tp, "pp": 1, "reason": f"TP={cfg.tp}: {exc}"})
+            continue
+        first = first or (curve, cfg)
+        if curve.point is not None:
+            if tried:
+                notes.append(f"simulated, {'; '.join(t['reason'] for t in tried)}: TP={cfg.tp} "
+                             "is the lowest layout that meets the SLOs")
+            return _Simulated(curve, cfg, _serving_point(curve, cfg, w), tried, notes)
+        tried.append({"tp": cfg.tp, "pp": 1, "reason": curve.reason})
+    if first is None:
+        raise RidgelineError(f"cannot simulate {spec.name}: {tried[0]['reason']}")
+    return _Simulated(first[0], first[1], None, tried, notes)
+
+
+def _serving_point(curve: Any, cfg: ConfigEval, w: Workload) -> ServingPoint:
+    """The simulated operating point as the ServingPoint the fleet is sized on: its load, mean
+    requests in flight, E2E and tokens/s; the prefill share (cost split) and the service time
+    (breaker depth) of the layout's closed forms at that load."""
+    from dataclasses import replace
+
+    p = curve.point
+    rm = cfg.replica
+    base = rm.point(max(1, round(p.mean_concurrency)))
+    out_per_request = p.output_tokens_per_s / p.request_throughput
+    # a replica meeting the SLOs only below one request in flight on average is still a
+    # replica: the fleet counts it as one (fleet.py refuses a point under one request)
+    return replace(base, concurrency=max(1.0, p.mean_concurrency), stable=True,
+                   ttft_p95_s=p.ttft_s.p95, itl_p95_s=p.itl_s.p95, queue_wait_s=p.queue_wait_s.mean,
+                   e2e_s=p.e2e_s.mean, rps=p.value, output_tokens_per_s=p.value * out_per_request,
+                   prefill_share=min(1.0, p.value * rm.prefill(w.input_p50).time_s),
+                   notes=[])
+
+
+def _differences(sim: _Simulated, closed: dict[str, Any], closed_fleet: dict[str, Any],
+                 fleet: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows (quantity, closed form, simulated, ratio simulated / closed form)."""
+    c = sim.curve
+    p = c.point
+    tq, iq = c.ttft_percentile, c.itl_percentile
+    rows = [
+        ("usable RPS per replica", closed_fleet.get("usable_rps_per_replica"),
+         fleet.get("usable_rps_per_replica")),
+        ("requests in flight per replica", closed.get("concurrency") or None,
+         p.mean_concurrency if p else None),
+        (f"TTFT (closed form p95, simulated {tq})", closed.get("ttft_p95_s"),
+         p.ttft_s.get(tq) if p else None),
+        (f"ITL (closed form p95, simulated {iq})", closed.get("itl_p95_s"),
+         p.itl_s.get(iq) if p else None),
+        ("E2E, mean (s)", closed.get("e2e_s"), p.e2e_s.mean if p else None),
+        ("replicas with safety", closed_fleet.get("replicas_with_safety"),
+         fleet.get("replicas_with_safety")),
+        ("GPUs deployed (N+redundancy)", closed_fleet.get("gpus_deployed"),
+         fleet.get("gpus_deployed")),
+        ("$ per 1M blended tokens", closed_fleet.get("cost_per_1m_blended_tokens"),
+         fleet.get("cost_per_1m_blended_tokens")),
+    ]
+    return [{"quantity": q, "closed_form": a, "simulated": b, "ratio": _ratio(a, b)}
+            for q, a, b in rows]
+
+
 def make_plan(inputs: PlanInputs, hw: Hardware) -> dict[str, Any]:
     """Run the sizing method on `hw` and return the plan as plain data."""
     check_inputs(inputs, hw)
@@ -225,8 +347,15 @@ def make_plan(inputs: PlanInputs, hw: Hardware) -> dict[str, Any]:
                            inputs.parallel)
     warnings += par.warnings
     chosen = par.chosen
+    sim = None if inputs.method.fast else _simulate(inputs, hw, par, shape)
+    reason = par.reason
+    if sim is not None and sim.chosen is not chosen:
+        chosen = sim.chosen
+        reason = (f"TP={chosen.tp}: the lowest TP whose simulated replica meets the SLOs (the "
+                  f"closed forms chose TP={par.chosen.tp}: {par.reason})")
     operating = _operating(chosen, inputs, hw)
-    point = chosen.operating_point
+    closed_point = chosen.operating_point
+    point = closed_point if sim is None else sim.point
     # fleet-wide requests in flight (11-step method, step 3); the fleet adds the headroom
     fleet_conc, conc_source = fleet_in_flight(w, point)
     fp = fleet_plan(point, chosen.tp, chosen.pp, w, slo, inputs.fleet)
@@ -250,26 +379,60 @@ def make_plan(inputs: PlanInputs, hw: Hardware) -> dict[str, Any]:
     performance = _performance(inputs, hw, chosen, shape)
     fleet = fp.to_dict()
     fleet["basis"] = hw.source
-    if w.concurrency is not None and chosen.operating_concurrency is not None and \
-            chosen.operating_concurrency < w.concurrency:
-        warnings.append(f"a replica serves at most {chosen.operating_concurrency} requests "
-                        f"({operating['binding']}), below the target {w.concurrency}")
-    if point is None:
-        warnings.append("the SLO cannot be met on this hardware with this model and precision: "
-                        f"{operating['binding']}")
+    fleet["method"] = "closed form" if sim is None else "simulated"
+    simulation = None
+    if sim is not None:
+        closed_fleet = fleet_plan(closed_point, chosen.tp, chosen.pp, w, slo,
+                                  inputs.fleet).to_dict()
+        closed_fleet.update(basis=hw.source, method="closed form")
+        p = sim.curve.point
+        simulation = {"basis": hw.source, "method": "simulated", **sim.curve.to_dict(),
+                      "feasible": p is not None, "tried": sim.tried,
+                      "closed_form_fleet": closed_fleet,
+                      "differences": _differences(sim, operating, closed_fleet, fleet)}
+        notes += sim.notes
+        if w.concurrency is not None and p is not None and p.mean_concurrency < w.concurrency:
+            warnings.append(f"simulated at the SLOs, a replica holds {p.mean_concurrency:,.1f} "
+                            f"requests on average ({sim.curve.limit} binds at {p.value:.3g} "
+                            f"req/s), below the target {w.concurrency}")
+        if p is None:
+            warnings.append("the SLO cannot be met on this hardware with this model and "
+                            f"precision: {sim.tried[-1]['reason'] if sim.tried else ''}")
+    else:
+        if w.concurrency is not None and chosen.operating_concurrency is not None and \
+                chosen.operating_concurrency < w.concurrency:
+            warnings.append(f"a replica serves at most {chosen.operating_concurrency} requests "
+                            f"({operating['binding']}), below the target {w.concurrency}")
+        if point is None:
+            warnings.append("the SLO cannot be met on this hardware with this model and "
+                            f"precision: {operating['binding']}")
+        if chosen.pp > 1 and not inputs.method.fast:
+            notes.append("the operating point comes from the closed forms: the simulation "
+                          "models PP = 1 (a pipeline keeps PP batches in flight)")
     if spec.is_moe and chosen.tp > 1:
         notes.append("MoE experts are modelled tensor-parallel (each expert split over TP); expert "
                      "parallelism and hot-expert imbalance are not modelled (field guide §5.4)")
-    notes.append("times are roofline predictions from the hardware description; TTFT includes a "
-                 "queueing estimate (M/D/1), ITL includes prefill interference")
-    if slo.percentile != "p95":
-        notes.append(f"SLO quoted at {slo.percentile}: checked on the p95-length request (the "
-                     "planner has p50/p95 lengths, no length distribution beyond them)")
+    if sim is None:
+        notes.append("times are roofline predictions from the hardware description; TTFT "
+                     "includes a queueing estimate (M/D/1), ITL includes prefill interference")
+        if slo.percentile != "p95":
+            notes.append(f"SLO quoted at {slo.percentile}: checked on the p95-length request (the "
+                         "planner has p50/p95 lengths, no length distribution beyond them)")
+    else:
+        c = sim.curve
+        notes.append(
+            f"operating point and fleet from a simulated replica (vLLM v1 scheduler, chunked "
+            f"prefill, paged KV; every step timed by the roofline step model): Poisson arrivals, "
+            f"lognormal lengths through the p50/p95, {len(c.requests):,} requests a load point; "
+            f"SLOs checked at TTFT {c.ttft_percentile.upper()} and ITL "
+            f"{c.itl_percentile.upper()} (ITL = every gap between two tokens, so steps carrying "
+            "a prefill chunk count); the layout and the SLO-limited concurrency are the closed "
+            "forms' (--fast: all of it)")
     parallel = {"basis": hw.source, "rows": [r.to_dict(slo) for r in par.rows],
                 "chosen": {"tp": chosen.tp, "pp": chosen.pp, "gpus": chosen.gpus,
-                           "reason": par.reason}, "most_efficient": None}
+                           "reason": reason}, "most_efficient": None}
     eff = par.most_efficient
-    if eff is not None:
+    if eff is not None and eff.operating_point is not None:  # a forced layout may have none
         parallel["most_efficient"] = {"tp": eff.tp, "pp": eff.pp,
                                       "rps_per_gpu": eff.operating_point.rps / eff.gpus,
                                       "concurrency": eff.operating_concurrency}
@@ -279,11 +442,14 @@ def make_plan(inputs: PlanInputs, hw: Hardware) -> dict[str, Any]:
                 f"TP={eff.tp} x PP={eff.pp} serves the most requests/s per GPU "
                 f"({eff.operating_point.rps / eff.gpus:.2f} vs "
                 f"{chosen.operating_point.rps / chosen.gpus:.2f}, at "
-                f"{eff.operating_concurrency} requests per replica): the fleet may need fewer "
+                f"{eff.operating_concurrency} requests per replica"
+                f"{', closed forms' if sim is not None else ''}): the fleet may need fewer "
                 "GPUs with it (field guide §8.5; force it with --tp/--pp)")
+    operating["method"] = "closed form"
     return {
         "kind": "ridgeline-plan", "ridgeline_version": __version__,
         "basis": hw.source, "basis_label": basis_label(hw),
+        "method": "closed form" if sim is None else "simulated",
         "hardware": hw.summary(),
         "model": spec.summary(),
         "precision": inputs.precision.to_dict(),
@@ -296,6 +462,7 @@ def make_plan(inputs: PlanInputs, hw: Hardware) -> dict[str, Any]:
         "performance": performance,
         "parallelism": parallel,
         "operating_point": operating,
+        "simulation": simulation,
         "fleet": fleet,
         "warnings": list(dict.fromkeys(warnings)),
         "notes": list(dict.fromkeys(notes)),
@@ -307,6 +474,11 @@ def infeasible(plan: dict[str, Any]) -> str | None:
     if plan["fleet"]["feasible"]:
         return None
     op, slo = plan["operating_point"], plan["slo"]
+    sim = plan.get("simulation")
+    if sim is not None and not sim["feasible"]:
+        why = "; ".join(t["reason"] for t in sim["tried"]) or "no simulated load meets the SLOs"
+        return (f"the SLO cannot be met on {plan['hardware']['name']} [{plan['basis_label']}] "
+                f"with {plan['model']['name']}: {why} (--fast plans on the closed forms)")
     parts = []
     for what, key, target in (("TTFT", "one_request_ttft_p95_s", slo["ttft_s"]),
                               ("ITL", "one_request_itl_p95_s", slo["itl_s"])):

@@ -159,19 +159,17 @@ def parallel_latency_table(plan: dict[str, Any]) -> Table:
     return t
 
 
-def fleet_table(plan: dict[str, Any]) -> Table:
-    op, f = plan["operating_point"], plan["fleet"]
-    t = _table(plan["basis"], "4. Operating point and fleet (§8.3, §9)")
-    t.add_column("quantity")
-    _numbers(t, "value")
-    t.add_column("how")
+def _closed_operating_rows(t: Table, op: dict[str, Any], simulated: bool) -> None:
     t.add_row("max concurrency (capacity)", num(op["max_concurrency_capacity"]),
               f"memory at the p95 context ({num(op['max_concurrency_memory'])}), at most "
               f"--max-num-seqs ({op['max_num_seqs']})")
     limit = op["max_concurrency_slo"]
     shown = num(limit) + ("+" if op["slo_limit_above"] == "search limit" else "")
     t.add_row("max concurrency (SLO)", shown if limit is not None else "-",
-              f"TTFT and ITL SLO; above it: {op['slo_limit_above']}")
+              ("closed forms (--fast): " if simulated else "")
+              + f"TTFT and ITL SLO; above it: {op['slo_limit_above']}")
+    if simulated:
+        return
     t.add_row("[bold]operating concurrency[/bold]", f"[bold]{num(op['concurrency'])}[/bold]",
               f"the smaller wins: {escape(op['binding'])}")
     if op.get("ttft_p95_s") is not None:
@@ -180,12 +178,51 @@ def fleet_table(plan: dict[str, Any]) -> Table:
         t.add_row("ITL p95", secs(op["itl_p95_s"]),
                   f"step / (1 - prefill share {pct(op['prefill_share'])})")
         t.add_row("E2E (typical request)", secs(op["e2e_s"]), "")
+
+
+def _limit_text(sim: dict[str, Any]) -> str:
+    limit = sim["limit"]
+    if limit == "sweep limit":
+        return (f"every simulated load up to {sim['points'][-1]['rps'] / sim['capacity_rps']:.0%} "
+                "of capacity meets the SLOs" if sim["slo"].get("ttft_s") or
+                sim["slo"].get("itl_s") else "no SLO given")
+    return f"the {limit} binds"
+
+
+def _simulated_operating_rows(t: Table, sim: dict[str, Any]) -> None:
+    p = sim["operating_point"]
+    if p is None:
+        return
+    tq, iq = sim["ttft_percentile"], sim["itl_percentile"]
+    t.add_row("[bold]operating load (simulated)[/bold]", f"[bold]{num(p['rps'], ',.2f')}[/bold]",
+              f"req/s, {p['fraction_of_capacity']:.0%} of the simulated capacity "
+              f"({num(sim['capacity_rps'], ',.2f')} req/s): {_limit_text(sim)}")
+    t.add_row("requests in flight", num(p["concurrency"], ",.1f"),
+              f"mean, queued + running (batch {num(p['mean_batch'], ',.1f')})")
+    t.add_row(f"TTFT {tq}", secs(p["ttft_s"][tq]), f"p50 {secs(p['ttft_s']['p50'])}; queue "
+              f"wait mean {secs(p['queue_wait_s']['mean'])}")
+    t.add_row(f"ITL {iq}", secs(p["itl_s"][iq]), f"p50 {secs(p['itl_s']['p50'])}: every gap "
+              "between two tokens, prefill-chunk steps included")
+    t.add_row("E2E (mean)", secs(p["e2e_s"]["mean"]), f"p99 {secs(p['e2e_s']['p99'])}")
+
+
+def fleet_table(plan: dict[str, Any]) -> Table:
+    op, f = plan["operating_point"], plan["fleet"]
+    sim = plan.get("simulation")
+    t = _table(plan["basis"], "4. Operating point and fleet (§8.3, §9)")
+    t.add_column("quantity")
+    _numbers(t, "value")
+    t.add_column("how")
+    _closed_operating_rows(t, op, sim is not None)
+    if sim is not None:
+        _simulated_operating_rows(t, sim)
     if not f["feasible"]:
         t.add_row("[red]fleet[/red]", "-", escape(f["reason"]))
         return t
     per = f["gpus_per_replica"]
     t.add_row("usable RPS per replica", num(f["usable_rps_per_replica"], ",.2f"),
-              "Little's law: C / E2E (§8.3)")
+              "the simulated operating load (--fast: Little's law, C / E2E)" if sim is not None
+              else "Little's law: C / E2E (§8.3)")
     if f["demand_rps"] is not None:
         t.add_row("peak demand", num(f["demand_rps"], ",.1f") + " RPS", "peak RPS x (1 + headroom)")
     if f["fleet_concurrency"] is not None:
@@ -223,6 +260,44 @@ def fleet_table(plan: dict[str, Any]) -> Table:
     return t
 
 
+def simulation_table(plan: dict[str, Any]) -> Table:
+    """The simulated plan against the closed forms (--fast), quantity by quantity."""
+    sim = plan["simulation"]
+    t = _table(plan["basis"], f"Simulated against closed forms (TP={sim['tp']}, §8.1-8.3)")
+    t.add_column("quantity")
+    _numbers(t, "closed\nform", "simulated", "simulated\n/ closed")
+    for r in sim["differences"]:
+        q = r["quantity"]
+        fmt = secs if q.startswith(("TTFT", "ITL", "E2E")) else (
+            (lambda v: num(v, ",.2f")) if "RPS" in q else
+            (lambda v: num(v, ",.3f")) if q.startswith("$") else
+            (lambda v: num(v, ",.1f")) if "in flight" in q else num)
+        ratio = r["ratio"]
+        shown = "-" if ratio is None else f"{ratio:.2f}x"
+        if ratio is not None and abs(ratio - 1) > 0.05:
+            shown = f"[bold]{shown}[/bold]"
+        t.add_row(escape(q.replace(" (s)", "")), fmt(r["closed_form"]), fmt(r["simulated"]),
+                  shown)
+    t.caption = escape("the fleet is sized on the simulated column; --fast sizes it on the "
+                       "closed forms. Ratios beyond 5% in bold")
+    return t
+
+
+def simulation_line(plan: dict[str, Any]) -> str:
+    """One line on the simulated curve: capacity, knee, operating point, cost of simulating."""
+    sim = plan["simulation"]
+    knee = sim["knee"]
+    p = sim["operating_point"]
+    parts = [f"simulated TP={sim['tp']} replica: capacity {sim['capacity_rps']:,.3g} req/s"]
+    parts.append(f"knee at {knee['load']:,.3g} req/s (P99 TTFT leaves P50)"
+                 if knee.get("index") is not None else "no knee on the simulated loads")
+    if p is not None:
+        parts.append(f"operating load {p['rps']:,.3g} req/s ({_limit_text(sim)})")
+    parts.append(f"{len(sim['points'])} loads x {sim['requests_per_point']:,} requests in "
+                 f"{sim['elapsed_s']:.1f} s; `ridgeline simulate` draws the whole curve")
+    return "; ".join(parts)
+
+
 def compare_table(cmp: dict[str, Any]) -> Table:
     t = Table(title="Measured profile against the datasheet")
     t.add_column("quantity")
@@ -256,6 +331,9 @@ def plan_renderables(plan: dict[str, Any]) -> list[Any]:
         f"floor {secs(p['decode_floor_s'])} = {p['latency_floor_us']:g} us x "
         f"{p['kernels_per_decode_step']:,} kernels; all-reduce: {p['allreduce_label']}  {tag}")
     out += [parallel_memory_table(plan), parallel_latency_table(plan), fleet_table(plan)]
+    if plan.get("simulation"):
+        out.append(simulation_table(plan))
+        out.append(f"{escape(simulation_line(plan))}  {tag}")
     if plan.get("comparison"):
         out.append(compare_table(plan["comparison"]))
     out += [f"[dim]note: {escape(n)}[/dim]" for n in plan["notes"] + p["notes"]]
@@ -304,3 +382,75 @@ def print_static_batch(run: dict[str, Any], console: Console | None = None) -> N
     console.print(static_batch_table(run))
     for n in run["notes"]:
         console.print(f"[dim]note: {escape(n)}[/dim]")
+
+
+# -- ridgeline simulate ----------------------------------------------------------------------
+
+def _lengths_text(d: dict[str, Any]) -> str:
+    ln = d["lengths"]
+    if ln["kind"] == "trace":
+        return (f"lengths from the trace {ln['file']} ({ln['rows']:,} rows"
+                + (", its arrival times replayed" if ln["replay_arrivals"] else "") + ")")
+
+    def q(what: str) -> str:
+        p99 = ln[f"{what}_p99"]
+        return (f"p50 {ln[f'{what}_p50']:,} / p95 {ln[f'{what}_p95']:,}"
+                + (f" / p99 {p99:,}" if p99 else ""))
+
+    return (f"lognormal lengths: input {q('input')}, output {q('output')} (means "
+            f"{ln['mean_input']:,.0f} and {ln['mean_output']:,.0f})")
+
+
+def _load_text(d: dict[str, Any]) -> str:
+    load = d["load"]
+    if load["kind"] == "concurrency":
+        how = "closed loop" + (f", {load['think_s']:g} s think time" if load["think_s"] else "")
+    else:
+        cv = load["arrival_cv"]
+        how = ("open loop, " + ("Poisson arrivals" if cv == 1 else
+                                "evenly spaced arrivals" if cv == 0 else
+                                f"gamma arrivals, CV {cv:.3g}"))
+        if load["capacity_rps"] is not None:
+            how += f"; capacity {load['capacity_rps']:,.3g} req/s"
+        if load["default_grid"]:
+            how += " (the loads: 10% to 120% of it)"
+    return f"{how}; {load['requests_per_point']:,} requests a load point, seed {load['seed']}"
+
+
+def simulation_renderables(d: dict[str, Any]) -> list[Any]:
+    """Everything `ridgeline simulate` prints, in order (text lines and tables)."""
+    from ridgeline.reports.curve import curve_tables
+    from ridgeline.reports.tables import to_rich
+
+    hw, model, prec = d["hardware"], d["model"], d["precision"]
+    tag = escape(f"[{d['basis_label']}]")
+    sched = d["scheduler"]
+    out: list[Any] = [
+        f"[bold]ridgeline simulate[/bold]: {model['name']}, weights {prec['weights']}, KV "
+        f"{prec['kv_cache']}, TP={d['tp']} on {escape(hw['name'])} {tag}"]
+    out += [f"[yellow]warning:[/yellow] {escape(w)}" for w in d["warnings"]]
+    out.append(escape(
+        f"TP={d['tp']}: {d['tp_reason']}. Scheduler (vLLM v1): {sched['kv_blocks']:,} KV blocks "
+        f"of {sched['block_tokens']} tokens ({sched['kv_tokens']:,} tokens, from the memory "
+        f"plan), {sched['max_num_batched_tokens']:,} tokens a step, at most "
+        f"{sched['max_num_seqs']:,} sequences. {_lengths_text(d)}; {_load_text(d)}."))
+    for t in curve_tables(d, d.get("measured") or []):
+        t.title = f"{t.title}  " + escape(f"[{TAGS[d['basis']]}]")
+        out.append(to_rich(t))
+    out.append(f"[bold]{escape(d['summary'])}[/bold]")
+    if d.get("cost_per_1m_output_tokens") is not None:
+        out.append(f"$ per 1M output tokens at the operating point: "
+                   f"{d['cost_per_1m_output_tokens']:,.3f} (${d['gpu_hourly']:g}/GPU-h x "
+                   f"{d['tp']} GPUs at {d['utilization']:.0%} utilization)")
+    if d.get("interrupted"):
+        out.append(f"[yellow]interrupted: {len(d['points'])} load points simulated, the rest "
+                   "not[/yellow]")
+    out += [f"[dim]note: {escape(n)}[/dim]" for n in d["notes"]]
+    out.append(f"[dim]simulated in {d['elapsed_s']:.1f} s[/dim]")
+    return out
+
+
+def print_simulation(d: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    for item in simulation_renderables(d):
+        console.print(item)
