@@ -1,7 +1,8 @@
 """Command line: ridgeline devices | profile | report | compare | plan | validate.
 
-Each subcommand lives in its own module exposing `add_arguments(parser)` and
-`run(args) -> int`, imported lazily, so `ridgeline plan` never imports torch.
+Each subcommand is one module of ridgeline.commands exposing `add_arguments(parser)`
+and `run(args) -> int`, imported lazily, so `ridgeline plan` never imports torch.
+`python -m ridgeline` (ridgeline/__main__.py) runs the same main().
 Errors a user can act on (RidgelineError) print as one line and exit 2; a reader
 that closes the pipe early (`ridgeline devices --json | head -1`) ends it quietly.
 """
@@ -16,14 +17,23 @@ import sys
 from ridgeline import __version__
 from ridgeline.errors import RidgelineError
 
-# name -> (module, one-line help)
+# name -> (module, one-line help); every module is ridgeline.commands.<name>
 COMMANDS: dict[str, tuple[str, str]] = {
-    "devices": ("ridgeline.commands.devices", "list accelerators and the CPU with capabilities"),
-    "profile": ("ridgeline.commands.profile", "measure this device and write profile.json"),
-    "report": ("ridgeline.reports.cli", "render a profile as HTML/markdown with the roofline chart"),
-    "compare": ("ridgeline.reports.compare", "compare a profile against a reference profile"),
-    "plan": ("ridgeline.sizing.cli", "size an LLM deployment from a measured profile"),
-    "validate": ("ridgeline.validation.cli", "predicted against measured on a real transformer"),
+    "devices": ("ridgeline.commands.devices",
+                "list accelerators and the CPU with capabilities"),
+    "profile": ("ridgeline.commands.profile",
+                "measure this device and write profile.json"),
+    "report": ("ridgeline.commands.report",
+               "render a profile as HTML/markdown with the roofline chart"),
+    "compare": ("ridgeline.commands.compare",
+                "compare a profile against a reference profile"),
+    "plan": ("ridgeline.commands.plan",
+             "size an LLM deployment from a measured profile"),
+    "simulate": ("ridgeline.commands.simulate",
+                 "simulate one serving replica under load: the latency-throughput curve, "
+                 "its knee and SLO point"),
+    "validate": ("ridgeline.commands.validate",
+                 "predicted against measured on a real transformer"),
 }
 
 
@@ -91,6 +101,3 @@ def _silence_stdout() -> None:
     os.dup2(devnull, fd)
     os.close(devnull)
 
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

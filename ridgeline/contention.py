@@ -14,7 +14,7 @@
   one (NVML); None where NVML is not available.
 
 Linux /proc only; elsewhere the host keys are absent. Resolution is the kernel's
-clock tick (10 ms per CPU), so windows shorter than ~0.1 s read coarsely.
+clock tick (10 ms per CPU): windows under MIN_WINDOW_TICKS give no host figures.
 """
 
 from __future__ import annotations
@@ -22,9 +22,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-# Above these, a noisy ceiling names the cause.
-BUSY_OTHER_CPU_PCT = 10.0
+# Above these, a noisy ceiling names the cause (one busy process on 2 cores reads ~50%).
+BUSY_OTHER_CPU_PCT = 25.0
 BUSY_STEAL_PCT = 5.0
+# Windows shorter than this many clock ticks (all CPUs together) read too coarsely to
+# say anything: one stray tick would be 5-50%. No host figures then.
+MIN_WINDOW_TICKS = 20
 
 
 def _host_ticks() -> tuple[int, int, int] | None:
@@ -97,7 +100,7 @@ class ContentionMeter:
         host1, own1 = _host_ticks(), _own_ticks()
         if host0 and host1:
             d_total = host1[0] - host0[0]
-            if d_total > 0:
+            if d_total >= MIN_WINDOW_TICKS:
                 d_busy, d_steal = host1[1] - host0[1], host1[2] - host0[2]
                 d_own = (own1 - own0) if own0 is not None and own1 is not None else 0
                 out["host_steal_pct"] = round(100.0 * d_steal / d_total, 1)

@@ -30,7 +30,7 @@ from ridgeline.outputs import atomic_write_text
 from ridgeline.partial import PARTIAL_NAME, partial_header
 from ridgeline.probes.base import Case, ProbeContext
 from ridgeline.records import fit_ready, waived_record, write_csv
-from ridgeline.roofline.fit import fit_profile
+from ridgeline.roofline.profile_fit import fit_profile
 from ridgeline.roofline.profile import json_safe, new_profile, save_profile
 from ridgeline.telemetry import Sampler
 from ridgeline.timing import Timer, make_timer

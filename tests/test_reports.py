@@ -10,7 +10,7 @@ from ridgeline.cli import main
 from ridgeline.records import make_record, waived_record
 from ridgeline.reports.compare import compare_profiles
 from ridgeline.reports.render import write_report
-from ridgeline.reports.tables import ceilings_table, to_markdown
+from ridgeline.reports.tables import ceiling_status_by_name, ceilings_table, status_notes, to_markdown
 from ridgeline.roofline.model_fit import fit_model
 from ridgeline.roofline.profile import new_profile, save_profile
 from ridgeline.timing import FakeTimer, Work
@@ -156,7 +156,7 @@ def test_markdown_has_the_right_numbers_and_sections(report_dir, profile):
 def test_ceilings_table_rows_and_note(profile):
     table = ceilings_table(profile)
     assert table.rows[0][:6] == ["copy bandwidth", "900 GB/s", "1,000 GB/s", "90%", "verified",
-                                 "±3.0% p20-p80, ±1.0% across points"]
+                                 "±3.0% / ±1.0%"]
     assert table.rows[0][-1] == "-"  # the detail names no provider
     bf16 = next(r for r in table.rows if r[0] == "bf16 matmul")
     assert bf16[-1] == "torch M=4096 N=4096 K=4096"
@@ -179,15 +179,18 @@ def untrusted(profile: dict) -> dict:
 
 def test_ceilings_table_shows_unverified_and_noisy_with_spread(profile):
     rows = {r[0]: r for r in ceilings_table(untrusted(profile)).rows}
-    assert rows["copy bandwidth"][4] == "unverified: no plateau: the rate still rose at 1 GiB"
-    assert rows["copy bandwidth"][5] == "±0.5% p20-p80, ±15% across points"
-    assert rows["bf16 matmul"][4:6] == ["noisy", "±12% p20-p80"]
+    # the cell holds the status; the reason is listed under the table and in the report's box
+    assert rows["copy bandwidth"][4] == "unverified"
+    assert rows["copy bandwidth"][5] == "±0.5% / ±15%"
+    assert rows["bf16 matmul"][4:6] == ["noisy", "±12%"]
     assert rows["read bandwidth"][4] == "verified"
     # a profile written before statuses existed: unverified, and says why
     old = copy.deepcopy(profile)
     del old["ceilings"]["memory_bandwidth_detail"]
     rows = {r[0]: r for r in ceilings_table(old).rows}
-    assert rows["read bandwidth"][4].startswith("unverified: measured before ridgeline checked")
+    assert rows["read bandwidth"][4] == "unverified"
+    assert any(n.startswith("read bandwidth unverified: measured before ridgeline checked")
+               for n in status_notes(ceiling_status_by_name(old), ["read bandwidth"]))
     assert rows["read bandwidth"][5] == "-"
 
 
@@ -278,7 +281,7 @@ def test_sparse_profiles_render_without_crashing(tmp_path):
     assert {x.name for x in paths} == {"report.md", "report.html", "bandwidth_vs_size.png"}
     md = (tmp_path / "cpu" / "report.md").read_text()
     assert "No roofline chart" in md and "No fitted model" in md
-    assert "| read bandwidth | 19 GB/s | - | - |" in md
+    assert "| read bandwidth | 19 GB/s | unverified | - |" in md  # no datasheet columns
     # an empty profile straight from new_profile
     empty = new_profile({"name": "x", "memory_bytes": 1}, versions={})
     paths = write_report(empty, tmp_path / "empty")

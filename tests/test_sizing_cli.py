@@ -227,6 +227,26 @@ def test_planning_does_not_import_torch(prof):
     assert out.stdout.strip().endswith("clean")
 
 
+def test_plan_help_through_python_m_never_imports_torch(tmp_path):
+    """`python -m ridgeline plan --help` builds every command's parser (ridgeline.cli imports
+    each command module) yet loads no measuring module. A sitecustomize on the path writes
+    sys.modules at interpreter exit, after argparse's SystemExit."""
+    listing = tmp_path / "modules.txt"
+    (tmp_path / "sitecustomize.py").write_text(
+        "import atexit, sys\n"
+        f"atexit.register(lambda: open({str(listing)!r}, 'w').write('\\n'.join(sys.modules)))\n")
+    out = subprocess.run([sys.executable, "-m", "ridgeline", "plan", "--help"],
+                         capture_output=True, text=True, cwd=ROOT,
+                         env={"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "--model" in out.stdout and "--profile" in out.stdout
+    modules = set(listing.read_text().split())
+    assert {"ridgeline.commands.plan", "ridgeline.commands.validate",
+            "ridgeline.commands.profile"} <= modules
+    measuring = sorted(m for m in modules if m.split(".")[0] in ("torch", "triton", "pynvml"))
+    assert not measuring, measuring
+
+
 # -- issue 11: the planner's correctness gaps ------------------------------------------------
 
 SMALL = ["--model", "llama-3.1-8b", "--input-p95", "1000", "--output-p95", "200"]

@@ -7,7 +7,7 @@ import pytest
 from ridgeline.errors import RidgelineError
 from ridgeline.sizing.hardware import hardware_from_gpu_name
 from ridgeline.sizing.models import load_model
-from ridgeline.sizing.plan import PlanInputs, make_plan
+from ridgeline.sizing.plan import PlanInputs, PlanMethod, make_plan
 from ridgeline.sizing.precision import Precision
 from ridgeline.sizing.workload import SLO, FleetOptions, Workload
 
@@ -15,11 +15,13 @@ H100 = hardware_from_gpu_name("h100-sxm")
 SLO_CHAT = SLO(ttft_s=2.0, itl_s=0.05, gpu_hourly=2.5, utilization=0.5)
 
 
-def small_plan(peak_rps=1.0, headroom=0.2, **fleet):
-    """Llama-3.1-8B on one H100: one replica serves ~35 RPS, so 1 RPS is a small fleet."""
+def small_plan(peak_rps=1.0, headroom=0.2, fast=True, **fleet):
+    """Llama-3.1-8B on one H100: one replica serves ~35 RPS, so 1 RPS is a small fleet.
+    The closed forms by default: these tests check the fleet's arithmetic, not the curve."""
     work = Workload(input_p95=1000, output_p95=200, peak_rps=peak_rps, headroom=headroom)
     return make_plan(PlanInputs(spec=load_model("llama-3.1-8b"), precision=Precision(),
-                                workload=work, slo=SLO_CHAT, fleet=FleetOptions(**fleet)), H100)
+                                workload=work, slo=SLO_CHAT, fleet=FleetOptions(**fleet),
+                                method=PlanMethod(fast=fast)), H100)
 
 
 def test_a_load_one_replica_holds_many_times_over_is_one_replica_plus_one():
@@ -29,6 +31,8 @@ def test_a_load_one_replica_holds_many_times_over_is_one_replica_plus_one():
     # safety multiplies the capacity needed, then whole replicas: ceil(0.04 x 1.2) = 1, not 2
     assert f["replicas_with_safety"] == 1
     assert f["replicas_deployed"] == 2 and f["gpus_deployed"] == 2   # N+1
+    simulated = small_plan(fast=False)["fleet"]  # the simulated curve rounds the same way
+    assert simulated["method"] == "simulated" and simulated["replicas_deployed"] == 2
 
 
 def test_safety_applies_to_the_load_before_rounding():

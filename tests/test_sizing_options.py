@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 
 from ridgeline.errors import RidgelineError
-from ridgeline.sizing.cli import PLAN_GROUPS
+from ridgeline.sizing.plan_options import PLAN_GROUPS
 from ridgeline.sizing.hardware import HardwareOptions
 from ridgeline.sizing.memory import EngineConfig
 from ridgeline.sizing.options import (add_option_groups, build, option, option_values,

@@ -195,7 +195,7 @@ def nothing_measured(monkeypatch):
         raise AssertionError("measured before the output folder was checked")
 
     monkeypatch.setattr("ridgeline.device.get_device", measured)
-    monkeypatch.setattr("ridgeline.validation.cli.measure_points", measured)
+    monkeypatch.setattr("ridgeline.validation.run.measure_points", measured)
 
 
 def test_output_file_is_one_line_before_measuring(profile_path, tmp_path, capsys,

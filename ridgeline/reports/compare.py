@@ -1,6 +1,10 @@
 """Compare a node's profile against a reference profile: ceilings and fitted parameters.
 
-    ridgeline compare PROFILE.json REFERENCE.json [--threshold 0.10] [--json]
+    compare_profiles(node, reference, threshold)   # rows and the gate's verdict (plain data)
+    print_comparison(result)                        # the console table and the verdict
+
+The command is `ridgeline compare PROFILE.json REFERENCE.json [--threshold 0.10] [--json]`
+(ridgeline.commands.compare).
 
 ratio = node / reference for every quantity both profiles hold. A quantity
 deviates when |ratio - 1| > threshold; it is *worse* when it deviates in the
@@ -22,23 +26,12 @@ its model's "undetermined", or below RESOLVABLE_TIME_US) gets no ratio:
 
 from __future__ import annotations
 
-import argparse
-import json
 from typing import Any, NamedTuple
 
 from ridgeline.roofline.model import RESOLVABLE_TIME_US
 from ridgeline.roofline.trust import CeilingStatus, ceiling_statuses
 
 DEFAULT_THRESHOLD = 0.10
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("profile", metavar="PROFILE.json", help="the node's profile")
-    p.add_argument("reference", metavar="REFERENCE.json", help="the reference profile")
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                   help=f"relative deviation that is flagged (default {DEFAULT_THRESHOLD:g}, "
-                        "i.e. 10 percent)")
-    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
 
 class Quantity(NamedTuple):
@@ -190,24 +183,16 @@ def _flag_cell(r: dict[str, Any]) -> str:
     return r["flag"]
 
 
-def run(args: argparse.Namespace) -> int:
-    from ridgeline.errors import RidgelineError
-    from ridgeline.roofline.profile import load_profile
-
-    if not 0 < args.threshold < 10:
-        raise RidgelineError(f"--threshold {args.threshold} is not a fraction such as 0.10")
-    result = compare_profiles(load_profile(args.profile), load_profile(args.reference),
-                              args.threshold)
-    if args.json:
-        print(json.dumps(result, indent=1))
-        return result["exit_code"]
+def print_comparison(result: dict[str, Any], console: Any = None) -> None:
+    """The comparison as a console table, then the NOT GATED line and the gate's verdict."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    console = Console()
+    console = console or Console()
+    threshold = result["threshold"]
     table = Table(title=escape(f"{result['node_device']} vs reference {result['reference_device']} "
-                               f"(flag beyond {args.threshold:.0%})"))
+                               f"(flag beyond {threshold:.0%})"))
     for col in ("quantity", "kind", "node", "reference", "node / reference",
                 "status (node / reference)", "flag"):
         numeric = col in ("node", "reference", "node / reference")
@@ -226,7 +211,6 @@ def run(args: argparse.Namespace) -> int:
     gated = "verified ceiling" if result["unverified_ceilings"] else "ceiling"
     if result["worse_ceilings"]:
         console.print("[bold red]FAIL[/bold red]: worse than the reference beyond "
-                      f"{args.threshold:.0%}: " + escape(", ".join(result["worse_ceilings"])))
+                      f"{threshold:.0%}: " + escape(", ".join(result["worse_ceilings"])))
     else:
-        console.print(f"OK: no {gated} worse than the reference beyond {args.threshold:.0%}")
-    return result["exit_code"]
+        console.print(f"OK: no {gated} worse than the reference beyond {threshold:.0%}")

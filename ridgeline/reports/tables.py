@@ -63,11 +63,16 @@ def ceiling_status_by_name(profile: dict[str, Any]) -> dict[str, CeilingStatus]:
 
 
 def status_text(c: CeilingStatus | None) -> str:
-    """'verified', 'unverified: <reason>', 'noisy: <reason>'; '-' where none is recorded
-    (datasheet profiles)."""
-    if c is None:
-        return "-"
-    return f"{c.status}: {c.reason}" if c.reason and not c.trusted else c.status
+    """'verified', 'unverified', 'noisy'; '-' where none is recorded (datasheet profiles).
+    The reasons are long: they go under the table (`status_notes`), not in a cell."""
+    return "-" if c is None else c.status
+
+
+def status_notes(statuses: dict[str, CeilingStatus], names: list[str]) -> list[str]:
+    """'copy bandwidth unverified: <reason>' for each untrusted ceiling among `names`."""
+    from ridgeline.roofline.trust import describe
+
+    return [describe(statuses[n]) for n in names if n in statuses and not statuses[n].trusted]
 
 
 def _half_pct(rel: Any) -> str | None:
@@ -78,16 +83,17 @@ def _half_pct(rel: Any) -> str | None:
 
 
 def spread_text(c: CeilingStatus | None) -> str:
-    """'±3% p20-p80, ±2% across points' from the ceiling's spread; '-' when none is recorded."""
+    """'±3% / ±2%': samples p20-p80, then across points (SPREAD_NOTE); '-' when none."""
     spread = c.spread if c else {}
-    parts = [f"{text} {what}" for text, what in (
-        (_half_pct(spread.get("samples_p20_p80")), "p20-p80"),
-        (_half_pct(spread.get("across_points")), "across points")) if text]
-    return ", ".join(parts) or "-"
+    samples = _half_pct(spread.get("samples_p20_p80"))
+    across = _half_pct(spread.get("across_points"))
+    if samples and across:
+        return f"{samples} / {across}"
+    return samples or (f"- / {across}" if across else "-")
 
 
-SPREAD_NOTE = ("spread: ± half of (p80 - p20) / median of the samples (worst point), and ± half "
-               "of (max - min) / median across the points the ceiling comes from")
+SPREAD_NOTE = ("spread: ± half of (p80 - p20) / median of the samples (worst point) / ± half "
+               "of (max - min) / median across the sizes or shapes the ceiling comes from")
 
 
 def ceilings_table(profile: dict[str, Any]) -> Table:
@@ -105,7 +111,7 @@ def ceilings_table(profile: dict[str, Any]) -> Table:
         d = (ceil.get("memory_bandwidth_detail") or {}).get(kernel) or {}
         where = d.get("provider") or "-"
         if d.get("plateau_min_bytes"):
-            where += (f", median of {d.get('n_points', '?')} sizes >= "
+            where += (f", {d.get('n_points', '?')} sizes from "
                       f"{d['plateau_min_bytes'] / 2**20:,.0f} MiB")
         name = f"{kernel} bandwidth"
         table.rows.append([name, fmt(value, 0, "GB/s"), fmt(peak_bw, 0, "GB/s"),
@@ -129,6 +135,10 @@ def ceilings_table(profile: dict[str, Any]) -> Table:
     if sheet:
         notes.append(f"datasheet: {sheet.get('name') or ''} ({sheet.get('source') or 'vendor'}), "
                      "not measured")
+    else:  # no datasheet (the CPU, an unknown GPU): two empty columns only cost width
+        table.title = "Ceilings: measured"
+        table.headers = [h for i, h in enumerate(table.headers) if i not in (2, 3)]
+        table.rows = [[c for i, c in enumerate(row) if i not in (2, 3)] for row in table.rows]
     table.note = "; ".join(notes)
     return table
 

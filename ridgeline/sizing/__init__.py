@@ -9,7 +9,8 @@ parameter counts), precision (bytes per element), hardware (profile / reference
 profile / datasheet), memory (capacity axis), latency (step times on the roofline),
 serving (one replica under load), parallelism (TP/PP choice), fleet (replicas, cost,
 breaker), workload (workload, SLO, fleet and parallelism options), plan (the method,
-in order), static_batch (one batch run to completion), render and cli (output). The
+in order), static_batch (one batch run to completion), plan_options (the option groups
+of `ridgeline plan`, PLAN_GROUPS, and the inputs they build), render (output). The
 stable Python API over them: ridgeline.api. Equations and the field-guide sections
 they implement: docs/planning.md.
 """

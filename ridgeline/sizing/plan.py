@@ -74,7 +74,6 @@ class PlanMethod(CurveSLO):
         check(self, "a positive whole number", "sim_requests")
 
 
-ReportOptions = PlanMethod   # its name before the simulation joined it (plan_options uses it)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -5,8 +5,9 @@
     kernels.py      the fused Triton elementwise kernels those layers use on a GPU
     measure.py      decode-step and prefill times (CUDA graphs and eager; host clock on the CPU)
     predict.py      the same quantities from a profile and from datasheet peaks; errors
-    output.py       validation.json, validation.md, validation.png
-    cli.py          the command
+    output.py       validation.json, validation.md, validation.png (and reading one back)
+    run.py          one run: prepare the inputs, measure every point, score, the document
 
-cli.py imports torch only when the command runs (the CLI parser imports it).
+The command is ridgeline.commands.validate; run.py imports torch only when points are
+measured (the CLI parser imports it).
 """

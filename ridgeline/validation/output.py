@@ -6,6 +6,7 @@ model, weights, device, profile, layers_measured, layers_total, scaled, points
 predicted_datasheet_s, error_profile, error_datasheet, bound, ...), summary
 (per phase: median/worst error against the profile and the datasheet), plus
 summary_by_mode, skipped points with their reasons, notes and provenance.
+read_validation reads one back (`ridgeline report` includes it).
 """
 
 from __future__ import annotations
@@ -20,6 +21,14 @@ from ridgeline.roofline.profile import json_safe
 
 VALIDATION_KIND = "ridgeline-validation"
 VALIDATION_SCHEMA_VERSION = 1
+
+
+def read_validation(path: Path) -> dict[str, Any]:
+    """A validation.json as a dict; OSError when unreadable, ValueError when it is not one."""
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict) or data.get("kind") != VALIDATION_KIND:
+        raise ValueError(f"'kind' is not {VALIDATION_KIND!r}")
+    return data
 
 
 def point_label(p: dict[str, Any]) -> str:

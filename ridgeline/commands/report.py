@@ -11,19 +11,17 @@ A report is derived data, so DIR goes through the same checks as every output
 folder holding another profile.json than PROFILE.json is refused, since the
 report would sit beside the wrong measurements. A file, an unwritable folder,
 a folder locked by a running `ridgeline profile`, or a full disk is one line.
+The rendering is ridgeline.reports.render.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from ridgeline.errors import RidgelineError
-
-VALIDATION_KIND = "ridgeline-validation"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,21 +35,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def load_validation(path: Path, required: bool = False) -> dict[str, Any] | None:
-    """A validation.json as a dict; None (with a warning) when absent or unreadable."""
+    """A validation.json as a dict; None (with a warning) when absent or unreadable,
+    unless `required` (given with --validation): then one RidgelineError."""
+    from ridgeline.validation.output import read_validation
+
     if not path.exists():
         if required:
             raise RidgelineError(f"validation file not found: {path}")
         return None
     try:
-        data = json.loads(path.read_text())
-        if not isinstance(data, dict) or data.get("kind") != VALIDATION_KIND:
-            raise ValueError(f"'kind' is not {VALIDATION_KIND!r}")
+        return read_validation(path)
     except (OSError, ValueError) as exc:
         if required:
             raise RidgelineError(f"{path} is not a ridgeline validation file: {exc}") from None
         print(f"ridgeline report: warning: ignoring {path}: {exc}", file=sys.stderr)
         return None
-    return data
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,9 +1,10 @@
-"""Fit a profile from its records: ceilings, the roofline model, the interconnect model.
+"""Fit a whole profile from its records: ceilings, the roofline model, the interconnect model.
 
     fit_profile(profile)   # fills profile["ceilings"], ["model"], ["interconnect"]
 
-Each part lives in its own module; only validated records are used (see
-ridgeline.records.fit_ready).
+This only runs the three fitters in order, each in its own module: ceilings.py
+(fit_ceilings), model_fit.py (fit_model) and interconnect_fit.py (fit_interconnect).
+Only validated records are used (see ridgeline.records.fit_ready).
 """
 
 from __future__ import annotations

@@ -1,0 +1,174 @@
+"""Predicted against measured: time a real transformer forward pass and score the planner.
+
+    ridgeline validate --model llama-3.1-8b --weights bf16 --batch 1,8,32,128 --context 1024,4096
+                       [--prefill 128,1024,4096,16384] [--profile P] [--layers N]
+                       [--device cuda:0|cpu] [-o DIR] [--json]
+    ridgeline validate --device cpu --model tiny        # runs anywhere, in seconds
+
+Builds the model's decoder layers with random weights on the device, measures
+decode steps (CUDA graphs and eager) and prefills, predicts both with the
+planner's equations on the measured profile and on datasheet peaks, and writes
+DIR/validation.json, DIR/validation.md and DIR/validation.png. Without
+--profile it reads ./ridgeline-out/profile.json (made by `ridgeline profile`).
+Ctrl-C keeps the finished points (the files are written marked incomplete).
+-o is checked and locked before anything is measured (ridgeline.outputs): a
+file, an unwritable folder or one already holding a validation.json (unless
+--force) is one line; the files are written atomically. The run itself is
+ridgeline.validation.run; this module parses the flags and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ridgeline.errors import RidgelineError
+from ridgeline.validation.run import (DEFAULT_PREFILL, DEFAULT_PREFILL_CPU, Setup, Sweep, prepare,
+                                      save, validate)
+
+DEFAULT_PROFILE = Path("ridgeline-out") / "profile.json"
+DEFAULT_BATCHES = "1,8,32,128"
+DEFAULT_CONTEXTS = "1024,4096"
+
+
+def _csv(values: tuple[int, ...]) -> str:
+    return ",".join(map(str, values))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="llama-3.1-8b",
+                   help="bundled model name (e.g. llama-3.1-8b, tiny) or a HF config.json path "
+                        "(dense models; default llama-3.1-8b)")
+    p.add_argument("--weights", default="bf16", help="bf16 | fp16 | fp8 (default bf16)")
+    p.add_argument("--batch", default=DEFAULT_BATCHES,
+                   help=f"decode batch sizes, comma-separated (default {DEFAULT_BATCHES})")
+    p.add_argument("--context", default=DEFAULT_CONTEXTS,
+                   help=f"tokens already in the KV cache at the decode step "
+                        f"(default {DEFAULT_CONTEXTS}; 'none' skips decode)")
+    p.add_argument("--prefill", default=None,
+                   help=f"prefill input lengths at batch 1 (default {_csv(DEFAULT_PREFILL)}, on "
+                        f"the CPU {_csv(DEFAULT_PREFILL_CPU)}; 'none' skips prefill)")
+    p.add_argument("--profile", default=None, metavar="P",
+                   help=f"profile.json to predict from (default ./{DEFAULT_PROFILE})")
+    p.add_argument("--layers", default=None, metavar="N",
+                   help="measure at most N decoder layers and scale to the full depth "
+                        "(default: the full depth where it fits in memory)")
+    p.add_argument("--device", default=None, help="cuda:N, rocm:N or cpu (default: first GPU, "
+                                                  "else cpu)")
+    p.add_argument("-o", "--output", default="ridgeline-out", metavar="DIR",
+                   help="output folder (default ./ridgeline-out)")
+    p.add_argument("--rep-ms", default="200", metavar="MS",
+                   help="timing budget per point and mode in ms (default 200)")
+    p.add_argument("--json", action="store_true", help="print validation.json instead of a table")
+    p.add_argument("--force", action="store_true",
+                   help="replace a validation already in DIR (other files are kept)")
+
+
+def parse_int_list(text: str, flag: str, *, allow_none: bool = False) -> list[int]:
+    """"1,8,32" -> [1, 8, 32]; positive integers only, one-line RidgelineError otherwise."""
+    text = (text or "").strip()
+    if allow_none and text.lower() in ("", "none", "0"):
+        return []
+    values = []
+    for item in text.split(","):
+        item = item.strip()
+        try:
+            value = int(item)
+        except ValueError:
+            raise RidgelineError(f"{flag} takes comma-separated positive integers, got {item!r}") \
+                from None
+        if value < 1:
+            raise RidgelineError(f"{flag} values must be positive integers, got {value}")
+        values.append(value)
+    if not values:
+        raise RidgelineError(f"{flag} is empty")
+    return sorted(set(values), key=values.index)
+
+
+def parse_positive(text: str | None, flag: str, kind=int):
+    if text is None:
+        return None
+    try:
+        value = kind(text)
+    except ValueError:
+        raise RidgelineError(f"{flag} takes a positive number, got {text!r}") from None
+    if value <= 0:
+        raise RidgelineError(f"{flag} must be positive, got {text}")
+    return value
+
+
+def resolve_profile(path: str | None) -> Path:
+    if path:
+        return Path(path)
+    if DEFAULT_PROFILE.exists():
+        return DEFAULT_PROFILE
+    raise RidgelineError(f"no profile: ./{DEFAULT_PROFILE} does not exist; run `ridgeline profile` "
+                         "on this device first, or pass --profile P")
+
+
+def command_line(args: argparse.Namespace) -> list[str]:
+    """The command as the user could re-run it (provenance)."""
+    cmd = ["ridgeline", "validate", "--model", args.model, "--weights", args.weights,
+           "--batch", args.batch, "--context", args.context]
+    for flag, value in (("--prefill", args.prefill), ("--profile", args.profile),
+                        ("--layers", args.layers), ("--device", args.device), ("-o", args.output),
+                        ("--rep-ms", args.rep_ms)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    return cmd + (["--json"] if args.json else []) + (["--force"] if args.force else [])
+
+
+def run(args: argparse.Namespace) -> int:
+    # everything a user can get wrong is checked before the device is touched
+    batches = parse_int_list(args.batch, "--batch")
+    contexts = parse_int_list(args.context, "--context", allow_none=True)
+    prefills = (parse_int_list(args.prefill, "--prefill", allow_none=True)
+                if args.prefill is not None else None)
+    sweep = Sweep(batches=tuple(batches), contexts=tuple(contexts),
+                  prefills=tuple(prefills) if prefills is not None else None,
+                  layers_cap=parse_positive(args.layers, "--layers"),
+                  rep_ms=parse_positive(args.rep_ms, "--rep-ms", float))
+
+    from ridgeline.outputs import prepare_output_dir
+
+    setup = prepare(args.model, args.weights, resolve_profile(args.profile), command_line(args))
+    # the output folder before the device: a refused -o costs nothing, not minutes of measuring
+    with prepare_output_dir(args.output, force=args.force, what="validation") as out:
+        result, code = _measure(setup, sweep, args.device)
+        written = save(result, out)
+        _print(result, written, as_json=args.json)
+        return code
+
+
+def _measure(setup: Setup, sweep: Sweep, device_id: str | None) -> tuple[dict[str, Any], int]:
+    """validation.run.validate under a progress bar on stderr."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as progress:
+        task = None
+
+        def on_progress(description: str, done: int, total: int) -> None:
+            nonlocal task
+            if task is None:
+                task = progress.add_task(description, total=total)
+            progress.update(task, description=description, completed=done, total=total)
+
+        return validate(setup, sweep, device_id, on_progress)
+
+
+def _print(result: dict[str, Any], written: dict[str, Path], *, as_json: bool) -> None:
+    """The table (or the JSON) on stdout, the files written on stderr."""
+    import json
+
+    from rich.console import Console
+
+    from ridgeline.validation.output import clean, print_result
+
+    if as_json:
+        print(json.dumps(clean(result), indent=1))
+    else:
+        print_result(result, Console())
+    Console(stderr=True).print("wrote " + ", ".join(str(p) for p in written.values()))
