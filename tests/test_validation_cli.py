@@ -84,6 +84,8 @@ def test_end_to_end_writes_the_documented_files(run_cpu):
     (["--layers", "0"], "--layers"),
     (["--weights", "int3"], "--weights"),
     (["--model", "mixtral-8x7b"], "dense"),
+    (["--model", "llama-2-7b", "--context", "100000"], "context window of 4096"),
+    (["--model", "llama-2-7b", "--context", "1024", "--prefill", "8192"], "--prefill 8192"),
 ])
 def test_bad_input_exits_2_with_one_line(argv, needle, profile_path, tmp_path, capsys):
     rc = main(["validate", "--device", "cpu", "--model", "tiny", "--profile", str(profile_path),

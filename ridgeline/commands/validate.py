@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from ridgeline.errors import RidgelineError
-from ridgeline.validation.run import (DEFAULT_PREFILL, DEFAULT_PREFILL_CPU, Setup, Sweep, prepare,
-                                      save, validate)
+from ridgeline.validation.run import (DEFAULT_PREFILL, DEFAULT_PREFILL_CPU, Setup, Sweep,
+                                      check_window, prepare, save, validate)
 
 DEFAULT_PROFILE = Path("ridgeline-out") / "profile.json"
 DEFAULT_BATCHES = "1,8,32,128"
@@ -133,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
     from ridgeline.outputs import prepare_output_dir
 
     setup = prepare(args.model, args.weights, resolve_profile(args.profile), command_line(args))
+    check_window(setup.spec, sweep)
     # the output folder before the device: a refused -o costs nothing, not minutes of measuring
     with prepare_output_dir(args.output, force=args.force, what="validation") as out:
         result, code = _measure(setup, sweep, args.device)

@@ -109,6 +109,21 @@ def prepare(model: str, weights: str, profile_path: Path,
                  hw=hardware_from_profile(profile), command_line=tuple(command_line))
 
 
+def check_window(spec: ModelSpec, sweep: Sweep) -> None:
+    """Every decode context (+ the token it decodes) and prompt within the model's context
+    window, as `plan` requires: a point past it is not a step the model can run."""
+    window = spec.max_position_embeddings
+    if not window:
+        return
+    too_long = [(flag, n) for flag, values in (("--context", sweep.contexts),
+                                               ("--prefill", sweep.prefills or ()))
+                for n in values if n + (flag == "--context") > window]
+    if too_long:
+        flag, n = too_long[0]
+        raise RidgelineError(f"{flag} {n} runs past {spec.name}'s context window of {window} "
+                             "tokens (plan refuses the same)")
+
+
 def fp8_waiver(device: DeviceInfo) -> str | None:
     """Why fp8 weights cannot run on this device, or None."""
     if device.supports("fp8_e4m3") or device.supports("fp8_e4m3fnuz"):
