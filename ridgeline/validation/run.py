@@ -110,14 +110,15 @@ def prepare(model: str, weights: str, profile_path: Path,
 
 
 def check_window(spec: ModelSpec, sweep: Sweep) -> None:
-    """Every decode context (+ the token it decodes) and prompt within the model's context
-    window, as `plan` requires: a point past it is not a step the model can run."""
+    """Every decode context and prompt within the model's context window, as `plan`
+    requires: a point past it is not a step the model can run (a context equal to the
+    window is the last decode step, attending over the full window)."""
     window = spec.max_position_embeddings
     if not window:
         return
     too_long = [(flag, n) for flag, values in (("--context", sweep.contexts),
                                                ("--prefill", sweep.prefills or ()))
-                for n in values if n + (flag == "--context") > window]
+                for n in values if n > window]
     if too_long:
         flag, n = too_long[0]
         raise RidgelineError(f"{flag} {n} runs past {spec.name}'s context window of {window} "
