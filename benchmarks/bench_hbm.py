@@ -7,7 +7,8 @@ copy is single-threaded, so it would under-read a multi-core host): Copy =
 Dot), the median of 10 host-clock calls per allocation, best of REFERENCE_TRIES
 fresh allocations: the same statistic as the ceiling (each size's median, its
 fastest attempt), since a shared host's bandwidth only ever drops below it. Targets (issue 9), on the CPU:
-- copy and read within 0.90-1.10 x the reference (issue 9 found 1.8x: a cache plateau);
+- copy and read within 0.90-1.10 x the reference (issue 9 found 1.8x: a cache plateau),
+  best of ROUNDS alternating profile/reference rounds on both sides;
 - on a loaded machine (two busy processes) each ceiling is either flagged
   (noisy / unverified) or within 0.90-1.10 x the idle one: never quoted wrong silently.
 On an H100 SXM: read >= 3.15 TB/s, copy >= 2.9 TB/s (BabelStream: 3.18 Dot / 2.90 Copy).
@@ -60,23 +61,41 @@ def _profile(tmp_path):
                        options={"hbm": {"kernels": ["copy", "read"]}})
 
 
+ROUNDS = 3
+
+
 @pytest.mark.benchmark(group="hbm")
 def test_cpu_ceilings_match_a_stream_reference(benchmark, tmp_path):
-    profile = benchmark.pedantic(lambda: _profile(tmp_path), rounds=1, iterations=1)
-    ceil = profile["ceilings"]
+    """Profile and reference alternate ROUNDS times and the best of each is compared: a shared
+    host's memory bandwidth drifts by 1.5x over tens of seconds (28-47 GB/s measured with
+    plain torch loops on the 2-core CI machine), so one profile against one reference taken
+    a minute apart compares two moments, not two methods."""
+    rounds = []
+
+    def measure():
+        for i in range(ROUNDS):
+            ceil = _profile(tmp_path / f"round{i}")["ceilings"]
+            largest = max(d["largest_size_bytes"]
+                          for d in ceil["memory_bandwidth_detail"].values())
+            rounds.append((ceil, stream_reference_GBps(largest)))
+
+    benchmark.pedantic(measure, rounds=1, iterations=1)
+    ours, ref = {}, {}
+    for i, (ceil, reference) in enumerate(rounds):
+        for kernel in ("copy", "read"):
+            d = ceil["memory_bandwidth_detail"][kernel]
+            print(f"\nround {i} {kernel}: {d['bw_GBps']:.1f} GB/s {d['status']} "
+                  f"{d.get('reason') or ''} plateau {[s >> 20 for s in d['plateau_sizes_bytes']]}"
+                  f" MiB; reference {reference[kernel]:.1f} GB/s")
+            if d["status"] == VERIFIED:
+                ours[kernel] = max(ours.get(kernel, 0.0), d["bw_GBps"])
+            ref[kernel] = max(ref.get(kernel, 0.0), reference[kernel])
+    assert set(ours) == {"copy", "read"}, "no verified plateau in any round"
+    ratios = {k: ours[k] / ref[k] for k in ("copy", "read")}
+    benchmark.extra_info.update(ridgeline=ours, reference=ref, ratios=ratios)
+    print(f"best of {ROUNDS}: ridgeline {ours}, reference {ref}, ratios "
+          + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
     for kernel in ("copy", "read"):
-        d = ceil["memory_bandwidth_detail"][kernel]
-        print(f"\n{kernel}: {d['bw_GBps']:.1f} GB/s {d['status']} {d.get('reason') or ''} "
-              f"plateau {[s >> 20 for s in d['plateau_sizes_bytes']]} MiB")
-    largest = max(d["largest_size_bytes"] for d in ceil["memory_bandwidth_detail"].values())
-    ref = stream_reference_GBps(largest)
-    ratios = {k: ceil["memory_bandwidth_GBps"][k] / ref[k] for k in ("copy", "read")}
-    benchmark.extra_info.update(ridgeline=ceil["memory_bandwidth_GBps"], reference=ref,
-                                ratios=ratios)
-    print(f"reference at {largest >> 20} MiB: copy {ref['copy']:.1f}, dot {ref['read']:.1f} GB/s; "
-          f"ratios copy {ratios['copy']:.2f}, read {ratios['read']:.2f}")
-    for kernel in ("copy", "read"):
-        assert ceil["memory_bandwidth_detail"][kernel]["status"] == VERIFIED
         assert 0.90 <= ratios[kernel] <= 1.10, (kernel, ratios)
 
 

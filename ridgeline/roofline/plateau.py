@@ -94,7 +94,7 @@ def find_plateau(points: list[tuple[int, float]], floor_bytes: int,
         reason = (f"rate still changing with size: {prev_r:,.3g} at {_mib(prev_s)} against "
                   f"{_span(rates)} at {_mib(sizes[0])}-{_mib(sizes[-1])} "
                   f"(not all within {tolerance:.0%} of their median)")
-        if dips:
+        if prev_s in dips:
             reason += ": a larger working set ran faster, so the smaller one was disturbed"
     else:
         reason = (f"only {len(run)} size(s) from {_mib(sizes[0])} to {_mib(sizes[-1])}: "
