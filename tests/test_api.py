@@ -8,32 +8,18 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from profile_fixtures import synthetic_profile
 
 from ridgeline import api
-from ridgeline.roofline.profile import json_safe, new_profile, save_profile
+from ridgeline.roofline.profile import json_safe
 from ridgeline.sizing.latency import decode_step_time, prefill_time
 from ridgeline.sizing.precision import Precision
 
 ROOT = Path(__file__).resolve().parents[1]
-VERIFIED = {"status": "verified", "reason": None, "spread": {}}
 
 
 def write_profile(path):
-    dev = {"name": "Test GPU", "kind": "cuda", "memory_bytes": 80_000_000_000,
-           "dtypes": {"fp32": True, "fp16": True, "bf16": True, "fp8_e4m3": True}}
-    p = new_profile(dev, command_line=["test"], versions={})
-    p["complete"] = True
-    p["ceilings"] = {"memory_bandwidth_GBps": {"read": 3000.0},
-                     "memory_bandwidth_detail": {"read": dict(VERIFIED)},
-                     "matmul_TFLOPS": {"bf16": 700.0, "fp8_e4m3": 1300.0},
-                     "matmul_detail": {"bf16": dict(VERIFIED), "fp8_e4m3": dict(VERIFIED)}}
-    p["model"] = {"bandwidth_GBps": 3000.0, "latency_floor_us": 3.0, "source": "measured",
-                  "matmul": {"bf16": {"peak_TFLOPS": 700.0, "flops_half": 1e9},
-                             "fp8_e4m3": {"peak_TFLOPS": 1300.0, "flops_half": 2e9}}}
-    p["interconnect"] = {"allreduce": {str(n): {"alpha_us": 10.0, "busbw_GBps": 350.0,
-                                                "source": "measured", **VERIFIED}
-                                       for n in (2, 4, 8)}}
-    return str(save_profile(p, path))
+    return str(synthetic_profile(path, name="Test GPU"))
 
 
 @pytest.fixture(scope="module")

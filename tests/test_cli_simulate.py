@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from profile_fixtures import UNVERIFIED, VERIFIED
+from profile_fixtures import synthetic_profile as fixture_profile
 
 from ridgeline.commands import simulate as simulate_cmd
 from ridgeline.errors import RidgelineError
 from ridgeline.reports.curve import CSV_COLUMNS
-from ridgeline.roofline.profile import new_profile, save_profile
 from ridgeline.sizing.options import add_option_groups, option_values, options_markdown
 from ridgeline.sizing.simulation.options import DEFAULT_GRID, SIMULATE_GROUPS
 
@@ -269,25 +270,8 @@ def test_list_options_from_a_workload_file(tmp_path):
 
 # -- the report shows a simulation written beside the profile --------------------------------
 
-VERIFIED = {"status": "verified", "reason": None, "spread": {"samples_p20_p80": 0.02}}
-
-
 def synthetic_profile(path, verified=True):
-    status = VERIFIED if verified else {"status": "unverified", "reason": "no plateau",
-                                        "spread": {}}
-    dev = {"name": "NVIDIA H100 80GB HBM3", "kind": "cuda", "memory_bytes": 80_000_000_000,
-           "dtypes": {"fp32": True, "fp16": True, "bf16": True, "fp8_e4m3": True}}
-    p = new_profile(dev, command_line=["test"], versions={})
-    p["complete"] = True
-    p["ceilings"] = {"memory_bandwidth_GBps": {"read": 3000.0},
-                     "memory_bandwidth_detail": {"read": dict(status)},
-                     "matmul_TFLOPS": {"bf16": 700.0, "fp8_e4m3": 1300.0},
-                     "matmul_detail": {"bf16": dict(VERIFIED), "fp8_e4m3": dict(VERIFIED)}}
-    p["model"] = {"bandwidth_GBps": 3000.0, "latency_floor_us": 3.0, "source": "measured",
-                  "matmul": {"bf16": {"peak_TFLOPS": 700.0, "flops_half": 1e9},
-                             "fp8_e4m3": {"peak_TFLOPS": 1300.0, "flops_half": 2e9}}}
-    p["datasheet"] = None
-    return save_profile(p, path)
+    return fixture_profile(path, read_status=VERIFIED if verified else UNVERIFIED)
 
 
 def test_report_has_a_simulation_section_from_simulate_o(capsys, tmp_path):

@@ -9,9 +9,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from profile_fixtures import VERIFIED, synthetic_profile  # noqa: F401 (VERIFIED: tests below)
 
 from ridgeline.cli import build_parser, main
-from ridgeline.roofline.profile import new_profile, save_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 ISSUE_ARGS = ["--model", "llama-3.1-70b", "--weights", "fp8", "--kv", "fp8", "--input-p95", "8192",
@@ -20,27 +20,6 @@ ISSUE_ARGS = ["--model", "llama-3.1-70b", "--weights", "fp8", "--kv", "fp8", "--
 SECTIONS = ("memory", "performance", "parallelism", "operating_point", "fleet")
 
 
-VERIFIED = {"status": "verified", "reason": None, "spread": {"samples_p20_p80": 0.02}}
-
-
-def synthetic_profile(path, fp8=True, memory_bytes=80_000_000_000, bf16_status=VERIFIED):
-    # named like torch names an H100 SXM, so --compare-datasheet finds its datasheet entry
-    dev = {"name": "NVIDIA H100 80GB HBM3", "kind": "cuda", "memory_bytes": memory_bytes,
-           "dtypes": {"fp32": True, "fp16": True, "bf16": True, "fp8_e4m3": fp8}}
-    p = new_profile(dev, command_line=["test"], versions={})
-    p["complete"] = True
-    p["ceilings"] = {"memory_bandwidth_GBps": {"read": 3000.0},
-                     "memory_bandwidth_detail": {"read": dict(VERIFIED)},
-                     "matmul_TFLOPS": {"bf16": 700.0, "fp8_e4m3": 1300.0},
-                     "matmul_detail": {"bf16": dict(bf16_status), "fp8_e4m3": dict(VERIFIED)}}
-    p["model"] = {"bandwidth_GBps": 3000.0, "latency_floor_us": 3.0, "source": "measured",
-                  "matmul": {"bf16": {"peak_TFLOPS": 700.0, "flops_half": 1e9},
-                             "fp8_e4m3": {"peak_TFLOPS": 1300.0, "flops_half": 2e9}}}
-    p["interconnect"] = {"allreduce": {str(n): {"alpha_us": 10.0, "busbw_GBps": 350.0,
-                                                "source": "measured", **VERIFIED}
-                                       for n in (2, 4, 8)}}
-    p["datasheet"] = None
-    return save_profile(p, path)
 
 
 @pytest.fixture
