@@ -52,9 +52,9 @@ from ridgeline.sizing.simulation.load import (ClosedLoop, Load, LognormalLengths
 from ridgeline.sizing.simulation.metrics import SimPoint, describe_load
 from ridgeline.sizing.simulation.options import (DEFAULT_GRID, DEFAULT_REQUESTS, CurveSLO,
                                                  LengthOptions, LoadOptions, MeasuredOptions)
-from ridgeline.sizing.simulation.sweep import (KNEE_FACTOR, Sweep, baseline_ttft_spread_s,
-                                               capacity_rps, find_knee, max_load_meeting,
-                                               simulate)
+from ridgeline.sizing.simulation.sweep import KNEE_FACTOR, Sweep, capacity_rps
+from ridgeline.sizing.simulation.sweep import curve_of as sweep_curve_of
+from ridgeline.sizing.simulation.sweep import simulate
 from ridgeline.sizing.workload import SLO, ParallelOptions
 
 # plan's rps axis, fractions of capacity; it stops short of 1: at the capacity itself a queue
@@ -344,13 +344,8 @@ def curve_of(sm, sched: SchedulerConfig, requests: Requests, points: list[SimPoi
              ttft_slo_s: float | None, itl_slo_s: float | None, ttft_percentile: str,
              itl_percentile: str) -> Sweep:
     """The Sweep (knee, SLO operating point) of points in increasing load."""
-    base = baseline_ttft_spread_s(sm, sched, requests)
-    op = None
-    if ttft_slo_s is not None or itl_slo_s is not None:
-        op = max_load_meeting(points, ttft_slo_s, itl_slo_s, ttft_percentile, itl_percentile)
-    slo = {"ttft_s": ttft_slo_s, "ttft_percentile": ttft_percentile, "itl_s": itl_slo_s,
-           "itl_percentile": itl_percentile}
-    return Sweep(points, find_knee(points, base, KNEE_FACTOR), base, KNEE_FACTOR, op, slo)
+    return sweep_curve_of(sm, sched, requests, points, ttft_slo_s, itl_slo_s,
+                          ttft_percentile, itl_percentile, KNEE_FACTOR)
 
 
 def run_simulation(setup: Setup, progress: Progress | None = None) -> SimulationResult:

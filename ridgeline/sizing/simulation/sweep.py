@@ -166,6 +166,14 @@ def sweep(sm: StepTimes, sched: SchedulerConfig, requests: Requests, *,
     if not loads:
         raise RidgelineError("a sweep needs at least one load")
     points = [simulate(sm, sched, requests, load, bulk=bulk) for load in loads]
+    return curve_of(sm, sched, requests, points, ttft_slo_s, itl_slo_s, ttft_percentile,
+                    itl_percentile, knee_factor)
+
+
+def curve_of(sm: StepTimes, sched: SchedulerConfig, requests: Requests, points: list[SimPoint],
+             ttft_slo_s: float | None, itl_slo_s: float | None, ttft_percentile: str,
+             itl_percentile: str, knee_factor: float) -> Sweep:
+    """The Sweep (knee, SLO operating point) of simulated points in increasing load."""
     base = baseline_ttft_spread_s(sm, sched, requests)
     op = None
     if ttft_slo_s is not None or itl_slo_s is not None:
