@@ -26,7 +26,8 @@ KERNEL_DEVICE = "cuda" if HAS_GPU else "cpu"
 PLANNER_TESTS = frozenset({
     "test_api", "test_cli_simulate", "test_docs", "test_dtypes", "test_interconnect_docs",
     "test_interconnect_fit", "test_interconnect_model", "test_model", "test_model_fit",
-    "test_profile_schema", "test_reports", "test_reports_curve", "test_simulate",
+    "test_profile_schema", "test_profile_sections", "test_reports", "test_reports_curve",
+    "test_simulate",
     "test_simulate_measured", "test_sizing_cli", "test_sizing_fleet", "test_sizing_hardware",
     "test_sizing_latency", "test_sizing_memory", "test_sizing_models", "test_sizing_options",
     "test_sizing_plan", "test_sizing_static_batch", "test_validation_predict",

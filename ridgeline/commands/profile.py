@@ -24,6 +24,7 @@ from typing import Any
 
 from ridgeline.errors import RidgelineError
 from ridgeline.probes import DEFAULT_PROBES, REGISTRY
+from ridgeline.roofline.sections import ModelSection
 
 DEFAULT_OUTPUT = "ridgeline-out"
 
@@ -242,10 +243,11 @@ def print_summary(profile: dict[str, Any], console) -> None:
     links = interconnect_table(profile)
     if links:
         console.print(to_rich(links))
-    floor = (profile.get("model") or {}).get("latency_floor_us")
+    model = ModelSection.of(profile)
+    floor = model.latency_floor_us
     if floor:
         console.print(f"latency floor: {floor:.1f} us per kernel (launch probe)")
-    fit_error = (profile.get("model") or {}).get("fit_error") or {}
+    fit_error = model.raw.get("fit_error") or {}
     for probe, err in fit_error.items():
         if isinstance(err, dict) and err.get("median") is not None:
             console.print(f"model fit error on {probe} records: median {100 * err['median']:.1f}%, "

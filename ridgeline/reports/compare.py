@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ridgeline.roofline.model import RESOLVABLE_TIME_US
+from ridgeline.roofline.sections import Ceilings
 from ridgeline.roofline.trust import CeilingStatus, ceiling_statuses
 
 DEFAULT_THRESHOLD = 0.10
@@ -73,10 +74,10 @@ def _quantities(profile: dict[str, Any]) -> dict[str, Quantity]:
         if undetermined or _number(value) is not None:
             out[name] = Quantity(_number(value), unit, higher, "fitted", None, undetermined)
 
-    ceil = profile.get("ceilings") or {}
-    for kernel, v in (ceil.get("memory_bandwidth_GBps") or {}).items():
+    ceil = Ceilings.of(profile)
+    for kernel, v in ceil.bandwidth_GBps.items():
         ceiling(f"{kernel} bandwidth", v, "GB/s")
-    for dtype, v in (ceil.get("matmul_TFLOPS") or {}).items():
+    for dtype, v in ceil.matmul_TFLOPS.items():
         ceiling(f"{dtype} matmul", v, "TFLOP/s")
     ic = profile.get("interconnect") or {}
     for direction, v in (ic.get("host_link_GBps") or {}).items():

@@ -23,6 +23,7 @@ from typing import Any
 from ridgeline.datasheets import matmul_peak_TFLOPS
 from ridgeline.records import fastest_per_case, fit_ready, gemv_case_key
 from ridgeline.roofline.model_fit import GEMV_PLATEAU_MIN_WEIGHT_BYTES
+from ridgeline.roofline.sections import Ceilings, ModelSection
 
 DTYPE_COLORS = {"fp32": "tab:gray", "tf32": "tab:brown", "fp16": "tab:orange", "bf16": "tab:blue",
                 "fp8_e4m3": "tab:red", "fp8_e4m3fnuz": "tab:red", "int8": "tab:purple"}
@@ -83,25 +84,23 @@ def _positive(v: Any) -> bool:
 
 def _fit_bandwidth_GBps(profile: dict[str, Any]) -> tuple[float | None, str]:
     """The fitted model's bandwidth and what it was fitted on; (None, "") without a fit."""
-    model = profile.get("model") or {}
-    if not _positive(model.get("bandwidth_GBps")):
+    model = ModelSection.of(profile)
+    if not _positive(model.bandwidth_GBps):
         return None, ""
-    src = (model.get("bandwidth") or {}).get("source")
-    return float(model["bandwidth_GBps"]), {"gemv": "fitted on decode GEMV",
+    src = (model.raw.get("bandwidth") or {}).get("source")
+    return float(model.bandwidth_GBps), {"gemv": "fitted on decode GEMV",
                                             "hbm": "held at the hbm read plateau",
                                             "matmul": "fitted on matmul"}.get(src, "fit")
 
 
 def _fit_peaks_TFLOPS(profile: dict[str, Any]) -> dict[str, float]:
-    model = (profile.get("model") or {}).get("matmul") or {}
-    return {d: float(p["peak_TFLOPS"]) for d, p in model.items()
-            if isinstance(p, dict) and _positive(p.get("peak_TFLOPS"))}
+    return ModelSection.of(profile).peaks_TFLOPS()
 
 
 def _ceiling_bandwidth_GBps(profile: dict[str, Any]) -> tuple[float | None, str]:
     """The measured bandwidth ceiling the roof is drawn at (the number the ceilings table
     shows) and its kernel; (None, "") when none was measured."""
-    table = (profile.get("ceilings") or {}).get("memory_bandwidth_GBps") or {}
+    table = Ceilings.of(profile).bandwidth_GBps
     for kernel in ROOF_KERNELS:
         if _positive(table.get(kernel)):
             return float(table[kernel]), kernel
@@ -109,7 +108,7 @@ def _ceiling_bandwidth_GBps(profile: dict[str, Any]) -> tuple[float | None, str]
 
 
 def _ceiling_peaks_TFLOPS(profile: dict[str, Any]) -> dict[str, float]:
-    table = (profile.get("ceilings") or {}).get("matmul_TFLOPS") or {}
+    table = Ceilings.of(profile).matmul_TFLOPS
     return {d: float(v) for d, v in table.items() if _positive(v)}
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from ridgeline.dtypes import compute_dtype_for
 from ridgeline.roofline.model import RESOLVABLE_TIME_US
+from ridgeline.roofline.sections import Ceilings
 from ridgeline.roofline.trust import CeilingStatus, ceiling_statuses
 
 
@@ -98,17 +99,17 @@ SPREAD_NOTE = ("spread: ± half of (p80 - p20) / median of the samples (worst po
 
 def ceilings_table(profile: dict[str, Any]) -> Table:
     """Measured ceilings next to the datasheet, with measured/datasheet, status and spread."""
-    ceil = profile.get("ceilings") or {}
+    ceil = Ceilings.of(profile)
     sheet = _sheet(profile)
     status = ceiling_status_by_name(profile)
     table = Table("Ceilings: measured against datasheet",
                   ["ceiling", "measured", "datasheet", "measured / datasheet", "status", "spread",
                    "where"])
     peak_bw = sheet.get("memory_bandwidth_GBps")
-    for kernel, value in sorted((ceil.get("memory_bandwidth_GBps") or {}).items()):
+    for kernel, value in sorted(ceil.bandwidth_GBps.items()):
         if value is None:
             continue
-        d = (ceil.get("memory_bandwidth_detail") or {}).get(kernel) or {}
+        d = ceil.bandwidth_detail_of(kernel)
         where = d.get("provider") or "-"
         if d.get("plateau_min_bytes"):
             where += (f", {d.get('n_points', '?')} sizes from "
@@ -118,10 +119,10 @@ def ceilings_table(profile: dict[str, Any]) -> Table:
                            pct(value, peak_bw), status_text(status.get(name)),
                            spread_text(status.get(name)), where])
     sheet_mm = sheet.get("matmul_TFLOPS") or {}
-    for dtype, value in sorted((ceil.get("matmul_TFLOPS") or {}).items()):
+    for dtype, value in sorted(ceil.matmul_TFLOPS.items()):
         if value is None:
             continue
-        d = (ceil.get("matmul_detail") or {}).get(dtype) or {}
+        d = ceil.matmul_detail_of(dtype)
         # a datasheet lists the fp8 rate once: fnuz (MI300) reads fp8_e4m3's, as the model does
         peak = sheet_mm.get(compute_dtype_for(dtype, [k for k, v in sheet_mm.items() if v],
                                               fallback=False))

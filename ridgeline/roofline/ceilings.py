@@ -30,6 +30,7 @@ from typing import Any
 from ridgeline.records import fit_ready
 from ridgeline.roofline import trust
 from ridgeline.roofline.plateau import find_plateau
+from ridgeline.roofline.sections import Ceilings
 from ridgeline.roofline.trust import (DEFAULT_CACHE_BYTES, NOISY, NOISY_SPREAD, PEAK_AGREEMENT,
                                       PEAK_MIN_SHAPES, PLATEAU_CACHE_MULTIPLE, UNVERIFIED,
                                       VERIFIED, sample_spread)
@@ -160,10 +161,9 @@ def fit_ceilings(records: list[dict[str, Any]], device: dict[str, Any],
             if peak and value > peak:
                 flags.append(f"{dtype} matmul {value:.1f} TFLOP/s exceeds the datasheet "
                              f"{peak:.1f}: check the FLOP count and validation")
-    return {"memory_bandwidth_GBps": bw, "memory_bandwidth_detail": bw_detail,
-            "matmul_TFLOPS": mm, "matmul_detail": mm_detail, "flags": flags,
-            "plateau_rule": (f"median over the largest working sets whose rates agree within "
-                             f"{trust.PLATEAU_TOLERANCE:.0%}, over >= 2 doublings, all >= "
-                             f"{plateau_floor_bytes(cache) / 2**20:,.0f} MiB (the larger of "
-                             f"{PLATEAU_CACHE_MULTIPLE} x the {cache / 2**20:.0f} MiB reported "
-                             f"cache and {trust.PLATEAU_MIN_BYTES / 2**20:.0f} MiB)")}
+    rule = (f"median over the largest working sets whose rates agree within "
+            f"{trust.PLATEAU_TOLERANCE:.0%}, over >= 2 doublings, all >= "
+            f"{plateau_floor_bytes(cache) / 2**20:,.0f} MiB (the larger of "
+            f"{PLATEAU_CACHE_MULTIPLE} x the {cache / 2**20:.0f} MiB reported "
+            f"cache and {trust.PLATEAU_MIN_BYTES / 2**20:.0f} MiB)")
+    return Ceilings(bw, mm, bw_detail, mm_detail, flags, rule).to_dict()

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ridgeline import dtypes
+from ridgeline.roofline.sections import Ceilings, ModelSection
 
 
 DEFAULT_LATENCY_FLOOR_US = 5.0
@@ -100,26 +101,24 @@ class RooflineModel:
 
     @classmethod
     def from_profile(cls, profile: dict[str, Any]) -> "RooflineModel":
-        fitted = profile.get("model") or {}
-        ceilings = profile.get("ceilings") or {}
+        fitted = ModelSection.of(profile)
         notes: list[str] = []
-        matmul = fitted.get("matmul") or {}
-        peak = {d: float(p["peak_TFLOPS"]) for d, p in matmul.items() if p.get("peak_TFLOPS")}
-        if fitted.get("bandwidth_GBps") and peak:
+        matmul = fitted.matmul
+        peak = fitted.peaks_TFLOPS()
+        if fitted.bandwidth_GBps and peak:
             half = {d: float(p.get("flops_half") or 0.0) for d, p in matmul.items()}
             wave = {d: dict(p["wave"]) for d, p in matmul.items() if p.get("wave")}
-            p_overlap = fitted.get("overlap_p")
-            floor = fitted.get("latency_floor_us")
-            return cls(float(fitted["bandwidth_GBps"]), peak, half,
+            floor = fitted.latency_floor_us
+            return cls(float(fitted.bandwidth_GBps), peak, half,
                        float(floor) if floor is not None else DEFAULT_LATENCY_FLOOR_US,
-                       source=fitted.get("source") or "measured",
-                       notes=list(fitted.get("notes") or []),
-                       overhead_us=float(fitted.get("overhead_us") or 0.0),
-                       overlap_p=float(p_overlap) if p_overlap else None, wave=wave)
-        bw_table = ceilings.get("memory_bandwidth_GBps") or {}
+                       source=fitted.source or "measured", notes=list(fitted.notes or []),
+                       overhead_us=float(fitted.overhead_us or 0.0),
+                       overlap_p=float(fitted.overlap_p) if fitted.overlap_p else None, wave=wave)
+        ceilings = Ceilings.of(profile)
+        bw_table = ceilings.bandwidth_GBps
         bandwidth = bw_table.get("read") or bw_table.get("copy") or max(
             [v for v in bw_table.values() if v] or [0.0])
-        peak = {d: float(v) for d, v in (ceilings.get("matmul_TFLOPS") or {}).items() if v}
+        peak = {d: float(v) for d, v in ceilings.matmul_TFLOPS.items() if v}
         if not bandwidth or not peak:
             from ridgeline.errors import ProfileError
 
@@ -129,7 +128,7 @@ class RooflineModel:
                                "measured, or stored as null): run `ridgeline profile --probes "
                                "hbm,matmul`")
         lacks = ("the fitted model lacks a bandwidth or a matmul peak"
-                 if fitted.get("bandwidth_GBps") or matmul else "no fitted model in the profile")
+                 if fitted.bandwidth_GBps or matmul else "no fitted model in the profile")
         notes.append(f"{lacks}: using raw ceilings and a {DEFAULT_LATENCY_FLOOR_US:g} us floor")
         return cls(float(bandwidth), peak, {}, DEFAULT_LATENCY_FLOOR_US, notes=notes)
 

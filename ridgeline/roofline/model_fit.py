@@ -52,6 +52,7 @@ import numpy as np
 
 from ridgeline.records import fastest_per_case, fit_ready, gemv_case_key
 from ridgeline.roofline.model import RESOLVABLE_TIME_US, RooflineModel, wave_factor
+from ridgeline.roofline.sections import Ceilings
 
 GEMV_PLATEAU_MIN_WEIGHT_BYTES = 64e6   # decode weights well past any L2
 GEMV_PLATEAU_MAX_BATCH = 16
@@ -100,11 +101,7 @@ def fit_latency(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _hbm_read_GBps(records: list[dict[str, Any]], ceilings: dict[str, Any]) -> float | None:
     # the ceilings hold the one plateau rule (roofline.ceilings); never a second one here
-    table = (ceilings or {}).get("memory_bandwidth_GBps") or {}
-    for kernel in ("read", "copy"):
-        if table.get(kernel):
-            return float(table[kernel])
-    return None
+    return Ceilings.of({"ceilings": ceilings}).first_bandwidth_GBps(("read", "copy"))
 
 
 def gemv_best(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -469,7 +466,7 @@ def fit_model(records: list[dict[str, Any]], ceilings: dict[str, Any],
     out["latency"] = latency
     model = RooflineModel.from_profile({"model": out})
     ds_bw = (datasheet or {}).get("memory_bandwidth_GBps")
-    ceil_mm = (ceilings or {}).get("matmul_TFLOPS") or {}
+    ceil_mm = Ceilings.of({"ceilings": ceilings}).matmul_TFLOPS
     # measured = the fitted model's peak / bandwidth (what predictions use); ceilings = best
     # measured matmul / hbm read plateau; datasheet = vendor peak / vendor bandwidth
     out["ridge_point_FLOP_per_byte"] = {

@@ -41,6 +41,7 @@ from typing import Any
 from ridgeline import METHOD_VERSION, SCHEMA_VERSION, __version__
 from ridgeline.errors import ProfileError
 from ridgeline.roofline.profile_checks import check_values
+from ridgeline.roofline.sections import Ceilings
 
 PROFILE_KIND = "ridgeline-profile"
 
@@ -94,7 +95,7 @@ def new_profile(device: dict[str, Any], *, command_line: list[str] | None = None
             "sweep": sweep or {},
             "duration_s": None,
         },
-        "ceilings": {"memory_bandwidth_GBps": {}, "matmul_TFLOPS": {}},
+        "ceilings": Ceilings({}, {}).to_dict(),
         "model": {},
         "interconnect": {},
         "datasheet": None,

@@ -28,6 +28,8 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
+from ridgeline.roofline.sections import Ceilings, ModelSection
+
 VERIFIED = "verified"
 UNVERIFIED = "unverified"
 NOISY = "noisy"
@@ -99,17 +101,17 @@ def _status_of(detail: Any) -> tuple[str, str | None, dict[str, Any]]:
 
 def ceiling_statuses(profile: dict[str, Any]) -> list[CeilingStatus]:
     """Every measured ceiling of a profile with its status (datasheet profiles: none)."""
-    if ((profile.get("model") or {}).get("source") == "datasheet"
+    if (ModelSection.of(profile).source == "datasheet"
             or ((profile.get("provenance") or {}).get("device") or {}).get("kind") == "datasheet"):
         return []
-    ceil = profile.get("ceilings") or {}
+    ceil = Ceilings.of(profile)
     out = []
-    bw_detail = ceil.get("memory_bandwidth_detail") or {}
-    for kernel, value in sorted((ceil.get("memory_bandwidth_GBps") or {}).items()):
+    bw_detail = ceil.bandwidth_detail or {}
+    for kernel, value in sorted(ceil.bandwidth_GBps.items()):
         status, reason, spread = _status_of(bw_detail.get(kernel))
         out.append(CeilingStatus(f"{kernel} bandwidth", value, "GB/s", status, reason, spread))
-    mm_detail = ceil.get("matmul_detail") or {}
-    for dtype, value in sorted((ceil.get("matmul_TFLOPS") or {}).items()):
+    mm_detail = ceil.matmul_detail or {}
+    for dtype, value in sorted(ceil.matmul_TFLOPS.items()):
         status, reason, spread = _status_of(mm_detail.get(dtype))
         out.append(CeilingStatus(f"{dtype} matmul", value, "TFLOP/s", status, reason, spread))
     ic = profile.get("interconnect") or {}

@@ -34,6 +34,7 @@ from typing import Any
 from ridgeline import datasheets
 from ridgeline.errors import RidgelineError
 from ridgeline.roofline.model import DEFAULT_LATENCY_FLOOR_US, RooflineModel
+from ridgeline.roofline.sections import Ceilings, ModelSection
 from ridgeline.roofline.trust import CeilingStatus, describe, untrusted_ceilings
 from ridgeline.sizing.options import option
 
@@ -108,7 +109,7 @@ def hardware_from_profile(profile: dict, source: str = "measured", *,
                                   if profile.get("incomplete_reason") else ""))
         if profile.get("throttled"):
             hw.warnings.append("the device throttled while it was profiled: ceilings may be low")
-        if not (profile.get("model") or {}).get("bandwidth_GBps"):
+        if not ModelSection.of(profile).bandwidth_GBps:
             hw.warnings.append("the profile has no fitted roofline model: planning from raw "
                                "ceilings")
         if untrusted:
@@ -143,11 +144,9 @@ def datasheet_profile(entry: dict[str, Any]) -> dict[str, Any]:
               "dtypes": {d: True for d in peaks}}
     prof = new_profile(device, command_line=[], versions={})
     prof["complete"] = True
-    prof["ceilings"] = {"memory_bandwidth_GBps": {"read": float(entry["memory_bandwidth_GBps"])},
-                        "matmul_TFLOPS": dict(peaks)}
-    prof["model"] = {"bandwidth_GBps": float(entry["memory_bandwidth_GBps"]),
-                     "matmul": {d: {"peak_TFLOPS": v, "flops_half": 0.0} for d, v in peaks.items()},
-                     "latency_floor_us": DEFAULT_LATENCY_FLOOR_US, "source": "datasheet"}
+    bandwidth = float(entry["memory_bandwidth_GBps"])
+    prof["ceilings"] = Ceilings({"read": bandwidth}, dict(peaks)).to_dict()
+    prof["model"] = ModelSection.datasheet(bandwidth, peaks, DEFAULT_LATENCY_FLOOR_US).to_dict()
     inter: dict[str, Any] = {}
     link_bidir = (entry.get("nvlink_GBps_bidirectional")
                   or entry.get("infinity_fabric_GBps_bidirectional"))
