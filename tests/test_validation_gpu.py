@@ -36,7 +36,7 @@ def test_graph_replay_equals_eager_and_both_modes_are_measured():
 
 
 def test_cli_on_the_gpu_measures_graph_and_eager(tmp_path):
-    from test_validation_cli import cpu_profile
+    from test_commands_validate import cpu_profile
 
     from ridgeline.cli import main
 

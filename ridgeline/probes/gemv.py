@@ -50,7 +50,7 @@ Options (ctx.options, or ctx.options["gemv"]), for tests and the CLI:
     providers: ["torch", ...]  rotate_factor: float     max_copies: int
     warmup_ms, rep_ms, min_reps: timer budgets    tune: "quick" | "default" | "full"
 
-Run: `ridgeline profile --probes gemv [--quick]`; tests: tests/test_probe_gemv.py.
+Run: `ridgeline profile --probes gemv [--quick]`; tests: tests/test_probes_gemv.py.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ cost); the Triton kernels are waived there, a result with its reason.
 Options (ctx.options, or ctx.options["launch"]): graph_launches (default 100),
 warmup_ms, rep_ms, min_reps, kernels (a subset of the names above).
 
-Run: `ridgeline profile --probes launch`; tests: tests/test_probe_launch.py.
+Run: `ridgeline profile --probes launch`; tests: tests/test_probes_launch.py.
 """
 
 from __future__ import annotations

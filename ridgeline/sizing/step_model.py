@@ -43,7 +43,7 @@ attention is evaluated in closed form (vectorized over a whole run of decode ste
 
 Only PP = 1 is modelled (a pipeline keeps PP batches in flight: a different engine). A
 sliding window caps prefill attention but not decode attention (priced as full: conservative).
-Tests: tests/test_simulate.py (python -m pytest tests/test_simulate.py -k step_model).
+Tests: tests/test_sizing_simulation.py (python -m pytest tests/test_sizing_simulation.py -k step_model).
 """
 
 from __future__ import annotations
