@@ -54,31 +54,45 @@ def _stat_fields(pid: str) -> list[str] | None:
     return text[text.rindex(")") + 2:].split()
 
 
+def _children(pid: str) -> list[str]:
+    """Child PIDs of every thread of `pid` (/proc/PID/task/TID/children; a kernel without
+    CONFIG_PROC_CHILDREN has none, and our workers then read as other work)."""
+    out: list[str] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                out += fh.read().split()
+        except OSError:
+            continue
+    return out
+
+
+def _ticks(fields: list[str]) -> int:
+    return sum(int(x) for x in fields[11:15])  # utime stime cutime cstime, stat(5) 14-17
+
+
 def _own_ticks() -> int | None:
     """CPU ticks of this process and every process it started (collective workers are
-    ours, not "other work"): utime stime cutime cstime, fields 14-17 of stat(5)."""
+    ours, not "other work"). Walks our own descendants only: the sweep reads this twice
+    per case, and a busy node has thousands of processes in /proc."""
     me = _stat_fields("self")
     if me is None:
         return None
-    own_pid = str(os.getpid())
-    parent: dict[str, str] = {}
-    ticks: dict[str, int] = {}
-    try:
-        pids = [p for p in os.listdir("/proc") if p.isdigit()]
-    except OSError:
-        pids = []
-    for pid in pids:
+    total = _ticks(me)
+    todo, seen = _children(str(os.getpid())), set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
         f = _stat_fields(pid)
         if f and len(f) > 14:
-            parent[pid] = f[1]
-            ticks[pid] = sum(int(x) for x in f[11:15])
-    total = sum(int(x) for x in me[11:15])
-    for pid in ticks:
-        p, hops = parent.get(pid), 0
-        while p and p not in ("0", "1") and p != own_pid and hops < 64:
-            p, hops = parent.get(p), hops + 1
-        if p == own_pid and pid != own_pid:
-            total += ticks[pid]
+            total += _ticks(f)
+        todo += _children(pid)
     return total
 
 

@@ -24,7 +24,6 @@ summary, report and `compare` show the status beside the number.
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,14 +70,6 @@ class CeilingStatus:
     @property
     def trusted(self) -> bool:
         return self.status == VERIFIED
-
-
-def relative_spread(values: list[float]) -> float | None:
-    """(max - min) / median of positive values; None for fewer than two."""
-    vals = [v for v in values if isinstance(v, (int, float)) and v > 0]
-    if len(vals) < 2:
-        return None
-    return (max(vals) - min(vals)) / statistics.median(vals)
 
 
 def sample_spread(rec: dict[str, Any]) -> float | None:
