@@ -59,3 +59,18 @@ def pytest_collection_modifyitems(config, items):
 def kernel_device() -> str:
     """Where kernel tests run: the GPU when present, else CPU tensors under the interpreter."""
     return KERNEL_DEVICE
+
+
+@pytest.fixture
+def scaled_mm_calls(monkeypatch) -> list[dict]:
+    """The keyword arguments of every torch._scaled_mm call; the real op still runs."""
+    if not HAS_TORCH or not hasattr(torch, "_scaled_mm"):
+        pytest.skip("this torch has no torch._scaled_mm")
+    calls: list[dict] = []
+    real = torch._scaled_mm
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(torch, "_scaled_mm", spy)
+    return calls

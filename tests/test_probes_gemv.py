@@ -251,23 +251,15 @@ def test_fp8_weights_quantized_per_channel():
     assert torch.equal(w8.float().abs().amax(dim=1), torch.full((33,), 448.0))
 
 
-def test_scaled_mm_provider_w8a8_on_a_cpu_that_claims_fp8(monkeypatch):
+def test_scaled_mm_provider_w8a8_on_a_cpu_that_claims_fp8(scaled_mm_calls):
     """torch._scaled_mm also runs on the CPU: exercise the W8A8 path, its reference and bytes."""
-    if not hasattr(torch, "_scaled_mm"):
-        pytest.skip("torch has no _scaled_mm")
     dev = dataclasses.replace(cpu_device(), dtypes={**cpu_device().dtypes, "fp8_e4m3": True})
     ctx = ProbeContext(device=dev, timer=FakeTimer(),
                        options={"shapes": [[96, 80]], "batches": [3], "dtypes": ["fp8_e4m3"],
                                 "providers": ["torch_scaled_mm"]})
     probe = G.GemvProbe()
     [case] = probe.cases(ctx)
-    calls = []
-    real = torch._scaled_mm
-
-    def spy(*args, **kwargs):
-        calls.append(kwargs)
-        return real(*args, **kwargs)
-    monkeypatch.setattr(torch, "_scaled_mm", spy)
+    calls = scaled_mm_calls
     try:
         [r] = probe.run(case, ctx)
     except Waived as w:

@@ -78,30 +78,20 @@ def test_matmul_validates_against_fp32_reference_on_cpu(cpu, dtype):
     assert rec["TFLOPS"] == pytest.approx(rec["flops"] / (rec["time_ms_median"] * 1e-3) / 1e12)
 
 
-def _fp8_on_cpu(monkeypatch):
-    """torch._scaled_mm also runs on the CPU: let the probe take fp8 there."""
-    import torch
-
+@pytest.fixture
+def fp8_on_cpu(monkeypatch, scaled_mm_calls):
+    """torch._scaled_mm also runs on the CPU: let the probe take fp8 there (calls spied)."""
     from ridgeline.probes import matmul as M
 
-    if not hasattr(torch, "_scaled_mm"):
-        pytest.skip("this torch has no torch._scaled_mm")
     monkeypatch.setattr(M, "unsupported_reason", lambda dtype, device: None)
-    calls = []
-    real = torch._scaled_mm
-
-    def spy(*args, **kwargs):
-        calls.append(kwargs)
-        return real(*args, **kwargs)
-    monkeypatch.setattr(torch, "_scaled_mm", spy)
-    return calls
+    return scaled_mm_calls
 
 
 @pytest.mark.parametrize("m", [1, 3, 16])
-def test_matmul_fp8_runs_any_m_with_fast_accum(cpu, monkeypatch, m):
+def test_matmul_fp8_runs_any_m_with_fast_accum(cpu, fp8_on_cpu, m):
     """torch needs only K and N multiples of 16: the decode point M=1 is measured, and every
     fp8 GEMM runs with use_fast_accum=True (as serving engines run forward passes)."""
-    calls = _fp8_on_cpu(monkeypatch)
+    calls = fp8_on_cpu
     ctx = ProbeContext(cpu, FakeTimer(), quick=True)
     (rec,) = get_probe("matmul").run(Case({"dtype": "fp8_e4m3", "shape_kind": "llm", "m": m,
                                            "n": 48, "k": 64}), ctx)
@@ -112,8 +102,7 @@ def test_matmul_fp8_runs_any_m_with_fast_accum(cpu, monkeypatch, m):
 
 
 @pytest.mark.parametrize("n,k", [(40, 64), (48, 72)])
-def test_matmul_fp8_waived_when_k_or_n_not_multiple_of_16(cpu, monkeypatch, n, k):
-    _fp8_on_cpu(monkeypatch)
+def test_matmul_fp8_waived_when_k_or_n_not_multiple_of_16(cpu, fp8_on_cpu, n, k):
     with pytest.raises(Waived, match="K and N to be multiples of 16"):
         get_probe("matmul").run(Case({"dtype": "fp8_e4m3", "shape_kind": "llm", "m": 1, "n": n,
                                       "k": k}), ProbeContext(cpu, FakeTimer(), quick=True))
