@@ -22,8 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ridgeline.kernels.stream_counts import (ARRAYS_PER_KERNEL, KERNELS,  # noqa: F401 (re-exported)
-                                             stream_bytes, working_set_bytes)
+from ridgeline.kernels.stream_counts import stream_bytes, working_set_bytes  # noqa: F401 (re-export)
 
 BLOCK = 4096
 NUM_WARPS = 8

@@ -64,10 +64,6 @@ def bytes_moved(kernel: str, n_elements: int, element_bytes: int = ELEMENT_BYTES
     return stream_bytes(kernel, n_elements, element_bytes)
 
 
-def arrays_of(kernel: str) -> int:
-    return ARRAYS_PER_KERNEL[kernel]
-
-
 PAGE_UNIT = 3 * 4096  # every kernel's arrays are whole pages
 
 
@@ -152,7 +148,7 @@ class HbmProbe(Probe):
             if again or detail["from_plateau"]:
                 continue  # flat (maybe noisy: a larger size would not cure that)
             nxt = round_size(2 * detail["largest_size_bytes"])
-            fits = nxt <= limit and nxt // (arrays_of(kernel) * ELEMENT_BYTES) < 2**31
+            fits = nxt <= limit and nxt // (ARRAYS_PER_KERNEL[kernel] * ELEMENT_BYTES) < 2**31
             if fits and (kernel, provider, nxt, 1) not in tried:
                 out.append(Case({"kernel": kernel, "provider": provider, "size_bytes": nxt}))
         return out
@@ -161,13 +157,13 @@ class HbmProbe(Probe):
         import torch
 
         kernel, provider = case["kernel"], case["provider"]
-        n = case["size_bytes"] // (arrays_of(kernel) * ELEMENT_BYTES)
+        n = case["size_bytes"] // (ARRAYS_PER_KERNEL[kernel] * ELEMENT_BYTES)
         if provider == "triton" and not ctx.device.is_gpu:
             raise Waived("Triton kernels need a GPU; the interpreter is for correctness tests only")
         if n >= 2**31:
             raise Waived("more than 2^31 elements per array")
         dev = ctx.torch_device
-        arrays = [random_array(n, dev) for _ in range(arrays_of(kernel))]
+        arrays = [random_array(n, dev) for _ in range(ARRAYS_PER_KERNEL[kernel])]
         fn, validate = self._kernel(kernel, provider, arrays)
         fn()
         ok, err = validate()  # checked before any time counts

@@ -28,9 +28,10 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from ridgeline.reports.tables import ceiling_status_by_name
 from ridgeline.roofline.model import RESOLVABLE_TIME_US
 from ridgeline.roofline.sections import Ceilings
-from ridgeline.roofline.trust import CeilingStatus, ceiling_statuses
+from ridgeline.roofline.trust import CeilingStatus
 
 DEFAULT_THRESHOLD = 0.10
 
@@ -63,7 +64,7 @@ def _fitted_us(value: Any, field: str, undetermined: list[str]) -> tuple[float |
 def _quantities(profile: dict[str, Any]) -> dict[str, Quantity]:
     """name -> Quantity for every comparable number of a profile."""
     out: dict[str, Quantity] = {}
-    status = {c.name: c for c in ceiling_statuses(profile)}
+    status = ceiling_status_by_name(profile)
 
     def ceiling(name: str, value: Any, unit: str, trust_name: str | None = None) -> None:
         if _number(value) is not None:

@@ -332,9 +332,6 @@ def _num(v: Any, digits: int = 0) -> str:
     return f"{v:,.{digits}f}" if abs(v) >= 10 or digits == 0 else f"{v:#.3g}"
 
 
-SOURCE_SHORT = {SIMULATED: "sim"}
-
-
 def curve_tables(curve: Any, measured: Iterable[Any] = ()) -> list[Table]:
     """Two tables, stacked so each fits 80 columns: latencies, then throughput and marks."""
     sweep = _sweep_dict(curve)

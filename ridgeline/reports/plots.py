@@ -22,8 +22,8 @@ from typing import Any
 
 from ridgeline.datasheets import matmul_peak_TFLOPS
 from ridgeline.records import fastest_per_case, fit_ready, gemv_case_key
-from ridgeline.roofline.model_fit import GEMV_PLATEAU_MIN_WEIGHT_BYTES
-from ridgeline.roofline.sections import Ceilings, ModelSection
+from ridgeline.roofline.sections import Ceilings, ModelSection, positive
+from ridgeline.roofline.trust import GEMV_PLATEAU_MIN_WEIGHT_BYTES
 
 DTYPE_COLORS = {"fp32": "tab:gray", "tf32": "tab:brown", "fp16": "tab:orange", "bf16": "tab:blue",
                 "fp8_e4m3": "tab:red", "fp8_e4m3fnuz": "tab:red", "int8": "tab:purple"}
@@ -78,14 +78,10 @@ ROOF_KERNELS = ("read", "copy", "triad", "write")
 FIT_STYLE = "-."   # the fitted model: dash-dot, apart from measured (solid) and datasheet (dashed)
 
 
-def _positive(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
-
-
 def _fit_bandwidth_GBps(profile: dict[str, Any]) -> tuple[float | None, str]:
     """The fitted model's bandwidth and what it was fitted on; (None, "") without a fit."""
     model = ModelSection.of(profile)
-    if not _positive(model.bandwidth_GBps):
+    if not positive(model.bandwidth_GBps):
         return None, ""
     src = (model.raw.get("bandwidth") or {}).get("source")
     return float(model.bandwidth_GBps), {"gemv": "fitted on decode GEMV",
@@ -93,23 +89,19 @@ def _fit_bandwidth_GBps(profile: dict[str, Any]) -> tuple[float | None, str]:
                                             "matmul": "fitted on matmul"}.get(src, "fit")
 
 
-def _fit_peaks_TFLOPS(profile: dict[str, Any]) -> dict[str, float]:
-    return ModelSection.of(profile).peaks_TFLOPS()
-
-
 def _ceiling_bandwidth_GBps(profile: dict[str, Any]) -> tuple[float | None, str]:
     """The measured bandwidth ceiling the roof is drawn at (the number the ceilings table
     shows) and its kernel; (None, "") when none was measured."""
     table = Ceilings.of(profile).bandwidth_GBps
     for kernel in ROOF_KERNELS:
-        if _positive(table.get(kernel)):
+        if positive(table.get(kernel)):
             return float(table[kernel]), kernel
     return None, ""
 
 
 def _ceiling_peaks_TFLOPS(profile: dict[str, Any]) -> dict[str, float]:
     table = Ceilings.of(profile).matmul_TFLOPS
-    return {d: float(v) for d, v in table.items() if _positive(v)}
+    return {d: float(v) for d, v in table.items() if positive(v)}
 
 
 def _trust_suffix(profile: dict[str, Any], name: str) -> str:
@@ -173,17 +165,14 @@ def roofline_chart(profile: dict[str, Any], path: Path) -> Path | None:
     if not bw or not peaks:
         return None
     fit_bw, fit_src = _fit_bandwidth_GBps(profile)
-    fit_peaks = _fit_peaks_TFLOPS(profile)
+    fit_peaks = ModelSection.of(profile).peaks_TFLOPS()
     records = profile.get("records") or []
     matmul = [r for r in fit_ready(records, "matmul") if r.get("TFLOPS") and _moved(r)]
     gemv = [r for r in best_gemv(records) if r.get("TFLOPS") and _moved(r)]
     sheet = _sheet(profile)
-    sheet_bw = sheet.get("memory_bandwidth_GBps") if _positive(
+    sheet_bw = sheet.get("memory_bandwidth_GBps") if positive(
         sheet.get("memory_bandwidth_GBps")) else None
-    sheet_mm = {d: float(v) for d, v in (sheet.get("matmul_TFLOPS") or {}).items()
-                if _positive(v)}
-    sheet_peaks = {d: matmul_peak_TFLOPS({"matmul_TFLOPS": sheet_mm}, d) for d in peaks}
-    sheet_peaks = {d: v for d, v in sheet_peaks.items() if v}
+    sheet_peaks = {d: v for d in peaks if (v := matmul_peak_TFLOPS(sheet, d))}
 
     intensities = [r["flops"] / _moved(r) for r in matmul + gemv]
     ridges = [p * 1e3 / bw for p in peaks.values()]
@@ -310,7 +299,7 @@ def matmul_vs_size(profile: dict[str, Any], path: Path) -> Path | None:
     if not matmul:
         return None
     model = _model(profile)
-    sheet_mm = _sheet(profile).get("matmul_TFLOPS") or {}
+    sheet = _sheet(profile)
     fig, ax = _figure()
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -331,7 +320,7 @@ def matmul_vs_size(profile: dict[str, Any], path: Path) -> Path | None:
             tf = [2.0 * v**3 / model.predict_gemm(int(v), int(v), int(v), dtype).time_s / 1e12
                   for v in n]
             ax.plot(2.0 * n**3, tf, color=c, ls=FIT_STYLE, lw=1.3, label=f"{dtype} fit (square)")
-        ds = matmul_peak_TFLOPS({"matmul_TFLOPS": sheet_mm}, dtype)
+        ds = matmul_peak_TFLOPS(sheet, dtype)
         if ds:
             ax.axhline(ds, color=c, ls="--", lw=1, alpha=0.6,
                        label=f"datasheet {dtype} {ds:,.0f} TFLOP/s")

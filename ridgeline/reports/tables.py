@@ -20,7 +20,7 @@ import html
 from dataclasses import dataclass, field
 from typing import Any
 
-from ridgeline.dtypes import compute_dtype_for
+from ridgeline.datasheets import matmul_peak_TFLOPS
 from ridgeline.roofline.model import RESOLVABLE_TIME_US
 from ridgeline.roofline.sections import Ceilings
 from ridgeline.roofline.trust import CeilingStatus, ceiling_statuses
@@ -118,14 +118,12 @@ def ceilings_table(profile: dict[str, Any]) -> Table:
         table.rows.append([name, fmt(value, 0, "GB/s"), fmt(peak_bw, 0, "GB/s"),
                            pct(value, peak_bw), status_text(status.get(name)),
                            spread_text(status.get(name)), where])
-    sheet_mm = sheet.get("matmul_TFLOPS") or {}
     for dtype, value in sorted(ceil.matmul_TFLOPS.items()):
         if value is None:
             continue
         d = ceil.matmul_detail_of(dtype)
         # a datasheet lists the fp8 rate once: fnuz (MI300) reads fp8_e4m3's, as the model does
-        peak = sheet_mm.get(compute_dtype_for(dtype, [k for k, v in sheet_mm.items() if v],
-                                              fallback=False))
+        peak = matmul_peak_TFLOPS(sheet, dtype)
         where = (f"{d.get('provider') or '-'} M={d.get('m')} N={d.get('n')} K={d.get('k')}"
                  if d else "-")
         name = f"{dtype} matmul"

@@ -50,11 +50,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ridgeline.datasheets import matmul_peak_TFLOPS
 from ridgeline.records import fastest_per_case, fit_ready, gemv_case_key
 from ridgeline.roofline.model import RESOLVABLE_TIME_US, RooflineModel, wave_factor
 from ridgeline.roofline.sections import Ceilings
+from ridgeline.roofline.trust import GEMV_PLATEAU_MIN_WEIGHT_BYTES
 
-GEMV_PLATEAU_MIN_WEIGHT_BYTES = 64e6   # decode weights well past any L2
 GEMV_PLATEAU_MAX_BATCH = 16
 TARGET_MEDIAN = 0.05
 TARGET_WORST = 0.15
@@ -339,12 +340,6 @@ def _error_summary(models: dict[str, RooflineModel],
     return out
 
 
-def _datasheet_peak(datasheet: dict[str, Any] | None, dtype: str) -> float | None:
-    from ridgeline.datasheets import matmul_peak_TFLOPS
-
-    return matmul_peak_TFLOPS(datasheet, dtype)
-
-
 def fit_model(records: list[dict[str, Any]], ceilings: dict[str, Any],
               datasheet: dict[str, Any] | None = None, *,
               device: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -445,7 +440,7 @@ def fit_model(records: list[dict[str, Any]], ceilings: dict[str, Any],
             "flops_half": startup_us * 1e-6 * peak_flops,
             "best_measured_TFLOPS": max(it["flops"] / it["time_s"] for it in sel) / 1e12,
             "n_records": {p: sum(1 for it in sel if it["probe"] == p) for p in ("matmul", "gemv")},
-            "datasheet_TFLOPS": _datasheet_peak(datasheet, d),
+            "datasheet_TFLOPS": matmul_peak_TFLOPS(datasheet, d),
         }
         if d in best["wave"]:
             entry["wave"] = best["wave"][d]

@@ -121,8 +121,9 @@ class ModelSection:
     def peaks_TFLOPS(self) -> dict[str, float]:
         """{dtype: fitted peak} for the dtypes with a positive peak."""
         return {d: float(p["peak_TFLOPS"]) for d, p in self.matmul.items()
-                if isinstance(p, dict) and _positive(p.get("peak_TFLOPS"))}
+                if isinstance(p, dict) and positive(p.get("peak_TFLOPS"))}
 
 
-def _positive(v: Any) -> bool:
+def positive(v: Any) -> bool:
+    """A positive number (a bool is not one)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0

@@ -47,6 +47,9 @@ PLATEAU_CACHE_MULTIPLE = 4
 PLATEAU_MIN_BYTES = 256 * 2**20
 # When the device reports no cache size.
 DEFAULT_CACHE_BYTES = 32 * 2**20
+# Decode GEMV: weights this large are past any cache, so their rate is the plateau (numpy-free
+# here: the reports read it without loading the fit).
+GEMV_PLATEAU_MIN_WEIGHT_BYTES = 64e6
 # A sample spread (p20..p80 relative to the median) above this means the run was disturbed.
 NOISY_SPREAD = 0.10
 # Matmul: shapes within this fraction of the best confirm the peak is not one lucky shape.
