@@ -34,7 +34,8 @@ from ridgeline.sizing.hardware import Hardware, hardware_from_gpu_name, hardware
 from ridgeline.sizing.latency import StepTime, decode_step_time, prefill_time
 from ridgeline.sizing.memory import EngineConfig
 from ridgeline.sizing.models import ModelSpec, find_model
-from ridgeline.sizing.precision import Precision, PrecisionOptions, device_notes, unsupported
+from ridgeline.sizing.precision import (Precision, PrecisionOptions, device_notes,
+                                      require_supported)
 from ridgeline.sizing.serving import ReplicaModel, ServingPoint, Shape
 from ridgeline.sizing.static_batch import StaticBatch, StaticBatchResult
 from ridgeline.sizing.plan import PlanMethod
@@ -129,9 +130,7 @@ def _precision(precision: PrecisionLike, hw: Hardware) -> tuple[Precision, list[
         precision = PrecisionOptions(weights=precision)
     if isinstance(precision, PrecisionOptions):
         return precision.resolve(hw.device_dtypes)
-    why = unsupported(precision, hw.device_dtypes, hw.name)
-    if why:
-        raise RidgelineError(why)
+    require_supported(precision, hw.device_dtypes, hw.name)
     return precision, device_notes(precision, hw.device_dtypes)
 
 

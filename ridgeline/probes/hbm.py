@@ -26,7 +26,7 @@ CPU torch (multi-threaded) and numpy (full sweep only), with the host clock.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ridgeline.errors import Waived
 from ridgeline.kernels.stream_counts import ARRAYS_PER_KERNEL, stream_bytes
@@ -35,6 +35,9 @@ from ridgeline.records import fit_ready, make_record
 from ridgeline.roofline.ceilings import bandwidth_plateau, fastest_per_size, plateau_floor_bytes
 from ridgeline.roofline.trust import DEFAULT_CACHE_BYTES, NOISY_SPREAD, sample_spread
 from ridgeline.timing import Work
+
+if TYPE_CHECKING:  # annotations only: importing a probe module loads no torch
+    import torch
 
 ELEMENT_BYTES = 4  # fp32 arrays, as BabelStream's float mode
 # The sweep never grows past this working set: GPU, above any cache built so far; CPU,
@@ -154,8 +157,6 @@ class HbmProbe(Probe):
         return out
 
     def run(self, case: Case, ctx: ProbeContext) -> list[dict[str, Any]]:
-        import torch
-
         kernel, provider = case["kernel"], case["provider"]
         n = case["size_bytes"] // (ARRAYS_PER_KERNEL[kernel] * ELEMENT_BYTES)
         if provider == "triton" and not ctx.device.is_gpu:

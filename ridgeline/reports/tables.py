@@ -184,7 +184,6 @@ def model_table(profile: dict[str, Any]) -> Table:
     if model:
         bw = model.get("bandwidth") or {}
         lat = model.get("latency") or {}
-        ovh = model.get("overhead") or {}
         p = model.get("overlap_p")
         parts = [f"bandwidth {fmt(model.get('bandwidth_GBps'), 0, 'GB/s')} "
                  f"(from {bw.get('source', '-')}; "

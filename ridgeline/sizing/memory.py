@@ -72,8 +72,6 @@ class EngineConfig:
 
 
 # the defaults under their old names, for importers (the field above is their one home)
-DEFAULT_MEMORY_FRACTION = EngineConfig.memory_fraction
-DEFAULT_ALLOCATOR_ALLOWANCE = EngineConfig.allocator_allowance
 DEFAULT_MAX_BATCHED_TOKENS = EngineConfig.max_batched_tokens
 DEFAULT_MAX_NUM_SEQS = EngineConfig.max_num_seqs
 DEFAULT_KV_BLOCK_TOKENS = EngineConfig.kv_block_tokens

@@ -45,7 +45,7 @@ from ridgeline.sizing.memory import EngineConfig, memory_plan
 from ridgeline.sizing.models import ModelSpec
 from ridgeline.sizing.options import check, option
 from ridgeline.sizing.parallelism import ConfigEval, ParallelPlan, plan_parallelism
-from ridgeline.sizing.precision import Precision, unsupported
+from ridgeline.sizing.precision import Precision, require_supported
 from ridgeline.sizing.serving import ReplicaModel, ServingPoint, Shape
 from ridgeline.sizing.simulation.options import CurveSLO
 from ridgeline.sizing.workload import SLO, FleetOptions, ParallelOptions, Workload
@@ -102,9 +102,7 @@ def check_inputs(inputs: PlanInputs, hw: Hardware) -> None:
         raise RidgelineError(f"p95 context {ctx} tokens (input {w.input_p95} + output "
                              f"{w.output_p95}) exceeds {spec.name}'s context window of "
                              f"{spec.max_position_embeddings}")
-    why = unsupported(inputs.precision, hw.device_dtypes, hw.name)
-    if why:
-        raise RidgelineError(why)
+    require_supported(inputs.precision, hw.device_dtypes, hw.name)
 
 
 def _first_true(pred, hi: int) -> int | None:

@@ -126,6 +126,14 @@ def unsupported(precision: Precision, device_dtypes: dict[str, bool] | None,
     return None
 
 
+def require_supported(precision: Precision, device_dtypes: dict[str, bool] | None,
+                      device: str = "this GPU") -> None:
+    """RidgelineError (the one line of `unsupported`) when `device` cannot run `precision`."""
+    why = unsupported(precision, device_dtypes, device)
+    if why:
+        raise RidgelineError(why)
+
+
 def device_notes(precision: Precision, device_dtypes: dict[str, bool] | None) -> list[str]:
     """What the device does with a precision it holds but does not compute in."""
     if precision.kv_cache == "fp8" and device_supports(device_dtypes, "fp8") is False:
@@ -173,7 +181,5 @@ def resolve_precision(weights: str, activations: str | None, kv_cache: str | Non
     if kv_cache in (None, "", "auto"):
         kv_cache = a if a in WIDE else "bf16"
     precision = Precision(w, a, normalize_dtype(kv_cache, KV_DTYPES, "KV cache"))
-    why = unsupported(precision, device_dtypes)
-    if why:
-        raise RidgelineError(why)
+    require_supported(precision, device_dtypes)
     return precision, notes + device_notes(precision, device_dtypes)

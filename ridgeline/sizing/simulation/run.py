@@ -174,11 +174,9 @@ def make_setup(spec: ModelSpec, hw: Hardware, precision: Precision, lengths: Len
                parallel: ParallelOptions, measured: MeasuredOptions | None = None, *,
                notes: Sequence[str] = ()) -> Setup:
     """A checked Setup from the option dataclasses (the CLI's and ridgeline.api's way in)."""
-    from ridgeline.sizing.precision import unsupported
+    from ridgeline.sizing.precision import require_supported
 
-    why = unsupported(precision, hw.device_dtypes, hw.name)
-    if why:
-        raise RidgelineError(why)
+    require_supported(precision, hw.device_dtypes, hw.name)
     notes = list(notes) + list(hw.notes)
     source = length_source(lengths, spec)
     if isinstance(source, Trace):
