@@ -26,7 +26,7 @@ surface; everything under ridgeline.sizing may change.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Union
 
 from ridgeline.errors import RidgelineError
@@ -316,7 +316,7 @@ def simulate(model: Model | str, gpu: GPU | str, lengths: Workload | LengthOptio
         lengths = LengthOptions(input_p50=lengths.input_p50, input_p95=lengths.input_p95,
                                 output_p50=lengths.output_p50, output_p95=lengths.output_p95)
     if tp is not None:
-        parallel = ParallelOptions(**{**asdict(parallel or ParallelOptions()), "tp": tp})
+        parallel = replace(parallel or ParallelOptions(), tp=tp)
     setup = make_setup(m.spec, hw, p, lengths, load or LoadOptions(), slo or SLO(),
                        curve or CurveSLO(), engine or EngineConfig(),
                        parallel or ParallelOptions(), MeasuredOptions(measured=measured or None),

@@ -52,8 +52,8 @@ from ridgeline.sizing.simulation.load import (ClosedLoop, Load, LognormalLengths
 from ridgeline.sizing.simulation.metrics import SimPoint, describe_load
 from ridgeline.sizing.simulation.options import (DEFAULT_GRID, DEFAULT_REQUESTS, CurveSLO,
                                                  LengthOptions, LoadOptions, MeasuredOptions)
-from ridgeline.sizing.simulation.sweep import KNEE_FACTOR, Sweep, capacity_rps
-from ridgeline.sizing.simulation.sweep import curve_of as sweep_curve_of
+from ridgeline.sizing.simulation.sweep import Sweep, capacity_rps
+from ridgeline.sizing.simulation.sweep import curve_of
 from ridgeline.sizing.simulation.sweep import simulate
 from ridgeline.sizing.workload import SLO, ParallelOptions
 
@@ -91,6 +91,7 @@ class Setup:
     itl_percentile: str
     measured: tuple[str, ...] = ()
     notes: list[str] = field(default_factory=list)
+    measured_curves: list[Any] = field(default_factory=list)  # read once, when checked
 
     def step_model(self):
         from ridgeline.sizing.step_model import StepModel
@@ -203,11 +204,11 @@ def make_setup(spec: ModelSpec, hw: Hardware, precision: Precision, lengths: Len
         raise RidgelineError(f"--{kind} lists a load twice")
     ttft_q, itl_q, pnotes = curve_slo.resolve(slo)
     paths = tuple((measured.measured if measured else None) or ())
-    if paths:
-        check_measured_axis(read_measured_curves(paths), kind)
+    curves = read_measured_curves(paths) if paths else []
+    check_measured_axis(curves, kind)
     return Setup(spec, precision, hw, engine, tp, tp_reason, sched, source, requests, kind, loads,
                  load.cv, load.think_time, lengths.replay_arrivals and loads is None, slo,
-                 ttft_q, itl_q, paths, notes + pnotes)
+                 ttft_q, itl_q, paths, notes + pnotes, curves)
 
 
 def read_measured_curves(paths: Sequence[str]) -> list[Any]:
@@ -338,19 +339,11 @@ def sweep_loads(sm, sched: SchedulerConfig, requests: Requests, loads: Sequence[
                     itl_percentile), interrupted
 
 
-def curve_of(sm, sched: SchedulerConfig, requests: Requests, points: list[SimPoint],
-             ttft_slo_s: float | None, itl_slo_s: float | None, ttft_percentile: str,
-             itl_percentile: str) -> Sweep:
-    """The Sweep (knee, SLO operating point) of points in increasing load."""
-    return sweep_curve_of(sm, sched, requests, points, ttft_slo_s, itl_slo_s,
-                          ttft_percentile, itl_percentile, KNEE_FACTOR)
-
-
 def run_simulation(setup: Setup, progress: Progress | None = None) -> SimulationResult:
     """Simulate every load point of the setup; the knee, the SLO point, the measured curves."""
     t0 = time.perf_counter()
     sm = setup.step_model()
-    measured = read_measured_curves(setup.measured) if setup.measured else []
+    measured = setup.measured_curves
     cap = None
     steps = 0
     if setup.load_kind == "rps" and not setup.as_recorded:

@@ -172,7 +172,7 @@ def sweep(sm: StepTimes, sched: SchedulerConfig, requests: Requests, *,
 
 def curve_of(sm: StepTimes, sched: SchedulerConfig, requests: Requests, points: list[SimPoint],
              ttft_slo_s: float | None, itl_slo_s: float | None, ttft_percentile: str,
-             itl_percentile: str, knee_factor: float) -> Sweep:
+             itl_percentile: str, knee_factor: float = KNEE_FACTOR) -> Sweep:
     """The Sweep (knee, SLO operating point) of simulated points in increasing load."""
     base = baseline_ttft_spread_s(sm, sched, requests)
     op = None
