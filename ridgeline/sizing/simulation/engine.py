@@ -382,38 +382,25 @@ def run_engine(sm: StepTimes, sched: SchedulerConfig, requests: Requests, load: 
                 itl_vals(dt)
                 itl_w(D)
                 kv_area += dt * used
-            T += dt
-            G += kmax
-            busy += dt
-            batch_area += dt * D
-            conc_area += dt * nsys
-            finished = []
-            while heap and heap[0][0] <= G:
-                _, r, b = heapq.heappop(heap)
-                if state[r] == DECODE and base[r] == b:
-                    end(r)
-                    finished.append(r)
-            if record:
-                log.append(StepRecord(start, T, decoders, (), tuple(finished), tuple(victims),
-                                      used))
-                _check_blocks(cap, free, running, blocks_of)
-            continue
+        else:
+            # -- one step with prefill chunks -----------------------------------------------
+            kmax = 1
+            sampled = D
+            for r, k, c in chunks:
+                if c + k == inp[r] + gen[r]:
+                    sampled += 1
+            dt = sm.step_s(D, K + D * G, [(k, c) for _, k, c in chunks], sampled)
+            kv_area += dt * used
+            if D:
+                itl_vals(dt)
+                itl_w(D)
 
-        # -- one step with prefill chunks ---------------------------------------------------
-        sampled = D
-        for r, k, c in chunks:
-            if c + k == inp[r] + gen[r]:
-                sampled += 1
-        dt = sm.step_s(D, K + D * G, [(k, c) for _, k, c in chunks], sampled)
+        # -- after the step (or the run of decode steps) --------------------------------------
         T += dt
-        G += 1
+        G += kmax
         busy += dt
         batch_area += dt * (D + len(chunks))
-        kv_area += dt * used
         conc_area += dt * nsys
-        if D:
-            itl_vals(dt)
-            itl_w(D)
         finished = []
         for r, k, c in chunks:
             comp[r] = c + k
