@@ -29,7 +29,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ridgeline.reports.tables import ceiling_status_by_name
-from ridgeline.roofline.model import RESOLVABLE_TIME_US
+from ridgeline.roofline.model import undetermined_time
 from ridgeline.roofline.sections import Ceilings
 from ridgeline.roofline.trust import CeilingStatus
 
@@ -56,7 +56,7 @@ def _fitted_us(value: Any, field: str, undetermined: list[str]) -> tuple[float |
     """A fitted fixed cost and whether it is undetermined: marked so by the fit, or below what a
     timer resolves (1e-10 us noise in profiles fitted before the mark existed)."""
     v = _number(value)
-    if field in undetermined or (v is not None and v < RESOLVABLE_TIME_US):
+    if undetermined_time(v, field, undetermined):
         return None, True
     return v, False
 

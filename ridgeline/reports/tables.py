@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ridgeline.datasheets import matmul_peak_TFLOPS
-from ridgeline.roofline.model import RESOLVABLE_TIME_US
+from ridgeline.roofline.model import undetermined_time
 from ridgeline.roofline.sections import Ceilings
 from ridgeline.roofline.trust import CeilingStatus, ceiling_statuses
 
@@ -146,9 +146,7 @@ def fitted_us(model: dict[str, Any], field: str, digits: int = 2) -> str:
     """A fitted fixed cost in us, or 'not determined' when the fit marked it so or it sits
     below what a timer resolves (profiles fitted before "undetermined" was recorded)."""
     value = _dig(model, field)
-    undetermined = model.get("undetermined") or []
-    noise = isinstance(value, (int, float)) and 0 < value < RESOLVABLE_TIME_US
-    if field in undetermined or noise:
+    if undetermined_time(value, field, model.get("undetermined") or []):
         return "not determined"
     return fmt(value, digits, "us")
 

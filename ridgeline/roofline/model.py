@@ -56,6 +56,14 @@ DEFAULT_LATENCY_FLOOR_US = 5.0
 RESOLVABLE_TIME_US = 0.01
 
 
+def undetermined_time(value: Any, field: str, marked: list[str]) -> bool:
+    """A fitted fixed cost the data did not determine: listed so by the fit (`marked`), or a
+    positive value below what a timer resolves (profiles fitted before the list existed)."""
+    noise = (isinstance(value, (int, float)) and not isinstance(value, bool)
+             and 0 < value < RESOLVABLE_TIME_US)
+    return field in marked or noise
+
+
 @dataclass
 class Prediction:
     time_s: float
