@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ridgeline.outputs import OutputError, atomic_write_bytes, atomic_write_text
+from ridgeline.outputs import atomic_write_bytes, atomic_write_text
 from ridgeline.roofline.profile import json_safe
 
 VALIDATION_KIND = "ridgeline-validation"
@@ -200,11 +200,8 @@ def write_plot(result: dict[str, Any], path: Path) -> Path | None:
 
 
 def write_all(result: dict[str, Any], out_dir: Path) -> dict[str, Path]:
-    """validation.png, .json and .md in out_dir (checked beforehand by ridgeline.outputs)."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # FileExistsError when out_dir is a file: one line, not a traceback
-        raise OutputError(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
+    """validation.png, .json and .md in out_dir (created, checked and locked beforehand by
+    ridgeline.outputs.prepare_output_dir)."""
     written: dict[str, Path] = {}
     plot = write_plot(result, out_dir / "validation.png")
     if plot:
