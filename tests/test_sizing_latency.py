@@ -186,3 +186,19 @@ def test_a_faster_profile_never_predicts_slower_itl(name, batch, context, tp, bw
     pa = prefill_time(spec, prec, slow, 1, max(1, context % 9000), tp=tp).time_s
     pb = prefill_time(spec, prec, fast, 1, max(1, context % 9000), tp=tp).time_s
     assert pb <= pa * (1 + 1e-12)
+
+
+def test_int4_weight_bytes_include_the_group_scales_as_the_memory_plan_counts_them():
+    """The latency path reads what memory.py stores: 0.5 B per weight + one fp16 scale per
+    group of INT4_GROUP_SIZE (issue 13: it used to read 0.5 B only)."""
+    from ridgeline.sizing.hardware import hardware_from_gpu_name
+    from ridgeline.sizing.precision import INT4_GROUP_SIZE, SCALE_BYTES
+
+    spec = load_model("llama-3.1-8b")
+    p = Precision(weights="int4", activations="bf16", kv_cache="bf16")
+    step = decode_step_time(spec, p, hardware_from_gpu_name("h100-sxm"), 4, 1000)
+    op = next(o for o in step.ops if o.name == "down_proj")
+    k, n = spec.intermediate_size, spec.hidden_size
+    per_weight = 0.5 + SCALE_BYTES / INT4_GROUP_SIZE
+    assert p.weight_bytes == per_weight
+    assert op.bytes == pytest.approx(k * n * per_weight + (4 * k + 4 * n) * 2)

@@ -181,10 +181,14 @@ class RooflineModel:
                           flops, bytes_moved)
 
     def predict_gemm(self, M: int, K: int, N: int, dtype: str,
-                     weight_dtype: str | None = None, act_dtype: str | None = None) -> Prediction:
-        """(M, K) x (K, N): 2MKN FLOPs; bytes = weights K*N + activations in M*K + out M*N."""
+                     weight_dtype: str | None = None, act_dtype: str | None = None,
+                     weight_bytes: float | None = None) -> Prediction:
+        """(M, K) x (K, N): 2MKN FLOPs; bytes = weights K*N + activations in M*K + out M*N.
+
+        `weight_bytes` (per weight) overrides the width of `weight_dtype`: quantized weights
+        carry their scales (int4: one fp16 scale per group)."""
         width = dtypes.BYTES.get    # a dtype ridgeline does not know counts as 16-bit
-        w_bytes = width(weight_dtype or dtype, 2)
+        w_bytes = weight_bytes if weight_bytes is not None else width(weight_dtype or dtype, 2)
         a_default = "bf16" if width(dtype, 2) < 2 else dtype  # fp8/int GEMMs: bf16 acts
         a_bytes = width(act_dtype or a_default, 2)
         flops = 2.0 * M * K * N

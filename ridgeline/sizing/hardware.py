@@ -33,6 +33,7 @@ from typing import Any
 
 from ridgeline import datasheets
 from ridgeline.errors import RidgelineError
+from ridgeline.roofline.efficiency import efficiency_note
 from ridgeline.roofline.model import DEFAULT_LATENCY_FLOOR_US, RooflineModel
 from ridgeline.roofline.sections import Ceilings, ModelSection
 from ridgeline.roofline.trust import CeilingStatus, describe, untrusted_ceilings
@@ -114,6 +115,7 @@ def hardware_from_profile(profile: dict, source: str = "measured", *,
                                "ceilings")
         if untrusted:
             hw.warnings.append(f"planning with ceilings that are not verified: {untrusted}")
+        hw.notes.append(efficiency_note(profile))
     return hw
 
 

@@ -17,6 +17,11 @@ never on datasheet peaks unless the hardware is a datasheet (field guide §3):
     MoE experts  expected distinct experts loaded by B tokens, N (1 - (1 - k/N)^B), each
                  read once; FLOPs of the B x k routed token-expert pairs          (§5.4)
     elementwise  norms, rope, activation, residual, KV writes, sampling: bytes / bandwidth
+    measured     where the profile has a measured efficiency curve (roofline.efficiency):
+    efficiency   decode attention (batch, context), prefill attention (tokens), MoE expert
+                 GEMMs (tokens per expert), weight-only int8/int4 GEMMs (batch) cost
+                 t_roofline / efficiency(shape); without one they stay at the roofline
+                 (optimistic), and hardware_from_profile's notes say so
     floor        every kernel costs at least the measured latency floor: per-step floor
                  = latency floor x kernels per step
     TP           two all-reduces per layer of tokens x hidden activations from the
@@ -32,11 +37,13 @@ Its `bound` is the class of ceiling that holds most of the time: "memory",
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ridgeline.errors import RidgelineError
+from ridgeline.roofline.efficiency import Efficiency
 from ridgeline.roofline.interconnect import tp_allreduce_time
 from ridgeline.roofline.model import RooflineModel
 from ridgeline.sizing.hardware import Hardware
@@ -45,6 +52,7 @@ from ridgeline.sizing.memory import (DEFAULT_MAX_BATCHED_TOKENS, LOGIT_BYTES, _r
 from ridgeline.sizing.models import ModelSpec
 from ridgeline.sizing.precision import Precision
 
+WEIGHT_ONLY = ("int8", "int4")  # weight dtypes dequantized to 16-bit activations
 DEFAULT_INTER_NODE_GBPS = 50.0   # assumed PP link without a measured one (IB NDR, one GPU)
 BOUNDS = ("memory", "compute", "latency", "communication")
 
@@ -138,13 +146,31 @@ class _Pricer:
         self.gemm_dtype = resolve_compute_dtype(self.model, precision.gemm_dtype)
         self.base_dtype = resolve_compute_dtype(self.model, precision.base)
 
+    @functools.cached_property
+    def efficiency(self) -> Efficiency:
+        """The profile's measured kernel efficiencies (roofline.efficiency); empty: none."""
+        return Efficiency.of(self.hw.profile)
+
+    def measured(self, op: Op, curve: str, dtype: str, **shape: float) -> Op:
+        """`op` at the measured efficiency of its kernel kind (t / efficiency(shape)), or as it
+        is when the profile has no such curve (hardware notes say which are missing)."""
+        factor = self.efficiency.factor(curve, dtype, **shape)
+        if factor is None or factor >= 1.0:
+            return op
+        return replace(op, time_s=op.time_s / factor)
+
     def gemm(self, name: str, m: float, k: float, n: float, quantized: bool, count: int,
              group: str = "gemm") -> Op:
         dtype, wdt = ((self.gemm_dtype, self.p.weights) if quantized
                       else (self.base_dtype, self.p.base))
-        pred = self.model.predict_gemm(int(math.ceil(m)), int(math.ceil(k)), int(math.ceil(n)),
-                                       dtype, weight_dtype=wdt, act_dtype=self.p.base)
-        return Op(name, group, pred.time_s, pred.bound, 1, pred.flops, pred.bytes, count)
+        rows = int(math.ceil(m))
+        pred = self.model.predict_gemm(rows, int(math.ceil(k)), int(math.ceil(n)), dtype,
+                                       weight_dtype=wdt, act_dtype=self.p.base,
+                                       weight_bytes=self.p.weight_bytes if quantized else None)
+        op = Op(name, group, pred.time_s, pred.bound, 1, pred.flops, pred.bytes, count)
+        if quantized and self.p.weights in WEIGHT_ONLY:  # int8/int4 weights, 16-bit activations
+            op = self.measured(op, "dequant", self.p.weights, batch=rows)
+        return op
 
     def work(self, name: str, group: str, flops: float, moved: float, dtype: str, kernels: int,
              count: int) -> Op:
@@ -187,14 +213,16 @@ def _attention_standard(pr: _Pricer, phase: str, m: float, seqs: int, new: int, 
         ctx = min(prior + new, window) if window else prior + new
         flops = 4.0 * seqs * ctx * hq * d                      # QK^T and PV
         moved = seqs * ctx * 2 * hkv * d * kvb + m * 2 * hq * d * b  # K, V read; q in, out
-    else:
-        span = prior + (new + 1) / 2.0
-        if window:
-            span = min(span, window)
-        flops = 4.0 * seqs * hq * d * new * span              # causal: new x (prior + (new+1)/2)
-        moved = seqs * (prior + new) * 2 * hkv * d * kvb + m * 2 * hq * d * b  # minimal bytes
-    ops.append(pr.work("attention", "attention", flops, moved, pr.base_dtype, 1, count))
-    return ops
+        op = pr.work("attention", "attention", flops, moved, pr.base_dtype, 1, count)
+        return ops + [pr.measured(op, "attention_decode", pr.base_dtype, batch=seqs,
+                                  context=max(ctx, 1))]
+    span = prior + (new + 1) / 2.0
+    if window:
+        span = min(span, window)
+    flops = 4.0 * seqs * hq * d * new * span              # causal: new x (prior + (new+1)/2)
+    moved = seqs * (prior + new) * 2 * hkv * d * kvb + m * 2 * hq * d * b  # minimal bytes
+    op = pr.work("attention", "attention", flops, moved, pr.base_dtype, 1, count)
+    return ops + [pr.measured(op, "attention_prefill", pr.base_dtype, tokens=new)]
 
 
 def _attention_mla(pr: _Pricer, phase: str, m: float, seqs: int, new: int, prior: int,
@@ -235,13 +263,18 @@ def _moe_ops(pr: _Pricer, m: float, count: int) -> tuple[list[Op], float]:
     h = s.hidden_size
     loaded = expected_experts_loaded(e, k, m)
     pairs = m * k
+    per_expert = pairs / loaded if loaded > 0 else 1.0  # rows each loaded expert multiplies
     ops = [pr.gemm("router", m, h, e, False, count, group="moe"),
            pr.elementwise("topk+align", m * e * 4 + pairs * 8, 2, count),
-           pr.work("experts.gate_up", "moe", 2.0 * pairs * h * 2 * ie,
-                   loaded * h * 2 * ie * wb + pairs * (h + 2 * ie) * b, pr.gemm_dtype, 1, count),
+           pr.measured(pr.work("experts.gate_up", "moe", 2.0 * pairs * h * 2 * ie,
+                               loaded * h * 2 * ie * wb + pairs * (h + 2 * ie) * b,
+                               pr.gemm_dtype, 1, count),
+                       "moe", pr.gemm_dtype, tokens_per_expert=per_expert),
            pr.elementwise("experts.act", pairs * 3 * ie * b, 1, count),
-           pr.work("experts.down", "moe", 2.0 * pairs * ie * h,
-                   loaded * ie * h * wb + pairs * (ie + h) * b, pr.gemm_dtype, 1, count),
+           pr.measured(pr.work("experts.down", "moe", 2.0 * pairs * ie * h,
+                               loaded * ie * h * wb + pairs * (ie + h) * b, pr.gemm_dtype, 1,
+                               count),
+                       "moe", pr.gemm_dtype, tokens_per_expert=per_expert),
            pr.elementwise("experts.combine", pairs * h * b + m * h * b, 1, count)]
     if s.num_shared_experts:
         si = s.num_shared_experts * s.moe_intermediate_size / pr.tp

@@ -133,6 +133,7 @@ class StepModel:
         self._chunk_work: dict[Chunk, tuple[float, float]] = {}
         self._kv_b: dict[int, float] = {}
         self._run: dict[int, tuple[float, float, float, float]] = {}
+        self._decode_eff: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}
 
     @property
     def basis(self) -> str:
@@ -203,12 +204,37 @@ class StepModel:
                 op.time_s for op in ops if op.name in ("mla_absorb_uk", "mla_absorb_uv"))
         return t
 
+    def _decode_efficiency(self, seqs: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(log2 contexts, efficiency) of the measured decode-attention curve at batch `seqs`
+        (roofline.efficiency: multilinear in log2, so linear in log2 context at a fixed
+        batch); None when the profile has none (or the model is MLA: another kernel)."""
+        if seqs in self._decode_eff:
+            return self._decode_eff[seqs]
+        curve = None if self.spec.is_mla else self._pr.efficiency.curve(
+            "attention_decode", self._pr.base_dtype)
+        out = None
+        if curve is not None:
+            xs = curve.grid("context")
+            out = (np.log2(xs), np.array([min(1.0, curve.at(batch=seqs, context=x)) for x in xs]))
+        self._decode_eff[seqs] = out
+        return out
+
+    def _decode_factor(self, seqs: int, context_sum: np.ndarray | float) -> np.ndarray | float:
+        """Measured decode-attention efficiency of `seqs` sequences averaging
+        context_sum / seqs tokens each (1 where not measured)."""
+        eff = self._decode_efficiency(seqs)
+        if eff is None:
+            return 1.0
+        per_seq = np.maximum(np.asarray(context_sum, dtype=np.float64) / seqs, 1.0)
+        return np.interp(np.log2(per_seq), eff[0], eff[1])
+
     def decode_attention_s(self, seqs: int, context_sum: float) -> float:
         """Decode attention of all layers: `seqs` queries over `context_sum` cached tokens."""
         if seqs <= 0:
             return 0.0
         df, db, q = self._coef(seqs)
-        return self.layers * self._attn.time_s(df * context_sum, db * context_sum + q)
+        t = self.layers * self._attn.time_s(df * context_sum, db * context_sum + q)
+        return t / float(self._decode_factor(seqs, context_sum))
 
     def _chunk(self, new: int, prior: int) -> tuple[float, float]:
         key = (new, prior)
@@ -224,12 +250,17 @@ class StepModel:
         """Prefill attention of all layers for the chunks, as one kernel per layer."""
         if not chunks:
             return 0.0
-        flops = moved = 0.0
+        flops = moved = slowed = 0.0
         for new, prior in chunks:
             f, b = self._chunk(new, prior)
             flops += f
             moved += b
+            # measured prefill-attention efficiency of this chunk's length (1: not measured)
+            slowed += f / (self._pr.efficiency.factor("attention_prefill", self._pr.base_dtype,
+                                                      tokens=new) or 1.0)
         t = self.layers * self._attn.time_s(flops, moved)
+        if flops > 0 and not self.spec.is_mla:
+            t *= slowed / flops  # the chunks' FLOP-weighted efficiency, as one kernel
         if self.spec.is_mla:
             # kv_b_proj expands the latent of every token the chunks attend to (new + prior)
             rows = sum(new + prior for new, prior in chunks)
@@ -270,6 +301,9 @@ class StepModel:
         fixed, df, db, q = c
         j = _STEPS[:steps] if steps <= len(_STEPS) else np.arange(steps, dtype=np.float64)
         a, L = self._attn, self.layers
+        if self._decode_efficiency(decode_seqs) is not None:
+            s = context_tokens + growth * j
+            return fixed + L * a.times_s(df * s, db * s + q) / self._decode_factor(decode_seqs, s)
         if a.p is None:
             # max(floor, overhead + max(mem, comp)) of two affine functions of j: affine
             # pieces, so the whole run is two multiply-adds and two maxima

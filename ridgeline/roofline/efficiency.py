@@ -1,0 +1,217 @@
+"""Measured kernel efficiencies: the share of the roofline that attention, MoE expert GEMMs and
+dequantizing GEMVs really get, as curves over their shape.
+
+    profile["efficiency"] = fit_efficiency(records, profile)     # after ceilings and model
+    eff = Efficiency.of(profile)
+    eff.factor("attention_decode", "bf16", batch=64, context=4096)   # 0.42, or None
+
+One measured case of a curve's probe gives
+
+    efficiency = t_roofline / t_measured,   t_roofline = RooflineModel.predict(flops, bytes, dtype)
+
+with the work counts the probe recorded (the same counts ridgeline.sizing.latency prices)
+and the profile's own fitted roofline model, so the planner's time for a kernel of that
+kind is t_roofline / efficiency(shape). Each case keeps its fastest provider (an engine
+runs its best kernel). An efficiency above 1 (the kernel beat the roofline model:
+a cache, or a model fitted on other shapes) is stored as measured but used as 1: the
+roofline stays a bound.
+
+Curves (CURVES; the probe's record fields named by `axes`):
+
+    attention_decode   attention probe, kernel "decode"   axes batch, context
+    attention_prefill  attention probe, kernel "prefill"  axes tokens
+    moe                moe probe, kernel "grouped_gemm"   axes tokens_per_expert
+    dequant            dequant probe, kernel "gemv"       axes batch (dtype = weight dtype)
+
+Each is stored per dtype (the record's `dtype`; the roofline is priced in its
+`compute_dtype` where the record has one, as the weight-only dequant records do):
+
+    {"attention_decode": {"bf16": {"axes": ["batch", "context"], "providers": [...],
+                                   "points": [{"batch": 1, "context": 512, "efficiency": 0.31,
+                                               "time_ms": .., "roofline_ms": .., "provider": ..},
+                                              ...]}}}
+
+Between measured points a curve is interpolated linearly in log2 of every axis over the
+grid of measured values (multilinear); outside it, it is held at the edge (the nearest
+measured shape). A grid corner that was not measured (a failed or skipped case) is left out
+of the interpolation and the remaining corners reweighted; with none left the nearest
+measured point (in log2 distance) is used. Pure Python: the planner reads it without numpy.
+Tests: tests/test_roofline_efficiency.py.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from ridgeline.records import fit_ready
+from ridgeline.roofline.sections import positive
+
+
+@dataclass(frozen=True)
+class CurveSpec:
+    probe: str
+    kernel: str
+    axes: tuple[str, ...]
+    what: str  # in words, for notes and reports
+
+
+CURVES: dict[str, CurveSpec] = {
+    "attention_decode": CurveSpec("attention", "decode", ("batch", "context"),
+                                  "decode attention"),
+    "attention_prefill": CurveSpec("attention", "prefill", ("tokens",), "prefill attention"),
+    "moe": CurveSpec("moe", "grouped_gemm", ("tokens_per_expert",), "MoE expert GEMMs"),
+    "dequant": CurveSpec("dequant", "gemv", ("batch",), "weight-only dequantizing GEMV"),
+}
+SECTION = "efficiency"
+
+
+def _case_key(r: dict[str, Any], spec: CurveSpec) -> tuple | None:
+    try:
+        return (str(r["dtype"]),) + tuple(float(r[a]) for a in spec.axes)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def fit_efficiency(records: Iterable[dict[str, Any]], profile: dict[str, Any]) -> dict[str, Any]:
+    """profile["efficiency"] from the validated records of the curves' probes; {} when there
+    are none. `profile` must already hold its fitted "model" (or "ceilings")."""
+    from ridgeline.roofline.model import RooflineModel
+
+    records = list(records)
+    if not any(r.get("probe") in {s.probe for s in CURVES.values()} for r in records):
+        return {}
+    model = RooflineModel.from_profile(profile)
+    out: dict[str, Any] = {}
+    for name, spec in CURVES.items():
+        best: dict[tuple, dict[str, Any]] = {}
+        providers: dict[str, set[str]] = {}
+        for r in fit_ready(records, spec.probe):
+            if r.get("kernel") != spec.kernel or not positive(r.get("time_ms_median")):
+                continue
+            key = _case_key(r, spec)
+            if key is None:
+                continue
+            providers.setdefault(key[0], set()).add(str(r.get("provider")))
+            if key not in best or r["time_ms_median"] < best[key]["time_ms_median"]:
+                best[key] = r
+        curves: dict[str, Any] = {}
+        for key, r in sorted(best.items()):
+            dtype = key[0]
+            moved = float(r.get("bytes_read") or 0) + float(r.get("bytes_written") or 0)
+            compute = str(r.get("compute_dtype") or dtype)
+            roof_s = model.predict(float(r.get("flops") or 0), moved, compute).time_s
+            measured_s = float(r["time_ms_median"]) * 1e-3
+            point = {a: r[a] for a in spec.axes}
+            point.update({"efficiency": roof_s / measured_s, "time_ms": measured_s * 1e3,
+                          "roofline_ms": roof_s * 1e3, "provider": r.get("provider")})
+            curve = curves.setdefault(dtype, {"axes": list(spec.axes), "points": [],
+                                              "providers": sorted(providers[dtype])})
+            curve["points"].append(point)
+        if curves:
+            out[name] = curves
+    return out
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One dtype's measured efficiency over its axes (see the module docstring)."""
+    axes: tuple[str, ...]
+    points: tuple[tuple[tuple[float, ...], float], ...]   # (log2 coordinates, efficiency)
+
+    @classmethod
+    def of(cls, data: Any) -> "Curve | None":
+        if not isinstance(data, dict) or not isinstance(data.get("axes"), list):
+            return None
+        axes = tuple(str(a) for a in data["axes"])
+        pts = []
+        for p in data.get("points") or []:
+            if not isinstance(p, dict) or not positive(p.get("efficiency")):
+                continue
+            if all(positive(p.get(a)) for a in axes):
+                pts.append((tuple(math.log2(float(p[a])) for a in axes), float(p["efficiency"])))
+        return cls(axes, tuple(pts)) if pts and axes else None
+
+    def grid(self, axis: str) -> list[float]:
+        """The measured values along `axis`, ascending."""
+        i = self.axes.index(axis)
+        return [2.0 ** x for x in sorted({c[i] for c, _ in self.points})]
+
+    def at(self, **coords: float) -> float:
+        """The measured efficiency at these coordinates (interpolated, held at the edges)."""
+        q = []
+        for a in self.axes:
+            v = coords.get(a)
+            if not positive(v):
+                raise ValueError(f"efficiency curve needs {a} > 0, got {v!r}")
+            q.append(math.log2(float(v)))
+        table = dict(self.points)
+        brackets = []  # per axis: (lo, hi, weight of hi)
+        for i, x in enumerate(q):
+            grid = sorted({c[i] for c, _ in self.points})
+            x = min(max(x, grid[0]), grid[-1])
+            hi = next((g for g in grid if g >= x), grid[-1])
+            lo = max((g for g in grid if g <= x), default=grid[0])
+            brackets.append((lo, hi, 0.0 if hi == lo else (x - lo) / (hi - lo)))
+        total = weight = 0.0
+        for corner in range(1 << len(q)):
+            coord, w = [], 1.0
+            for i, (lo, hi, t) in enumerate(brackets):
+                upper = corner >> i & 1
+                coord.append(hi if upper else lo)
+                w *= t if upper else 1.0 - t
+            e = table.get(tuple(coord))
+            if e is not None and w > 0:
+                total += w * e
+                weight += w
+        if weight > 0:
+            return total / weight
+        # no measured corner around the query: the nearest measured shape
+        return min(self.points, key=lambda p: sum((a - b) ** 2 for a, b in zip(p[0], q)))[1]
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    """profile["efficiency"], read: {curve name: {dtype: Curve}}."""
+    curves: dict[str, dict[str, Curve]]
+
+    @classmethod
+    def of(cls, profile: dict[str, Any] | None) -> "Efficiency":
+        section = (profile or {}).get(SECTION)
+        curves: dict[str, dict[str, Curve]] = {}
+        if isinstance(section, dict):
+            for name in CURVES:
+                by_dtype = section.get(name)
+                if isinstance(by_dtype, dict):
+                    parsed = {d: c for d, c in ((d, Curve.of(v)) for d, v in by_dtype.items())
+                              if c is not None}
+                    if parsed:
+                        curves[name] = parsed
+        return cls(curves)
+
+    def has(self, name: str, dtype: str) -> bool:
+        return dtype in self.curves.get(name, {})
+
+    def curve(self, name: str, dtype: str) -> Curve | None:
+        return self.curves.get(name, {}).get(dtype)
+
+    def factor(self, name: str, dtype: str, **coords: float) -> float | None:
+        """Efficiency in (0, 1] to divide a roofline time by; None when not measured."""
+        curve = self.curve(name, dtype)
+        return None if curve is None else min(1.0, curve.at(**coords))
+
+
+def efficiency_note(profile: dict[str, Any] | None) -> str:
+    """One line for a plan's notes: which kernel kinds are priced at a measured efficiency
+    and which at the bare roofline (an optimistic bound)."""
+    eff = Efficiency.of(profile)
+    have = [f"{CURVES[n].what} ({', '.join(sorted(eff.curves[n]))})" for n in CURVES
+            if n in eff.curves]
+    missing = [CURVES[n].what for n in CURVES if n not in eff.curves]
+    parts = []
+    if have:
+        parts.append("priced at measured efficiency: " + "; ".join(have))
+    if missing:
+        parts.append("not measured, priced at the roofline (optimistic): " + ", ".join(missing))
+    return "kernel efficiency: " + "; ".join(parts)

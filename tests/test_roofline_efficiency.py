@@ -1,0 +1,168 @@
+"""Measured kernel efficiencies (ridgeline.roofline.efficiency): the fit from probe records,
+the interpolation, the checks, and how the planner prices with them. No torch."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from ridgeline.errors import ProfileError
+from ridgeline.roofline.efficiency import Curve, Efficiency, efficiency_note, fit_efficiency
+from ridgeline.roofline.model import RooflineModel
+from ridgeline.roofline.profile import load_profile
+from ridgeline.sizing.hardware import hardware_from_profile
+from ridgeline.sizing.latency import decode_step_time, prefill_time
+from ridgeline.sizing.models import load_model
+from ridgeline.sizing.precision import Precision
+from ridgeline.sizing.step_model import StepModel
+from tests.profile_fixtures import synthetic_profile
+
+
+def _record(probe, kernel, provider, time_ms, flops, moved, *, validated=True, **shape):
+    return {"probe": probe, "kernel": kernel, "provider": provider, "dtype": "bf16",
+            "status": "ok" if validated else "invalid", "validated": validated,
+            "time_ms_median": time_ms, "flops": flops, "bytes_read": moved * 0.75,
+            "bytes_written": moved * 0.25, **shape}
+
+
+def _profile_dict(tmp_path, efficiency=None):
+    prof = load_profile(synthetic_profile(tmp_path / "p.json"))
+    if efficiency is not None:
+        prof["efficiency"] = efficiency
+    return prof
+
+
+def test_fit_divides_the_roofline_time_by_the_measured_time_fastest_provider(tmp_path):
+    prof = _profile_dict(tmp_path)
+    model = RooflineModel.from_profile(prof)
+    flops, moved = 4.0 * 8 * 4096 * 32 * 128, 8 * 4096 * 2 * 8 * 128 * 2.0
+    roof_ms = model.predict(flops, moved, "bf16").time_s * 1e3
+    records = [
+        _record("attention", "decode", "torch_sdpa", 4 * roof_ms, flops, moved, batch=8,
+                context=4096),
+        _record("attention", "decode", "triton", 2 * roof_ms, flops, moved, batch=8,
+                context=4096),
+        # an unvalidated record is never fitted, however fast
+        _record("attention", "decode", "bad", roof_ms / 10, flops, moved, batch=8, context=4096,
+                validated=False),
+        _record("gemv", None, "torch", 1.0, 1.0, 1.0, batch=1),  # another probe: ignored
+    ]
+    eff = fit_efficiency(records, prof)
+    curve = eff["attention_decode"]["bf16"]
+    assert curve["axes"] == ["batch", "context"]
+    assert curve["providers"] == ["torch_sdpa", "triton"]
+    (point,) = curve["points"]
+    assert point["provider"] == "triton"
+    assert point["efficiency"] == pytest.approx(0.5)
+    assert point["roofline_ms"] == pytest.approx(roof_ms)
+    assert set(eff) == {"attention_decode"}
+
+
+def test_fit_prices_weight_only_records_in_their_compute_dtype(tmp_path):
+    prof = _profile_dict(tmp_path)
+    model = RooflineModel.from_profile(prof)
+    flops, moved = 2.0 * 4 * 4096 * 4096, 4096 * 4096 * 0.5 + 4096 * 32 * 2.0
+    roof_ms = model.predict(flops, moved, "bf16").time_s * 1e3
+    rec = _record("dequant", "gemv", "triton", roof_ms / 0.8, flops, moved, batch=4)
+    rec.update(dtype="int4", compute_dtype="bf16")
+    eff = fit_efficiency([rec], prof)
+    assert eff["dequant"]["int4"]["points"][0]["efficiency"] == pytest.approx(0.8)
+
+
+def test_no_curve_probe_records_no_section(tmp_path):
+    assert fit_efficiency([_record("gemv", None, "torch", 1.0, 1.0, 1.0, batch=1)],
+                          _profile_dict(tmp_path)) == {}
+
+
+def _grid_curve(values):
+    """A (batch, context) curve from {(batch, context): efficiency}."""
+    return {"axes": ["batch", "context"],
+            "points": [{"batch": b, "context": c, "efficiency": e} for (b, c), e in values.items()]}
+
+
+def test_interpolation_is_multilinear_in_log2_and_held_at_the_edges():
+    curve = Curve.of(_grid_curve({(1, 1024): 0.2, (1, 4096): 0.6, (16, 1024): 0.4,
+                                  (16, 4096): 0.8}))
+    assert curve.at(batch=1, context=1024) == pytest.approx(0.2)
+    assert curve.at(batch=1, context=2048) == pytest.approx(0.4)   # halfway in log2
+    assert curve.at(batch=4, context=2048) == pytest.approx(0.5)   # the centre of the square
+    assert curve.at(batch=1000, context=10**6) == pytest.approx(0.8)  # held at the corner
+    assert curve.at(batch=1, context=1) == pytest.approx(0.2)
+    assert curve.grid("context") == [1024.0, 4096.0]
+
+
+def test_a_missing_corner_is_left_out_and_a_lone_point_is_the_nearest():
+    curve = Curve.of(_grid_curve({(1, 1024): 0.2, (1, 4096): 0.6, (16, 1024): 0.4}))
+    # (16, 4096) failed: the three measured corners, reweighted
+    assert curve.at(batch=4, context=2048) == pytest.approx((0.2 + 0.6 + 0.4) / 3)
+    # the nearest measured shape in log2: (16, 1024) is 2 doublings away, (1, 4096) 4
+    assert curve.at(batch=16, context=4096) == pytest.approx(0.4)
+    with pytest.raises(ValueError):
+        curve.at(batch=0, context=1)
+
+
+def test_factor_is_capped_at_one_and_none_when_not_measured():
+    eff = Efficiency.of({"efficiency": {"attention_prefill": {"bf16": {
+        "axes": ["tokens"], "points": [{"tokens": 128, "efficiency": 1.7}]}}}})
+    assert eff.factor("attention_prefill", "bf16", tokens=500) == 1.0
+    assert eff.factor("attention_prefill", "fp16", tokens=500) is None
+    assert eff.factor("moe", "bf16", tokens_per_expert=4) is None
+    assert Efficiency.of({}).curves == {}
+
+
+def test_malformed_efficiency_section_is_one_line(tmp_path):
+    path = synthetic_profile(tmp_path / "p.json")
+    data = json.loads(path.read_text())
+    data["efficiency"] = {"attention_decode": {"bf16": {"axes": ["batch", "context"], "points": [
+        {"batch": 1, "context": 512, "efficiency": -0.5}]}}}
+    path.write_text(json.dumps(data))
+    with pytest.raises(ProfileError, match=r"efficiency\.attention_decode\.bf16\.points\[0\]"
+                                           r"\.efficiency.*negative"):
+        load_profile(path)
+
+
+HALF = {"attention_decode": {"bf16": _grid_curve({(1, 512): 0.5, (1, 8192): 0.25,
+                                                  (64, 512): 0.5, (64, 8192): 0.25})},
+        "attention_prefill": {"bf16": {"axes": ["tokens"],
+                                       "points": [{"tokens": 128, "efficiency": 0.5},
+                                                  {"tokens": 8192, "efficiency": 0.5}]}}}
+
+
+def _attention_s(step):
+    return sum(op.total_s for op in step.ops if op.name == "attention")
+
+
+def test_the_planner_divides_attention_by_the_measured_efficiency(tmp_path):
+    spec, p = load_model("llama-3.1-8b"), Precision()
+    bare = hardware_from_profile(_profile_dict(tmp_path))
+    measured = hardware_from_profile(_profile_dict(tmp_path, HALF))
+    # context 8192 (+1 new token) sits at the 0.25 edge; 512 + 1 just above the 0.5 edge
+    a, b = decode_step_time(spec, p, bare, 8, 8191), decode_step_time(spec, p, measured, 8, 8191)
+    assert _attention_s(b) == pytest.approx(4 * _attention_s(a))
+    assert b.time_s - a.time_s == pytest.approx(3 * _attention_s(a))
+    a, b = prefill_time(spec, p, bare, 1, 2048), prefill_time(spec, p, measured, 1, 2048)
+    assert b.breakdown["attention"] > a.breakdown["attention"]
+    assert b.time_s > a.time_s
+    assert "decode attention (bf16)" in efficiency_note(measured.profile)
+    assert any("not measured, priced at the roofline (optimistic): decode attention" in n
+               for n in bare.notes)
+
+
+def test_the_step_model_prices_decode_attention_as_the_planner_does(tmp_path):
+    spec, p = load_model("llama-3.1-8b"), Precision()
+    hw = hardware_from_profile(_profile_dict(tmp_path, HALF))
+    sm = StepModel(spec, p, hw, 1)
+    for batch, ctx in ((1, 100), (8, 2000), (64, 8191)):
+        expected = decode_step_time(spec, p, hw, batch, ctx).time_s
+        assert sm.step_s(batch, batch * (ctx + 1)) == pytest.approx(expected, rel=1e-9)
+    # the vectorized run equals its steps one by one
+    run = sm.decode_steps_s(16, 16 * 1000, 16, 50)
+    one = [sm.step_s(16, 16 * 1000 + 16 * j) for j in range(50)]
+    np.testing.assert_allclose(run, one, rtol=1e-12)
+    # prefill: a single chunk is prefill_time of one prompt
+    assert sm.step_s(0, 0, [(2048, 0)]) == pytest.approx(
+        prefill_time(spec, p, hw, 1, 2048).time_s, rel=1e-9)
+    assert math.isfinite(sm.decode_attention_s(4, 4 * 300))
