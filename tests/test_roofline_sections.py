@@ -36,7 +36,10 @@ def test_the_datasheet_profile_is_written_by_the_same_writers():
     bw = float(entry["memory_bandwidth_GBps"])
     peaks = {d: float(v) for d, v in entry["matmul_TFLOPS"].items() if v}
     assert prof["ceilings"] == {"memory_bandwidth_GBps": {"read": bw}, "matmul_TFLOPS": peaks}
-    assert list(prof["model"]) == ["bandwidth_GBps", "matmul", "latency_floor_us", "source"]
+    # MODEL_KEYS order, the same as a fitted model's
+    assert list(prof["model"]) == ["source", "bandwidth_GBps", "latency_floor_us", "overlap_p",
+                                 "matmul"]
+    assert prof["model"]["overlap_p"] is None  # a datasheet roofline is max(t_mem, t_comp)
     assert prof["model"]["matmul"]["bf16"] == {"peak_TFLOPS": peaks["bf16"], "flops_half": 0.0}
     assert _dumps(Ceilings.of(prof).to_dict()) == _dumps(prof["ceilings"])
     model = ModelSection.of(prof)

@@ -25,6 +25,7 @@ from typing import Any
 
 from ridgeline.reports import plots, tables
 from ridgeline.reports.tables import Table, fmt
+from ridgeline.roofline.sections import ModelSection
 from ridgeline.roofline.trust import describe, untrusted_ceilings
 
 SIMULATION_KIND = "ridgeline-simulation"
@@ -212,7 +213,7 @@ def _waived_table(profile: dict[str, Any]) -> Table:
 
 
 def _gemv_wins(profile: dict[str, Any]) -> str | None:
-    rows = (profile.get("model") or {}).get("gemv_best_provider") or []
+    rows = ModelSection.of(profile).gemv_best_provider or []
     if not rows:
         return None
     wins: dict[str, dict[str, int]] = {}
@@ -315,7 +316,7 @@ def build_report(profile: dict[str, Any], figures: dict[str, Path],
     rep.heading("Fitted roofline model")
     rep.table(tables.model_table(profile), "No fitted model in this profile.")
     rep.table(tables.fit_error_table(profile))
-    notes = (profile.get("model") or {}).get("notes") or []
+    notes = ModelSection.of(profile).notes or []
     rep.items([f"note: {n}" for n in notes])
 
     rep.heading("Memory bandwidth")

@@ -22,7 +22,7 @@ from typing import Any
 
 from ridgeline.datasheets import matmul_peak_TFLOPS
 from ridgeline.roofline.model import undetermined_time
-from ridgeline.roofline.sections import Ceilings
+from ridgeline.roofline.sections import Ceilings, ModelSection
 from ridgeline.roofline.trust import CeilingStatus, ceiling_statuses
 
 
@@ -142,34 +142,30 @@ def ceilings_table(profile: dict[str, Any]) -> Table:
     return table
 
 
-def fitted_us(model: dict[str, Any], field: str, digits: int = 2) -> str:
+def fitted_us(model: ModelSection, field: str, digits: int = 2) -> str:
     """A fitted fixed cost in us, or 'not determined' when the fit marked it so or it sits
-    below what a timer resolves (profiles fitted before "undetermined" was recorded)."""
-    value = _dig(model, field)
-    if undetermined_time(value, field, model.get("undetermined") or []):
+    below what a timer resolves (profiles fitted before "undetermined" was recorded).
+    `field` is "latency_floor_us", "overhead_us" or "overhead.<mode>_us"."""
+    top, _, mode = field.partition(".")
+    value = (model.overhead or {}).get(mode) if mode else getattr(model, top)
+    if undetermined_time(value, field, model.undetermined or []):
         return "not determined"
     return fmt(value, digits, "us")
 
 
-def _dig(tree: dict[str, Any], path: str) -> Any:
-    for key in path.split("."):
-        tree = tree.get(key) if isinstance(tree, dict) else None
-    return tree
-
-
 def model_table(profile: dict[str, Any]) -> Table:
     """Fitted roofline parameters per compute dtype, ridge points measured vs datasheet."""
-    model = profile.get("model") or {}
+    model = ModelSection.of(profile)
     table = Table("Fitted roofline model",
                   ["dtype", "peak (fit)", "best measured", "datasheet", "flops_half",
                    "ridge point (fit)", "ridge point (ceilings)", "ridge point (datasheet)",
                    "wave tiles"])
-    ridge = model.get("ridge_point_FLOP_per_byte") or {}
-    for dtype, p in sorted((model.get("matmul") or {}).items()):
+    ridge = model.ridge_point_FLOP_per_byte or {}
+    for dtype, p in sorted(model.matmul.items()):
         r = ridge.get(dtype) or {}
         wave = p.get("wave")
         half = p.get("flops_half")
-        undetermined = f"matmul.{dtype}.flops_half" in (model.get("undetermined") or [])
+        undetermined = model.is_undetermined(f"matmul.{dtype}.flops_half")
         table.rows.append([
             dtype, fmt(p.get("peak_TFLOPS"), 1, "TFLOP/s"),
             fmt(p.get("best_measured_TFLOPS"), 1, "TFLOP/s"),
@@ -179,11 +175,11 @@ def model_table(profile: dict[str, Any]) -> Table:
             fmt(r.get("measured"), 0, "FLOP/B"), fmt(r.get("ceilings"), 0, "FLOP/B"),
             fmt(r.get("datasheet"), 0, "FLOP/B"),
             f"{wave['tile_m']}x{wave['tile_n']} on {wave['slots']}" if wave else "-"])
-    if model:
-        bw = model.get("bandwidth") or {}
-        lat = model.get("latency") or {}
-        p = model.get("overlap_p")
-        parts = [f"bandwidth {fmt(model.get('bandwidth_GBps'), 0, 'GB/s')} "
+    if model.raw:
+        bw = model.bandwidth or {}
+        lat = model.latency or {}
+        p = model.overlap_p
+        parts = [f"bandwidth {fmt(model.bandwidth_GBps, 0, 'GB/s')} "
                  f"(from {bw.get('source', '-')}; "
                  f"gemv plateau {fmt(bw.get('gemv_plateau_GBps'), 0, 'GB/s')}, "
                  f"hbm read {fmt(bw.get('hbm_read_GBps'), 0, 'GB/s')})",
@@ -194,12 +190,12 @@ def model_table(profile: dict[str, Any]) -> Table:
                  f"(graph-timed records {fitted_us(model, 'overhead.graph_us')}, "
                  f"event-timed {fitted_us(model, 'overhead.eager_us')})",
                  f"overlap exponent p = {'inf (max)' if p is None else fmt(p, 1)}"]
-        table.note = "; ".join(parts) + ". Form: " + str(model.get("form", "-"))
+        table.note = "; ".join(parts) + ". Form: " + str(model.form or "-")
     return table
 
 
 def fit_error_table(profile: dict[str, Any]) -> Table:
-    fe = (profile.get("model") or {}).get("fit_error") or {}
+    fe = ModelSection.of(profile).fit_error or {}
     target = fe.get("target") or {}
     table = Table("Fit error on the model's own records",
                   ["probe", "records", "median error", "worst error", "worst case"])
@@ -221,7 +217,7 @@ def fit_error_table(profile: dict[str, Any]) -> Table:
 
 
 def gemv_best_table(profile: dict[str, Any]) -> Table:
-    rows = (profile.get("model") or {}).get("gemv_best_provider") or []
+    rows = ModelSection.of(profile).gemv_best_provider or []
     table = Table("Decode GEMV: best provider per case",
                   ["dtype", "K x N", "batch", "best provider", "time", "weight GB/s", "TFLOP/s",
                    "runner-up slower by"])

@@ -53,7 +53,7 @@ import numpy as np
 from ridgeline.datasheets import matmul_peak_TFLOPS
 from ridgeline.records import fastest_per_case, fit_ready, gemv_case_key
 from ridgeline.roofline.model import RESOLVABLE_TIME_US, RooflineModel, wave_factor
-from ridgeline.roofline.sections import Ceilings
+from ridgeline.roofline.sections import Ceilings, ModelSection
 from ridgeline.roofline.trust import GEMV_PLATEAU_MIN_WEIGHT_BYTES
 
 GEMV_PLATEAU_MAX_BATCH = 16
@@ -371,12 +371,10 @@ def fit_model(records: list[dict[str, Any]], ceilings: dict[str, Any],
                  "gemv_plateau_GBps": plateau["GBps"] if plateau else None,
                  "gemv_plateau": plateau}
     if not items:
-        out: dict[str, Any] = {"source": "measured", "form": FORM, "latency": latency,
-                               "bandwidth": bandwidth, "gemv_best_provider": gemv_table,
-                               "notes": ["no validated matmul or gemv records: no model fitted"]}
-        if floor_us is not None:
-            out["latency_floor_us"] = floor_us
-        return out
+        return ModelSection(latency_floor_us=floor_us, source="measured", form=FORM,
+                            notes=["no validated matmul or gemv records: no model fitted"],
+                            bandwidth=bandwidth, latency=latency,
+                            gemv_best_provider=gemv_table).to_dict()
 
     has_gemv = any(it["probe"] == "gemv" for it in items)
     if has_gemv:
@@ -445,26 +443,16 @@ def fit_model(records: list[dict[str, Any]], ceilings: dict[str, Any],
         if d in best["wave"]:
             entry["wave"] = best["wave"][d]
         model_matmul[d] = entry
-    out = {
-        "source": "measured",
-        "form": FORM,
-        "bandwidth_GBps": bw_GBps,
-        "latency_floor_us": floor_us,
-        "overhead_us": overhead_us,
-        "overhead": overhead,
-        "overlap_p": best["p"],
-        "matmul": model_matmul,
-    }
     bandwidth["source"] = bw_src
     bandwidth["fitted"] = bw_free
-    out["bandwidth"] = bandwidth
-    out["latency"] = latency
-    model = RooflineModel.from_profile({"model": out})
+    section = ModelSection(bw_GBps, model_matmul, floor_us, "measured", overhead_us, best["p"],
+                           form=FORM, overhead=overhead, bandwidth=bandwidth, latency=latency)
+    model = RooflineModel.from_profile({"model": section.to_dict()})
     ds_bw = (datasheet or {}).get("memory_bandwidth_GBps")
     ceil_mm = Ceilings.of({"ceilings": ceilings}).matmul_TFLOPS
     # measured = the fitted model's peak / bandwidth (what predictions use); ceilings = best
     # measured matmul / hbm read plateau; datasheet = vendor peak / vendor bandwidth
-    out["ridge_point_FLOP_per_byte"] = {
+    ridge = {
         d: {"measured": model.ridge_point(d),
             "ceilings": (ceil_mm[d] * 1e12 / (hbm_read * 1e9)
                          if ceil_mm.get(d) and hbm_read else None),
@@ -480,17 +468,16 @@ def fit_model(records: list[dict[str, Any]], ceilings: dict[str, Any],
                          f"{e['datasheet_TFLOPS']:.0f}: check clocks and the matmul inputs")
     models = {mode: dataclasses.replace(model, overhead_us=overhead[f"{mode}_us"])
               for mode in ("graph", "eager") if overhead[f"{mode}_us"] is not None}
-    out["fit_error"] = _error_summary(models, items)
-    if not out["fit_error"]["meets_target"]:
+    fit_error = _error_summary(models, items)
+    if not fit_error["meets_target"]:
         notes.append(f"fit error above target (median <= {TARGET_MEDIAN:.0%}, worst <= "
                      f"{TARGET_WORST:.0%}): the model reproduces its own records only roughly")
-    out["gemv_best_provider"] = gemv_table
-    out["undetermined"] = undetermined
     if undetermined:
         notes.append(f"not determined by the data (the fit ran to its floor, below "
                      f"{RESOLVABLE_TIME_US:g} us): {', '.join(undetermined)}; stored as 0")
-    out["notes"] = notes
-    return out
+    return dataclasses.replace(section, ridge_point_FLOP_per_byte=ridge, fit_error=fit_error,
+                               gemv_best_provider=gemv_table, undetermined=undetermined,
+                               notes=notes).to_dict()
 
 
 def _resolved(value_us: float | None, name: str, undetermined: list[str]) -> float | None:

@@ -74,14 +74,22 @@ class Ceilings:
         return None
 
 
-MODEL_KEYS = ("bandwidth_GBps", "matmul", "latency_floor_us", "source", "overhead_us",
-              "overlap_p", "notes")
+# The model section's keys, in the order the fit writes them.
+MODEL_KEYS = ("source", "form", "bandwidth_GBps", "latency_floor_us", "overhead_us", "overhead",
+              "overlap_p", "matmul", "bandwidth", "latency", "ridge_point_FLOP_per_byte",
+              "fit_error", "gemv_best_provider", "undetermined", "notes")
 
 
 @dataclass(frozen=True)
 class ModelSection:
-    """profile["model"]: the fitted roofline model (roofline.model_fit writes the full fit,
-    with its detail in `raw`; datasheet() the vendor-number twin)."""
+    """profile["model"]: the fitted roofline model. roofline.model_fit.fit_model builds one,
+    datasheet() the vendor-number twin; both write it through to_dict(), the one writer.
+
+    The fields after `notes` are the fit's detail, read by the reports and compare:
+    `bandwidth` (where the bandwidth came from: gemv plateau, hbm read), `latency` (launch
+    floors), `overhead` (per-kernel overhead per timing mode), `ridge_point_FLOP_per_byte`
+    ({dtype: {measured, ceilings, datasheet}}), `fit_error` (the model on its own records),
+    `gemv_best_provider` (rows), `undetermined` (fitted terms the data did not determine)."""
     bandwidth_GBps: float | None = None
     matmul: dict[str, dict[str, Any]] = field(default_factory=dict)  # dtype -> peak_TFLOPS,
     latency_floor_us: float | None = None                            # flops_half, wave?, ...
@@ -89,16 +97,34 @@ class ModelSection:
     overhead_us: float | None = None
     overlap_p: float | None = None      # None: t = max(t_mem, t_comp)
     notes: list[str] | None = None
+    form: str | None = None
+    overhead: dict[str, Any] | None = None
+    bandwidth: dict[str, Any] | None = None
+    latency: dict[str, Any] | None = None
+    ridge_point_FLOP_per_byte: dict[str, dict[str, Any]] | None = None
+    fit_error: dict[str, Any] | None = None
+    gemv_best_provider: list[dict[str, Any]] | None = None
+    undetermined: list[str] | None = None
     raw: dict[str, Any] = field(default_factory=dict)  # the section as stored (key order)
 
     @classmethod
     def of(cls, profile: dict[str, Any] | None) -> "ModelSection":
         model = _mapping((profile or {}).get("model"))
-        notes = model.get("notes")
+
+        def listed(key: str) -> list[Any] | None:
+            v = model.get(key)
+            return list(v) if isinstance(v, list) else None
+
+        def mapped(key: str) -> dict[str, Any] | None:
+            v = model.get(key)
+            return dict(v) if isinstance(v, dict) else None
+
         return cls(model.get("bandwidth_GBps"), _mapping(model.get("matmul")),
                    model.get("latency_floor_us"), model.get("source"), model.get("overhead_us"),
-                   model.get("overlap_p"), list(notes) if isinstance(notes, list) else None,
-                   model)
+                   model.get("overlap_p"), listed("notes"), model.get("form"),
+                   mapped("overhead"), mapped("bandwidth"), mapped("latency"),
+                   mapped("ridge_point_FLOP_per_byte"), mapped("fit_error"),
+                   listed("gemv_best_provider"), listed("undetermined"), model)
 
     @classmethod
     def datasheet(cls, bandwidth_GBps: float, peaks_TFLOPS: dict[str, float],
@@ -109,12 +135,16 @@ class ModelSection:
                    latency_floor_us, "datasheet")
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON section: the stored keys in their place, new ones in MODEL_KEYS order;
+        an unset (None) field is left out unless the stored section had it, except a
+        model's overlap_p, whose null is a value (t = max(t_mem, t_comp))."""
         out = dict(self.raw)
         for key in MODEL_KEYS:
             value = getattr(self, key)
             if key in out and out[key] is None and not value:
                 continue  # a null stays null (of() reads a null matmul as {})
-            if key in out or (value is not None and value != {}):
+            if (key in out or (value is not None and value != {})
+                    or (key == "overlap_p" and self.bandwidth_GBps is not None)):
                 out[key] = value
         return out
 
@@ -122,6 +152,10 @@ class ModelSection:
         """{dtype: fitted peak} for the dtypes with a positive peak."""
         return {d: float(p["peak_TFLOPS"]) for d, p in self.matmul.items()
                 if isinstance(p, dict) and positive(p.get("peak_TFLOPS"))}
+
+    def is_undetermined(self, name: str) -> bool:
+        """Whether the fit marked `name` (e.g. "matmul.bf16.flops_half") as not determined."""
+        return name in (self.undetermined or [])
 
 
 def positive(v: Any) -> bool:
