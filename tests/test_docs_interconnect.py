@@ -26,3 +26,15 @@ def test_documented_fields_exist_in_code():
     assert len(fields) >= 10
     for field in fields:
         assert f'"{field}"' in code, field
+
+
+def test_every_swept_collective_and_layout_is_documented():
+    from ridgeline.probes.collective_worker import layout
+    from ridgeline.roofline.interconnect import COLLECTIVES
+
+    model = DOC[DOC.index("## The fitted model"):]
+    for name in COLLECTIVES:
+        assert f'`"{name}"`' in model, name
+    assert {layout(c) for c in COLLECTIVES} == {"in_place", "out_of_place"}
+    for kernel in ("in_place", "out_of_place"):
+        assert f'`"{kernel}"`' in DOC, kernel

@@ -80,3 +80,20 @@ def test_an_unverified_fit_says_so_in_the_estimate():
     verified = dict(entry, status="verified", reason=None)
     assert "[" not in collective_time("allreduce", SIZE, 8,
                                       {"interconnect": {"allreduce": {"8": verified}}}).detail
+
+
+def test_a_noisy_collective_the_planner_does_not_price_never_refuses_a_plan(tmp_path):
+    """all_to_all (and all-gather, reduce-scatter) are measured and shown, but only the TP
+    all-reduce is priced: only an untrusted all-reduce refuses `plan --profile`."""
+    from ridgeline.errors import RidgelineError
+    from ridgeline.roofline.profile import load_profile
+    from ridgeline.sizing.hardware import hardware_from_profile
+    from tests.profile_fixtures import NOISY, synthetic_profile
+
+    prof = load_profile(synthetic_profile(tmp_path / "p.json"))
+    prof["interconnect"]["all_to_all"] = {"2": {"alpha_us": 200.0, "busbw_GBps": 2.0,
+                                                "source": "measured", **NOISY}}
+    hardware_from_profile(prof, refuse_untrusted=True)  # no refusal
+    prof["interconnect"]["allreduce"]["2"].update(NOISY)
+    with pytest.raises(RidgelineError, match="allreduce n=2 noisy"):
+        hardware_from_profile(prof, refuse_untrusted=True)

@@ -1,11 +1,16 @@
-"""Alpha-beta fit of collectives, host-link plateau, p2p table, topology pass-through."""
+"""Alpha-beta fit of collectives (all-to-all too), host-link plateau, p2p table, topology."""
+
+import json
 
 import numpy as np
 import pytest
+from profile_fixtures import synthetic_profile
 
-from ridgeline.roofline.interconnect import busbw_factor
+from ridgeline.errors import ProfileError
+from ridgeline.roofline.interconnect import busbw_factor, collective_time
 from ridgeline.roofline.interconnect_fit import (BW_DOMINANCE, alpha_beta_fit, bandwidth_sizes,
                                                  fit_interconnect, plateau)
+from ridgeline.roofline.profile import load_profile, save_profile
 from ridgeline.roofline.trust import NOISY_SPREAD, ceiling_statuses
 
 SIZES = [4 * 2**k for k in range(29)]  # 4 B .. 1 GiB
@@ -195,3 +200,63 @@ def test_trust_reads_the_fit_status():
     fit = _allreduce_fit(_gloo(CPU_SIZES[:6]))
     (c,) = ceiling_statuses({"interconnect": {"allreduce": {"2": fit}}})
     assert (c.name, c.status, c.reason) == ("allreduce n=2", "unverified", fit["reason"])
+
+
+def _all_to_all_sweep():
+    """all-to-all beside all-reduce at n = 2 and 8 (bf16, then a slower fp32 at n = 8)."""
+    recs = [_rec("allreduce", s, 20e-6 + s / 200e9, n=8) for s in SIZES]
+    recs += [_rec("all_to_all", s, 30e-6 + s / 120e9, n=8) for s in SIZES]
+    recs += [_rec("all_to_all", s, 9e-6 + s / 80e9, n=2) for s in SIZES]
+    recs += [_rec("all_to_all", s, 35e-6 + s / 100e9, n=8, dtype="fp32") for s in SIZES]
+    # a backend without it at n = 4: a waived record, never a fit
+    recs.append({"probe": "all_to_all", "status": "waived", "validated": False, "dtype": "bf16",
+                 "world_size": 4, "reason": "all_to_all not supported by the x backend: ..."})
+    return recs
+
+
+def test_all_to_all_is_fitted_and_stored_beside_the_others():
+    inter = fit_interconnect(_all_to_all_sweep(), {"kind": "cuda"})
+    assert set(inter) == {"allreduce", "all_to_all"}
+    assert sorted(inter["all_to_all"]) == ["2", "8"]  # n = 4 was waived: no entry made up
+    e = inter["all_to_all"]["8"]
+    assert e["alpha_us"] == pytest.approx(30.0, rel=1e-6)
+    assert e["algbw_GBps"] == pytest.approx(120.0, rel=1e-6)
+    assert e["busbw_GBps"] == pytest.approx(120.0 * 7 / 8, rel=1e-6)  # nccl-tests (n-1)/n
+    assert inter["all_to_all"]["2"]["busbw_GBps"] == pytest.approx(80.0 / 2, rel=1e-6)
+    assert e["dtype"] == "bf16" and e["by_dtype"]["fp32"]["algbw_GBps"] == pytest.approx(100.0)
+    assert e["status"] == "verified" and e["source"] == "measured" and e["link"] == "nvlink"
+    # the all-reduce fit is untouched by the all-to-all records beside it
+    assert inter["allreduce"]["8"]["algbw_GBps"] == pytest.approx(200.0, rel=1e-6)
+    # the model answers when asked directly (the planner does not ask: no EP model yet)
+    est = collective_time("all_to_all", 2**26, 8, {"interconnect": inter})
+    assert est.source == "measured" and est.time_s == pytest.approx(30e-6 + 2**26 / 120e9)
+    names = {c.name for c in ceiling_statuses({"interconnect": inter})}
+    assert {"all_to_all n=2", "all_to_all n=8", "allreduce n=8"} <= names
+
+
+def test_the_interconnect_table_shows_all_to_all_and_says_it_is_not_planned():
+    from ridgeline.reports.tables import interconnect_table
+
+    inter = fit_interconnect(_all_to_all_sweep(), {"kind": "cuda"})
+    table = interconnect_table({"interconnect": inter})
+    rows = {(r[0], r[1]): r for r in table.rows}
+    a2a = rows[("all_to_all", "8")]
+    assert (a2a[2], a2a[3], a2a[4], a2a[5]) == ("105.0 GB/s busbw", "30.0 us", "nvlink", "measured")
+    assert ("all_to_all", "4") not in rows and ("allreduce", "8") in rows
+    assert "not used by the planner" in table.note
+    del inter["all_to_all"]
+    assert interconnect_table({"interconnect": inter}).note == ""
+
+
+def test_a_profile_with_all_to_all_passes_its_checks(tmp_path):
+    path = synthetic_profile(tmp_path / "p.json")
+    profile = load_profile(path)
+    profile["interconnect"].update(fit_interconnect(_all_to_all_sweep(), {"kind": "cuda"}))
+    loaded = load_profile(save_profile(profile, tmp_path / "with_a2a.json"))
+    assert loaded["interconnect"]["all_to_all"]["8"]["busbw_GBps"] == pytest.approx(105.0)
+    # keyed by world size like every collective the reports sort and the planner looks up
+    profile["interconnect"]["all_to_all"]["eight"] = profile["interconnect"]["all_to_all"].pop("8")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(profile))
+    with pytest.raises(ProfileError, match="'interconnect.all_to_all.eight' is not keyed by"):
+        load_profile(bad)

@@ -1,19 +1,23 @@
-"""All-reduce probe: all-reduce, all-gather and reduce-scatter cost, one process per device.
+"""Collective probe: all-reduce, all-gather, reduce-scatter, all-to-all; one process per device.
 
 Backends: NCCL on NVIDIA, RCCL on AMD (torch's backend "nccl" either way), gloo
 on the CPU. Sizes 4 B .. 1 GiB in steps of 2 (bounded by free memory; quick
 mode and the CPU: 4 B .. 4 MiB in steps of 4), in place, bf16 and fp32 (gloo:
 fp32, bf16 waived: see `dtypes_for`), world sizes 2, 4, 8, ... up to the GPUs
-present (and their count when it is not a power of two).
+present (and their count when it is not a power of two). All-to-all (expert
+parallelism's collective) runs out of place (torch all_to_all_single, equal
+splits); a backend without it gives a `waived` record with the reason.
 
 Accounting (nccl-tests definitions, so `busbw_GBps` compares directly with
-all_reduce_perf / all_gather_perf / reduce_scatter_perf):
+all_reduce_perf / all_gather_perf / reduce_scatter_perf / alltoall_perf):
 
     algbw_GBps = size_bytes / time / 1e9
-    busbw_GBps = algbw_GBps x factor:  all-reduce 2(n-1)/n;  all-gather, reduce-scatter (n-1)/n
+    busbw_GBps = algbw_GBps x factor:  all-reduce 2(n-1)/n;
+                 all-gather, reduce-scatter, all-to-all (n-1)/n
 
 `size_bytes` is nccl-tests' "size": the per-rank buffer for all-reduce, the
-*total* buffer (count x n x element size) for all-gather and reduce-scatter.
+*total* buffer (count x n x element size) for all-gather and reduce-scatter,
+the total each rank sends (count per peer x n x element size) for all-to-all.
 `time` is the median over iterations of the slowest rank's time. The method
 is in ridgeline.probes.collective_worker; values are checked on every run.
 
@@ -60,9 +64,8 @@ from ridgeline.errors import RidgelineError
 from ridgeline.probes.base import Case, Probe, ProbeContext
 from ridgeline.probes.collective_worker import planned_cases
 from ridgeline.records import waived_record
-from ridgeline.roofline.interconnect import busbw_factor
+from ridgeline.roofline.interconnect import COLLECTIVES, busbw_factor
 
-COLLECTIVES = ("allreduce", "all_gather", "reduce_scatter")
 GiB, MiB = 2**30, 2**20
 MAX_BYTES = GiB
 QUICK_MAX_BYTES = 4 * MiB
@@ -304,7 +307,8 @@ def build_config(device_kind: str, quick: bool, *, max_bytes: int = MAX_BYTES,
         "sizes": list(options.get("sizes") or collective_sizes(quick or cpu, max_bytes)),
         "max_bytes": int(max_bytes),
         "budget": dict(budget, **options.get("budget", {})),
-        # test-only fault injection (collective_worker.inject_fault): hang, raise or SIGKILL
+        # test-only fault injection (collective_worker.inject_fault): hang, raise or SIGKILL;
+        # or a backend without all-to-all (collective_worker.all_to_all_waiver)
         "fault": options.get("fault"),
     }
 
@@ -316,11 +320,14 @@ def missing_case_records(config: dict[str, Any], world_size: int,
 
     With `died`, the first missing case is where the sweep stopped: its reason
     carries `cause`, and every later one points to it (one reason per collective
-    and dtype, so a summary can group them).
+    and dtype, so a summary can group them). A collective and dtype with a
+    `waived` record (a backend without all-to-all) has no case to miss.
     """
     done = {(r.get("probe"), r.get("dtype"), r.get("size_bytes")) for r in records}
+    waived = {(r.get("probe"), r.get("dtype")) for r in records if r.get("status") == "waived"}
     missing = [c for c in planned_cases(config, world_size)
-               if (c.collective, c.dtype, c.size_bytes) not in done]
+               if (c.collective, c.dtype, c.size_bytes) not in done
+               and (c.collective, c.dtype) not in waived]
     out = []
     for c in missing:
         where = f"{c.collective} n={world_size} {c.dtype}"
@@ -345,7 +352,8 @@ def _one_line(text: str) -> str:
 
 class AllReduceProbe(Probe):
     name = "allreduce"
-    description = "all-reduce, all-gather, reduce-scatter algbw and busbw (nccl-tests definitions)"
+    description = ("all-reduce, all-gather, reduce-scatter, all-to-all algbw and busbw "
+                   "(nccl-tests definitions)")
 
     def __init__(self) -> None:
         self._failed: str | None = None
@@ -376,7 +384,8 @@ class AllReduceProbe(Probe):
         import torch
 
         torch.cuda.empty_cache()  # the profiler's cached blocks would shrink what the ranks get
-        # one buffer, the check's chunk temporaries and NCCL's own buffers must fit on each GPU
+        # two buffers (all-to-all's input and output) of max_bytes each; the check's chunk
+        # temporaries and NCCL's own buffers fit in the 2 GiB left over
         return min(limit, max(MiB, (ctx.free_memory_bytes() - 2 * GiB) // 2))
 
     def run(self, case: Case, ctx: ProbeContext) -> list[dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""Collective worker: the code each rank runs for the all-reduce/all-gather/reduce-scatter sweep.
+"""Collective worker: the code each rank runs for the collective sweep (all-reduce, all-gather,
+reduce-scatter, all-to-all).
 
 One process per device. Started either by the allreduce probe (one node:
 `python -m ridgeline.probes.collective_worker CONFIG.json` per rank, with
@@ -6,12 +7,16 @@ RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR=127.0.0.1, MASTER_PORT in the
 environment) or in-process under torchrun (`python -m ridgeline.probes.allreduce`).
 
 Per world size w (the first w ranks, as a sub-group when w < WORLD_SIZE), per
-collective, dtype and size, in place:
+collective, dtype and size, in place (all-to-all: out of place, as nccl-tests
+runs it; torch's all_to_all_single with equal splits):
 
 1. validate: each rank fills its buffer with a rank-dependent periodic tile
    (element i of rank r holds (r + i) % m), runs the collective once and
    compares the result with the closed form (the sum over ranks, or the
-   gathered tiles); the worst error over ranks decides `validated`;
+   gathered tiles); the worst error over ranks decides `validated`.
+   All-to-all: chunk d of rank s's input holds the tile of the pair (s, d)
+   (`all_to_all_tile_values`, distinct for every pair), the output starts as
+   -1, and chunk k of rank r's output must hold the tile of (k, r) exactly;
 2. estimate one call's time (3 calls), agreed across ranks (MAX) so that every
    rank runs the same number of warm-up and timed iterations (a mismatch
    would deadlock);
@@ -23,10 +28,16 @@ collective, dtype and size, in place:
 
 Sizes follow nccl-tests: all-reduce `size_bytes` is the per-rank buffer;
 all-gather and reduce-scatter `size_bytes` is the *total* buffer (count per
-rank x world size x element size). Then
+rank x world size x element size); all-to-all `size_bytes` is the total each
+rank sends (count per peer x world size x element size, alltoall_perf's
+"size"; the chunk to itself included). Then
 
     algbw_GBps = size_bytes / time / 1e9
-    busbw_GBps = algbw_GBps x factor  (all-reduce 2(n-1)/n; all-gather, reduce-scatter (n-1)/n)
+    busbw_GBps = algbw_GBps x factor  (all-reduce 2(n-1)/n; the others (n-1)/n)
+
+A backend without all-to-all (checked once per world size, on the group, with
+a one-element exchange) gives one `waived` record per dtype with the reason
+instead of its cases, never a crash.
 
 The cases run in the order of `planned_cases(config, w)`, which the parent
 also uses to name the cases a dead or hung sweep never measured. Rank 0
@@ -51,20 +62,34 @@ from pathlib import Path
 from typing import Any
 
 from ridgeline.dtypes import bytes_per_element, torch_dtype, unit_roundoff
+from ridgeline.probes.patterns import EXACT_INT_LIMIT
 
-COLLECTIVES = ("allreduce", "all_gather", "reduce_scatter")
+# All-to-all validation: tile length, and the output's value before the exchange (no tile holds it)
+A2A_TILE_LEN = 16
+UNWRITTEN = -1
 
 
 def per_rank_count(collective: str, size_bytes: int, elem_bytes: int, world_size: int) -> int:
-    """Elements each rank contributes for a requested nccl-tests size (at least one)."""
+    """Elements each rank contributes for a requested nccl-tests size (at least one).
+
+    All-to-all: the elements each rank sends to each peer (nccl-tests' count / nranks).
+    """
     if collective == "allreduce":
         return max(1, size_bytes // elem_bytes)
     return max(1, size_bytes // (elem_bytes * world_size))
 
 
 def buffer_elems(collective: str, count: int, world_size: int) -> int:
-    """Elements of the in-place buffer: all-reduce count; all-gather/reduce-scatter count x n."""
+    """Elements of the (input) buffer: all-reduce count; the others count x n.
+
+    All-to-all has an output buffer of the same length beside it (out of place).
+    """
     return count if collective == "allreduce" else count * world_size
+
+
+def layout(collective: str) -> str:
+    """The record's `kernel`: nccl-tests' in-place layout, except all-to-all (no in-place form)."""
+    return "out_of_place" if collective == "all_to_all" else "in_place"
 
 
 def size_bytes_of(collective: str, count: int, elem_bytes: int, world_size: int) -> int:
@@ -78,8 +103,8 @@ class CollectiveCase:
 
     collective: str
     dtype: str
-    count: int        # elements per rank
-    size_bytes: int   # nccl-tests size (all-gather / reduce-scatter: the total buffer)
+    count: int        # elements per rank (all-to-all: per rank and peer)
+    size_bytes: int   # nccl-tests size (all-gather / reduce-scatter / all-to-all: the total)
 
 
 def planned_cases(config: dict[str, Any], world_size: int) -> list[CollectiveCase]:
@@ -123,6 +148,53 @@ def sum_tolerance(dtype: str, world_size: int, m: int) -> float:
         return 0.0
     eps = unit_roundoff(dtype)  # bf16 2^-8, fp16 2^-11, fp32 2^-24
     return world_size * (m - 1) * eps * max(1, math.ceil(math.log2(world_size)))
+
+
+def all_to_all_tile_values(src: int, dst: int, world_size: int, dtype: str,
+                           m: int = A2A_TILE_LEN) -> list[int]:
+    """What rank `src` sends rank `dst`: m small integers, a different tile for every pair.
+
+    Pair p = src x n + dst; element i holds (p + i x (1 + p // L)) % L, with
+    L = EXACT_INT_LIMIT[dtype] + 1 (bf16: 257): every value 0 .. L-1 is exact in the
+    dtype, so nothing rounds. Element 0 is p % L and element 1 minus element 0 is
+    (1 + p // L) % L: two pairs share a tile only if they share both, which no two
+    pairs below L^2 do (bf16: n up to 257). A one-element chunk shows element 0 only:
+    distinct for n^2 <= L (bf16: n up to 16).
+    """
+    span = EXACT_INT_LIMIT[dtype] + 1
+    p = src * world_size + dst
+    step = 1 + p // span
+    return [(p + i * step) % span for i in range(m)]
+
+
+def fill_all_to_all_input(buf: Any, rank: int, world_size: int, count: int, dtype: str) -> None:
+    """Chunk d (elements d x count ..) of `rank`'s input: the tile of the pair (rank, d)."""
+    from ridgeline.probes.patterns import fill_periodic
+
+    for d in range(world_size):
+        fill_periodic(buf.narrow(0, d * count, count),
+                      buf.new_tensor(all_to_all_tile_values(rank, d, world_size, dtype)))
+
+
+def all_to_all_error(out: Any, rank: int, world_size: int, count: int, dtype: str) -> float:
+    """Worst |error| of `rank`'s output against the exchange: chunk k must hold tile (k, rank)."""
+    from ridgeline.probes.patterns import max_periodic_error
+
+    return max(max_periodic_error(out.narrow(0, k * count, count),
+                                  out.new_tensor(all_to_all_tile_values(k, rank, world_size,
+                                                                        dtype)))
+               for k in range(world_size))
+
+
+def unsupported_reason(exc: BaseException, collective: str, backend: str) -> str | None:
+    """One line when `exc` says the backend lacks the collective; None for any other error."""
+    text = " ".join(str(exc).split())[:200]
+    said = text.lower()
+    if isinstance(exc, NotImplementedError) or any(
+            k in said for k in ("does not support", "not supported", "unsupported",
+                                "not implemented")):
+        return f"{collective} not supported by the {backend} backend: {text or type(exc).__name__}"
+    return None
 
 
 class Progress:
@@ -189,8 +261,12 @@ class _Comm:
             self.dist.barrier(group=group)
 
 
-def make_op(dist, collective: str, buf, count: int, rank: int, group):
-    """The in-place collective as a zero-argument callable (nccl-tests' in-place layout)."""
+def make_op(dist, collective: str, buf, count: int, rank: int, group, out=None):
+    """The collective as a zero-argument callable (nccl-tests' in-place layout; all-to-all
+    reads `buf` and writes `out`)."""
+    if collective == "all_to_all":
+        # equal splits: chunk j of buf goes to rank j, chunk k of out comes from rank k
+        return lambda: dist.all_to_all_single(out, buf, group=group)
     if collective == "allreduce":
         return lambda: dist.all_reduce(buf, group=group)
     mine = buf.narrow(0, rank * count, count)  # this rank's slice of the full buffer
@@ -204,10 +280,11 @@ def make_op(dist, collective: str, buf, count: int, rank: int, group):
 
 
 def validate_case(comm: _Comm, collective: str, dtype: str, buf, count: int, w: int,
-                  group, op) -> tuple[float, float]:
+                  group, op, out=None) -> tuple[float, float]:
     """Fill rank-dependent tiles, run the collective once, compare with the closed form.
 
-    Returns (worst |error| over ranks, tolerance).
+    Returns (worst |error| over ranks, tolerance); all-to-all moves values without
+    arithmetic, so its tolerance is 0.
     """
     from ridgeline.probes.patterns import (collective_modulus, fill_periodic, max_periodic_error,
                                            rank_tile_values, sum_tile_values)
@@ -219,6 +296,13 @@ def validate_case(comm: _Comm, collective: str, dtype: str, buf, count: int, w: 
     def tile(values):
         return torch.tensor(values, dtype=dt, device=comm.device)
 
+    if collective == "all_to_all":
+        fill_all_to_all_input(buf, rank, w, count, dtype)
+        out.fill_(UNWRITTEN)  # a chunk the exchange never wrote cannot pass
+        op()
+        comm.sync()
+        worst = comm.reduce([all_to_all_error(out, rank, w, count, dtype)], "max", group)[0]
+        return worst, 0.0
     if collective == "allreduce":
         fill_periodic(buf, tile(rank_tile_values(rank, m)))
         op()
@@ -293,6 +377,7 @@ def inject_fault(config: dict[str, Any], rank: int, progress: Progress,
 
     fault = {"rank": R, "kind": "hang" | "raise" | "kill", "at": None | [collective, size_bytes]}
     ("at" None: right after joining the process group; "hang_s": how long a hang lasts).
+    Kind "no_all_to_all" (every rank) is `all_to_all_waiver`'s: a backend without it.
     """
     fault = config.get("fault") or {}
     if fault.get("rank") != rank:
@@ -328,17 +413,18 @@ def _measure(comm: _Comm, case: CollectiveCase, w: int, group, config: dict[str,
     progress(f"{label}: validate")
     buf = comm.torch.empty(buffer_elems(collective, count, w), dtype=torch_dtype(dtype),
                            device=comm.device)
-    op = make_op(comm.dist, collective, buf, count, comm.rank, group)
-    err, tol = validate_case(comm, collective, dtype, buf, count, w, group, op)
+    out = comm.torch.empty_like(buf) if collective == "all_to_all" else None
+    op = make_op(comm.dist, collective, buf, count, comm.rank, group, out)
+    err, tol = validate_case(comm, collective, dtype, buf, count, w, group, op, out)
     slow, fast = time_case(comm, op, group, config["budget"], progress, label)
-    del buf, op
+    del buf, out, op
     timer_name = ("device-events, slowest rank" if comm.on_gpu
                   else "host-clock+barrier, slowest rank")
     skew = sorted((a - b) / a for a, b in zip(slow, fast) if a > 0)
-    rec = make_record(probe=collective, provider=labels["provider"], kernel="in_place", dtype=dtype,
-                      timing=Timing(slow, timer_name), validated=err <= tol, max_abs_error=err,
-                      size_bytes=size, count=count, world_size=w, nodes=labels["nodes"],
-                      link=labels["link"], backend=labels["backend"])
+    rec = make_record(probe=collective, provider=labels["provider"], kernel=layout(collective),
+                      dtype=dtype, timing=Timing(slow, timer_name), validated=err <= tol,
+                      max_abs_error=err, size_bytes=size, count=count, world_size=w,
+                      nodes=labels["nodes"], link=labels["link"], backend=labels["backend"])
     seconds = rec["time_ms_median"] * 1e-3
     rec["algbw_GBps"] = size / seconds / 1e9
     rec["busbw_factor"] = busbw_factor(collective, w)
@@ -349,8 +435,36 @@ def _measure(comm: _Comm, case: CollectiveCase, w: int, group, config: dict[str,
     return rec
 
 
+def all_to_all_waiver(comm: _Comm, group, w: int, config: dict[str, Any]) -> str | None:
+    """None when the backend runs all_to_all_single on `group`; else why not, agreed by all ranks.
+
+    A one-element-per-peer exchange: a backend without the collective says so at the call
+    (torch: "Backend X does not support alltoall_base"), on every rank alike. Any other
+    error is a real failure and propagates (the parent reports the rank that died).
+    """
+    dist, torch = comm.dist, comm.torch
+    reason = None
+    try:
+        if (config.get("fault") or {}).get("kind") == "no_all_to_all":  # test-only
+            raise RuntimeError(f"Backend {comm.backend} does not support alltoall_base (test)")
+        if not hasattr(dist, "all_to_all_single"):
+            raise NotImplementedError("this torch has no all_to_all_single")
+        x = torch.zeros(w, dtype=torch.float32, device=comm.device)
+        dist.all_to_all_single(torch.empty_like(x), x, group=group)
+        comm.sync()
+    except (RuntimeError, NotImplementedError) as exc:
+        reason = unsupported_reason(exc, "all_to_all", comm.backend)
+        if reason is None:
+            raise
+    if comm.reduce([1.0 if reason else 0.0], "max", group)[0] and reason is None:
+        reason = f"all_to_all not supported by the {comm.backend} backend on another rank"
+    return reason
+
+
 def run_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
     """Run the sweep on this rank; returns the records on rank 0 (empty elsewhere)."""
+    from ridgeline.records import waived_record
+
     comm = _Comm(config)
     out_dir = config.get("out_dir")
     progress = Progress(out_dir, comm.rank, config.get("progress", True))
@@ -369,6 +483,14 @@ def run_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
     sink = None
     if comm.rank == 0 and out_dir:
         sink = open(Path(out_dir) / "records.jsonl", "a")
+
+    def emit(rec: dict[str, Any]) -> None:  # rank 0: keep, and append to the sink as it goes
+        rec.update(versions)
+        records.append(rec)
+        if sink is not None:
+            sink.write(json.dumps(rec, default=str) + "\n")
+            sink.flush()
+
     try:
         for w in world_sizes:
             # Ranks outside this sub-group wait here, not inside the next group's first
@@ -381,15 +503,21 @@ def run_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
             nodes = len(set(hosts[:w]))
             link = _link_label(comm, w, nodes) if comm.rank == 0 else None
             labels = {"provider": provider, "nodes": nodes, "link": link, "backend": comm.backend}
+            waivers: dict[str, str | None] = {}  # collective -> reason, checked once per w
             for case in planned_cases(config, w):
-                rec = _measure(comm, case, w, group, config, progress, labels)
-                if comm.rank != 0:
+                if case.collective == "all_to_all" and "all_to_all" not in waivers:
+                    progress(f"all_to_all n={w}: backend check")
+                    waivers["all_to_all"] = all_to_all_waiver(comm, group, w, config)
+                    if waivers["all_to_all"] and comm.rank == 0:
+                        for dtype in config["dtypes"]:
+                            emit(waived_record("all_to_all", waivers["all_to_all"],
+                                               provider=provider, dtype=dtype, world_size=w,
+                                               nodes=nodes, link=link, backend=comm.backend))
+                if waivers.get(case.collective):
                     continue
-                rec.update(versions)
-                records.append(rec)
-                if sink is not None:
-                    sink.write(json.dumps(rec, default=str) + "\n")
-                    sink.flush()
+                rec = _measure(comm, case, w, group, config, progress, labels)
+                if comm.rank == 0:
+                    emit(rec)
             progress(f"n={w} done")
         progress("final barrier")
         comm.barrier(None)

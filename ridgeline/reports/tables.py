@@ -248,6 +248,9 @@ def interconnect_table(profile: dict[str, Any]) -> Table:
                                fmt(fit.get("alpha_us"), 1, "us"), str(fit.get("link", "-")),
                                str(fit.get("source", "-")),
                                status_text(status.get(f"{name} n={world}"))])
+    if isinstance(ic.get("all_to_all"), dict) and ic["all_to_all"]:
+        table.note = ("all_to_all (expert parallelism's collective) is measured, not used by the "
+                      "planner yet: expert parallelism is not modelled")
     return table
 
 

@@ -10,6 +10,7 @@ Profile layout (written by roofline.interconnect_fit.fit_interconnect):
                           "n_points": 29, "size_min_bytes": 4, "size_max_bytes": 2**30}, ...},
       "all_gather": {...same per world size...},
       "reduce_scatter": {...},
+      "all_to_all": {...},     # measured and fitted; the planner does not read it yet
       "host_link_GBps": {"h2d": 55.0, "d2h": 53.0, "bidir": 100.0, "source": "measured", ...},
       "p2p": {"pairs": [{"src", "dst", "path", "bw_GBps", "latency_us"}], "source": "measured"},
       "topology": {...}
@@ -23,7 +24,11 @@ Alpha-beta model with the nccl-tests bus-bandwidth factors (so `busbw_GBps`
 compares directly with all_reduce_perf):
 
     t(bytes) = alpha + bytes / algbw,   algbw = busbw / factor(n)
-    factor:  all-reduce 2(n-1)/n;  all-gather, reduce-scatter (n-1)/n;  broadcast 1
+    factor:  all-reduce 2(n-1)/n;  all-gather, reduce-scatter, all-to-all (n-1)/n;  broadcast 1
+
+All-to-all (expert parallelism's collective) is stored beside the others, but
+no sizing equation uses it yet: expert parallelism is not modelled, so
+`collective_time("all_to_all", ...)` answers only when asked directly.
 """
 
 from __future__ import annotations
@@ -33,10 +38,18 @@ from typing import Any
 
 from ridgeline.dtypes import BYTES as DTYPE_BYTES
 
+# The collectives the sweep measures and the fit stores, in the sweep's order (one home:
+# the probe's default sweep, the fit and the profile checks import it).
+COLLECTIVES = ("allreduce", "all_gather", "reduce_scatter", "all_to_all")
+# the collectives the planner prices (the TP all-reduce); the others are measured and shown only
+PLANNED_COLLECTIVES = ("allreduce",)
+
 BUSBW_FACTORS = {
     "allreduce": lambda n: 2.0 * (n - 1) / n,
     "all_gather": lambda n: (n - 1) / n,
     "reduce_scatter": lambda n: (n - 1) / n,
+    # each rank keeps 1/n of what it holds and sends the rest: (n-1)/n of size crosses its link
+    "all_to_all": lambda n: (n - 1) / n,
     "broadcast": lambda n: 1.0,
     "reduce": lambda n: 1.0,
 }
@@ -57,7 +70,8 @@ class CollectiveEstimate:
 
 
 def ring_steps(collective: str, world_size: int) -> int:
-    """Latency-bound steps of a ring: all-reduce 2(n-1), all-gather / reduce-scatter n-1."""
+    """Latency-bound steps: all-reduce 2(n-1); all-gather, reduce-scatter (ring) and
+    all-to-all (pairwise exchange) n-1."""
     n = max(1, world_size)
     return 2 * (n - 1) if collective == "allreduce" else (n - 1)
 

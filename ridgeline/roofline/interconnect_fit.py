@@ -2,8 +2,8 @@
 
     profile["interconnect"] = fit_interconnect(records, device)
 
-Collectives (records of probe allreduce | all_gather | reduce_scatter): per
-collective and world size, the alpha-beta model
+Collectives (records of probe allreduce | all_gather | reduce_scatter |
+all_to_all): per collective and world size, the alpha-beta model
 
     t(size_bytes) = alpha + size_bytes / algbw,      busbw = algbw x busbw_factor(collective, n)
 
@@ -14,9 +14,12 @@ absolute least squares would let the largest sizes decide both. Huber weights
 (a few reweighting passes) keep the protocol switches of NCCL at mid sizes
 from pulling the line. `fit_error_median` / `fit_error_worst` are the median
 and largest |t_fit - t| / t over the points. `size_bytes` follows nccl-tests
-(all-gather and reduce-scatter: the total buffer), so algbw and busbw compare
-with all_reduce_perf and friends. One entry per world size, in the dtype the
+(all-gather and reduce-scatter: the total buffer; all-to-all: the total each
+rank sends), so algbw and busbw compare with all_reduce_perf and friends
+(alltoall_perf included). One entry per world size, in the dtype the
 planner uses (bf16, else fp16, else fp32); every dtype sits under "by_dtype".
+All-to-all is stored beside the others, though no sizing equation reads it
+yet (expert parallelism is not modelled).
 
 Whether a fit's bandwidth can be trusted (the fields of roofline.trust:
 `status`, `reason`, `spread`; beside them `n_points`, `size_min_bytes`,
@@ -64,10 +67,9 @@ from typing import Any, Iterable
 import numpy as np
 
 from ridgeline.records import fit_ready
-from ridgeline.roofline.interconnect import busbw_factor
+from ridgeline.roofline.interconnect import COLLECTIVES, busbw_factor
 from ridgeline.roofline.trust import NOISY, NOISY_SPREAD, UNVERIFIED, VERIFIED, sample_spread
 
-COLLECTIVES = ("allreduce", "all_gather", "reduce_scatter")
 DTYPE_PREFERENCE = ("bf16", "fp16", "fp32")
 PLATEAU_FRACTION = 0.9
 # A size shows the bandwidth term when size / algbw is at least this many times alpha.

@@ -25,6 +25,7 @@ import math
 from typing import Any, NamedTuple, NoReturn
 
 from ridgeline.errors import ProfileError
+from ridgeline.roofline.interconnect import COLLECTIVES
 from ridgeline.roofline.trust import STATUSES
 
 
@@ -53,7 +54,6 @@ POWER = Limit(1e5, "W")
 # smax_p: p = 1 is no overlap (a sum), larger is more; p < 1 would be slower than a sum
 OVERLAP_P = Limit(1e3, low=1.0)
 
-PLANNED_COLLECTIVES = ("allreduce", "all_gather", "reduce_scatter")
 NOT_COLLECTIVES = ("host_link_GBps", "topology", "p2p", "inter_node_GBps")
 
 
@@ -165,6 +165,7 @@ def check_values(data: dict[str, Any], where: str) -> None:
     _ceilings(c, data.get("ceilings"))
     _model(c, data.get("model"))
     _interconnect(c, data.get("interconnect"))
+    _efficiency(c, data.get("efficiency"))
     _datasheet(c, data.get("datasheet"))
     c.flag(data.get("complete"), "complete", required=True)
     c.text(data.get("incomplete_reason"), "incomplete_reason")
@@ -316,8 +317,9 @@ def _interconnect(c: _Checker, ic: Any) -> None:
             continue
         for world, fit in c.mapping(per_world, f"interconnect.{name}", required=True).items():
             path = f"interconnect.{name}.{world}"
-            # the planner looks fits up by str(world size) and sorts them as integers
-            if name in PLANNED_COLLECTIVES and not (world.isdigit() and int(world) >= 1):
+            # the planner looks fits up by str(world size) and sorts them as integers; every
+            # measured collective (all_to_all too, which it does not read yet) is keyed alike
+            if name in COLLECTIVES and not (world.isdigit() and int(world) >= 1):
                 c.fail(path, "is not keyed by a world size (a whole number >= 1)")
             fit = c.mapping(fit, path, required=True)
             _collective_fit(c, fit, path)
@@ -334,6 +336,25 @@ def _collective_fit(c: _Checker, fit: dict[str, Any], path: str) -> None:
                           "n_bandwidth_points": COUNT})
     c.texts(fit, path, ("link", "source", "dtype"))
     _trust_fields(c, fit, path)
+
+
+def _efficiency(c: _Checker, section: Any) -> None:
+    """{curve: {dtype: {"axes": [...], "points": [{<axis>: >0, "efficiency": >0, ...}]}}}."""
+    for name, by_dtype in c.mapping(section, "efficiency").items():
+        for dtype, curve in c.mapping(by_dtype, f"efficiency.{name}", required=True).items():
+            path = f"efficiency.{name}.{dtype}"
+            curve = c.mapping(curve, path, required=True)
+            axes = curve.get("axes")
+            c.strings(axes, f"{path}.axes")
+            for i, point in enumerate(c.sequence(curve.get("points"), f"{path}.points")):
+                where = f"{path}.points[{i}]"
+                point = c.mapping(point, where, required=True)
+                for axis in axes or []:
+                    c.number(point.get(axis), f"{where}.{axis}", COUNT, required=True,
+                             positive=True)
+                c.number(point.get("efficiency"), f"{where}.efficiency", RATIO, required=True,
+                         positive=True)
+                c.numbers(point, where, {"time_ms": TIME_MS, "roofline_ms": TIME_MS})
 
 
 def _datasheet(c: _Checker, sheet: Any) -> None:
