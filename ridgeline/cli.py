@@ -1,4 +1,4 @@
-"""Command line: ridgeline devices | profile | report | compare | plan | validate.
+"""Command line: ridgeline devices | profile | report | compare | fleet | plan | simulate | validate (and more: see COMMANDS).
 
 Each subcommand is one module of ridgeline.commands exposing `add_arguments(parser)`
 and `run(args) -> int`, imported lazily, so `ridgeline plan` never imports torch.
@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "render a profile as HTML/markdown with the roofline chart"),
     "compare": ("ridgeline.commands.compare",
                 "compare a profile against a reference profile"),
+    "fleet": ("ridgeline.commands.fleet",
+              "many devices' profiles against their median: outliers, slow GPUs, bad links"),
     "plan": ("ridgeline.commands.plan",
              "size an LLM deployment from a measured profile"),
     "simulate": ("ridgeline.commands.simulate",

@@ -61,8 +61,9 @@ def _fitted_us(value: Any, field: str, undetermined: list[str]) -> tuple[float |
     return v, False
 
 
-def _quantities(profile: dict[str, Any]) -> dict[str, Quantity]:
-    """name -> Quantity for every comparable number of a profile."""
+def quantities(profile: dict[str, Any]) -> dict[str, Quantity]:
+    """name -> Quantity for every comparable number of a profile (compare and
+    reports.fleet read profiles through this one extraction)."""
     out: dict[str, Quantity] = {}
     status = ceiling_status_by_name(profile)
 
@@ -147,7 +148,7 @@ def _row(name: str, a: Quantity | None, b: Quantity | None, threshold: float) ->
 def compare_profiles(node: dict[str, Any], reference: dict[str, Any],
                      threshold: float = DEFAULT_THRESHOLD) -> dict[str, Any]:
     """Rows (quantity, node, reference, ratio, statuses, flag) and the gate's verdict."""
-    a, b = _quantities(node), _quantities(reference)
+    a, b = quantities(node), quantities(reference)
     rows = [_row(name, a.get(name), b.get(name), threshold)
             for name in list(b) + [n for n in a if n not in b]]
     worse = [r["quantity"] for r in rows if r["flag"] == "worse" and r["kind"] == "ceiling"]
