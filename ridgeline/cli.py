@@ -1,4 +1,4 @@
-"""Command line: ridgeline devices | profile | report | compare | fleet | plan | simulate | validate (and more: see COMMANDS).
+"""Command line: `ridgeline <command>`, one module of ridgeline.commands each (COMMANDS below).
 
 Each subcommand is one module of ridgeline.commands exposing `add_arguments(parser)`
 and `run(args) -> int`, imported lazily, so `ridgeline plan` never imports torch.
