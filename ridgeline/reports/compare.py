@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 from ridgeline.reports.tables import ceiling_status_by_name
 from ridgeline.roofline.model import undetermined_time
-from ridgeline.roofline.sections import Ceilings
+from ridgeline.roofline.sections import Ceilings, ModelSection
 from ridgeline.roofline.trust import CeilingStatus
 
 DEFAULT_THRESHOLD = 0.10
@@ -93,14 +93,14 @@ def quantities(profile: dict[str, Any]) -> dict[str, Quantity]:
                         trust_name=f"{name} n={world}")
                 alpha, undetermined = _fitted_us(fit.get("alpha_us"), "", [])
                 fitted(f"{name} n={world} alpha", alpha, "us", False, undetermined)
-    model = profile.get("model") or {}
-    marked = [m for m in model.get("undetermined") or [] if isinstance(m, str)]
-    fitted("model bandwidth", model.get("bandwidth_GBps"), "GB/s", True)
+    model = ModelSection.of(profile)
+    marked = [m for m in model.undetermined or [] if isinstance(m, str)]
+    fitted("model bandwidth", model.bandwidth_GBps, "GB/s", True)
     for label, field in (("model latency floor", "latency_floor_us"),
                          ("model per-kernel overhead", "overhead_us")):
-        value, undetermined = _fitted_us(model.get(field), field, marked)
+        value, undetermined = _fitted_us(getattr(model, field), field, marked)
         fitted(label, value, "us", False, undetermined)
-    for dtype, p in (model.get("matmul") or {}).items():
+    for dtype, p in model.matmul.items():
         if not isinstance(p, dict):
             continue
         fitted(f"model {dtype} peak", p.get("peak_TFLOPS"), "TFLOP/s", True)
