@@ -1,0 +1,490 @@
+"""Attention probe: decode attention over a KV cache, and causal prefill, against batch and length.
+
+The planner prices attention at the roofline of its minimal work (ridgeline.sizing.latency,
+`_attention_standard`); at long context decode attention streams the KV cache at well
+under the bandwidth ceiling (issue 13). This probe measures by how much: the fitter divides
+the roofline time of the counts below by the measured time, an efficiency over
+(batch, context) for decode and over tokens for prefill, which the planner applies.
+
+Grouped-query attention: q_heads query heads, kv_heads KV heads, head_dim each (default
+32 / 8 / 128: a Llama-3 8B layer; 70B at TP 2 has 32 / 4 per GPU); query head h reads KV head
+h // (q_heads / kv_heads). The KV cache has the compute dtype. b = bytes per element.
+
+decode (kernel="decode"): `batch` sequences, each one new query token against `context`
+cached tokens (tokens = 1):
+    out[s, h] = softmax(q[s, h] . K[s, g]^T / sqrt(head_dim)) V[s, g]
+    flops         = 4 * batch * context * q_heads * head_dim             (q.K and P.V)
+    bytes_read    = batch * context * 2 * kv_heads * head_dim * b        (K and V, once)
+                  + batch * q_heads * head_dim * b                       (q)
+    bytes_written = batch * q_heads * head_dim * b
+prefill (kernel="prefill"): causal self-attention of `batch` sequences of `tokens` new
+tokens, no prior cache (context = tokens):
+    flops         = 4 * batch * q_heads * head_dim * tokens * (tokens + 1) / 2
+    bytes_read    = batch * tokens * (2 * kv_heads + q_heads) * head_dim * b
+    bytes_written = batch * tokens * q_heads * head_dim * b
+These are the planner's counts (decode with context = prior + new, prefill with prior 0),
+so efficiencies transfer to it unchanged. `kv_bw_GBps` is the cache bytes over the time.
+
+Providers:
+- "torch_sdpa": torch.nn.functional.scaled_dot_product_attention, the call `ridgeline
+  validate` makes (ridgeline.validation.transformer.attention): enable_gqa=True where
+  torch >= 2.5 has it, else the KV heads repeated inside the call (recorded as `gqa`).
+  Decode and prefill (is_causal=True).
+- "triton" (CUDA/ROCm, decode only): ridgeline.kernels.flash_decode, flash-decoding
+  (split-K over the context, then a reduction) on a contiguous cache; its config
+  (tile, split count) is recorded as `config` and `num_splits`.
+
+Sweep (per dtype: bf16, and fp16 on a GPU except with --quick):
+    GPU decode   batch (1, 4, 16, 64, 256) x context (512, 2048, 8192, 32768)
+                 quick: (1, 16, 64) x (2048, 32768)
+    GPU prefill  tokens (128, 512, 2048, 8192), batch = ceil(8192 / tokens); quick: 512, 8192
+    CPU decode   batch (1, 4, 16) x context (256, 1024, 4096), quick (1, 8) x (256, 1024),
+                 where the cache is <= 64 MiB
+    CPU prefill  tokens (128, 512, 1024), batch 1; quick: 128, 512
+A case whose working set does not fit in half the free memory is waived with the sizes.
+
+Honest timing:
+- Caches: each case rotates through `copies` sets of (q, K, V) whose total is at least
+  `rotate_factor` (4 on GPUs, 2 on the CPU) times the last-level cache (sized as the GEMV
+  probe does: ridgeline.probes.gemv.cache_bytes_for). The first set is random; the others
+  are copies of it (other memory, the same values: a cache cannot tell, and filling them
+  costs a copy, not a random draw).
+  GPU: flush_cache=False and each sample is a whole number of rotations, at least 16
+  launches or 1 GiB of working set (whichever comes first), replayed as one CUDA graph
+  when it holds more than one launch: microsecond kernels are not timed as launch gaps,
+  and the longest (~10 ms, a 34 GB cache) are not replayed 16 times.
+  CPU: one call per sample (the host clock has no launch gap to hide) while successive
+  calls walk the copies, so a set comes back only after the others (>= the cache) went by.
+- Validation: before timing, copy 0's output is compared with a float32 reference
+  (explicit softmax, KV heads repeated; chunked so its temporaries stay bounded):
+  |out - ref| <= rtol * (|ref| + rms of the row), rtol 2**-6 for bf16, 2**-8 for fp16.
+- Budgets: GPU 10 ms warm-up + 40 ms of samples per case (--quick 5 + 15); CPU 5 + 40
+  (--quick 2 + 15), at least 3 samples. On 2 shared cores the CPU run takes ~7 s (--quick
+  ~1 s): CPU bf16 SDPA streams the cache at ~0.2-1 GB/s, hence its small grid.
+
+Options (ctx.options, or ctx.options["attention"]), for tests and the API:
+    kernels: ["decode", "prefill"]   dtypes: ["bf16", ...]   providers: ["torch_sdpa", ...]
+    batches, contexts (decode)   prefill_tokens, prefill_batch (prefill)
+    q_heads, kv_heads, head_dim   rotate_factor, max_copies   warmup_ms, rep_ms, min_reps
+    block_n, num_splits (the Triton kernel's tile and split count; default: its heuristic)
+
+Run: `ridgeline profile --probes attention [--quick]`; tests: tests/test_probes_attention.py.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import math
+from collections import Counter
+from typing import Any
+
+from ridgeline.dtypes import bytes_per_element, torch_dtype
+from ridgeline.errors import RidgelineError, Waived
+from ridgeline.probes.base import Case, Probe, ProbeContext
+from ridgeline.probes.gemv import TRITON_ON_CPU, cache_bytes_for, rotation_copies
+from ridgeline.records import make_record
+from ridgeline.timing import Work
+
+KERNELS = ("decode", "prefill")
+DTYPES = ("bf16", "fp16", "fp32")
+PROVIDERS = {"decode": ("torch_sdpa", "triton"), "prefill": ("torch_sdpa",)}
+HEADS = {"q_heads": 32, "kv_heads": 8, "head_dim": 128}   # a Llama-3 8B layer
+
+GPU_BATCHES = (1, 4, 16, 64, 256)
+GPU_CONTEXTS = (512, 2048, 8192, 32768)
+GPU_QUICK_BATCHES = (1, 16, 64)
+GPU_QUICK_CONTEXTS = (2048, 32768)
+GPU_PREFILL_TOKENS = (128, 512, 2048, 8192)
+GPU_QUICK_PREFILL_TOKENS = (512, 8192)
+PREFILL_MIN_BATCH_TOKENS = 8192   # GPU prefill batch: enough sequences for this many tokens
+CPU_BATCHES = (1, 4, 16)
+CPU_CONTEXTS = (256, 1024, 4096)
+CPU_QUICK_BATCHES = (1, 8)
+CPU_QUICK_CONTEXTS = (256, 1024)
+CPU_MAX_KV_BYTES = 64 * 2**20     # CPU SDPA streams ~0.5 GB/s in bf16 on 2 cores: bound the run
+CPU_PREFILL_TOKENS = (128, 512, 1024)
+CPU_QUICK_PREFILL_TOKENS = (128, 512)
+
+MIN_GPU_LAUNCHES = 16             # launches per graph-replayed sample, at most this many rounds
+MIN_SAMPLE_BYTES = 2**30          # ... or enough rounds for this much working set
+MEMORY_FRACTION = 0.5             # of the free memory the rotated copies may take
+REFERENCE_BYTES = {True: 2**30, False: 256 * 2**20}   # fp32 reference temporaries (GPU, CPU)
+
+# |out - ref| <= rtol * (|ref| + rms(row)): the output is rounded once, and flash kernels
+# round the softmax weights to the input dtype before P.V (an error on the row's scale)
+RTOL = {"bf16": 2**-6, "fp16": 2**-8, "fp32": 1e-4}
+
+
+# --- work counts (pure) -------------------------------------------------------------
+
+def kv_cache_bytes(batch: int, context: int, kv_heads: int, head_dim: int, dtype: str) -> int:
+    """K and V of `context` tokens of `batch` sequences."""
+    return batch * context * 2 * kv_heads * head_dim * bytes_per_element(dtype)
+
+
+def decode_flops(batch: int, context: int, q_heads: int, head_dim: int) -> int:
+    return 4 * batch * context * q_heads * head_dim
+
+
+def decode_bytes_read(batch: int, context: int, q_heads: int, kv_heads: int, head_dim: int,
+                      dtype: str) -> int:
+    return (kv_cache_bytes(batch, context, kv_heads, head_dim, dtype)
+            + batch * q_heads * head_dim * bytes_per_element(dtype))
+
+
+def decode_bytes_written(batch: int, q_heads: int, head_dim: int, dtype: str) -> int:
+    return batch * q_heads * head_dim * bytes_per_element(dtype)
+
+
+def prefill_flops(batch: int, tokens: int, q_heads: int, head_dim: int) -> int:
+    """4 * batch * q_heads * head_dim * tokens * (tokens + 1) / 2, in integers (causal)."""
+    return 2 * batch * q_heads * head_dim * tokens * (tokens + 1)
+
+
+def prefill_bytes_read(batch: int, tokens: int, q_heads: int, kv_heads: int, head_dim: int,
+                       dtype: str) -> int:
+    return batch * tokens * (2 * kv_heads + q_heads) * head_dim * bytes_per_element(dtype)
+
+
+def prefill_bytes_written(batch: int, tokens: int, q_heads: int, head_dim: int,
+                          dtype: str) -> int:
+    return batch * tokens * q_heads * head_dim * bytes_per_element(dtype)
+
+
+def work(kernel: str, batch: int, context: int, q_heads: int, kv_heads: int, head_dim: int,
+         dtype: str) -> tuple[int, int, int]:
+    """(flops, bytes_read, bytes_written) of one case; prefill's `context` is its tokens."""
+    if kernel == "decode":
+        return (decode_flops(batch, context, q_heads, head_dim),
+                decode_bytes_read(batch, context, q_heads, kv_heads, head_dim, dtype),
+                decode_bytes_written(batch, q_heads, head_dim, dtype))
+    if kernel == "prefill":
+        return (prefill_flops(batch, context, q_heads, head_dim),
+                prefill_bytes_read(batch, context, q_heads, kv_heads, head_dim, dtype),
+                prefill_bytes_written(batch, context, q_heads, head_dim, dtype))
+    raise ValueError(f"attention: unknown kernel {kernel!r}; known: {', '.join(KERNELS)}")
+
+
+# --- sweep and timing rules (pure) ----------------------------------------------------
+
+def prefill_batch(tokens: int, device_kind: str) -> int:
+    """GPU: enough sequences for PREFILL_MIN_BATCH_TOKENS tokens in all; CPU: one."""
+    if device_kind == "cpu":
+        return 1
+    return max(1, math.ceil(PREFILL_MIN_BATCH_TOKENS / tokens))
+
+
+def launches_per_sample(copies: int, copy_bytes: int, device_kind: str) -> int:
+    """GPU: whole rotations, >= MIN_GPU_LAUNCHES launches or >= MIN_SAMPLE_BYTES of working
+    set, whichever needs fewer rounds; CPU: 1 (the copies rotate across samples)."""
+    if device_kind == "cpu":
+        return 1
+    rounds = min(math.ceil(MIN_GPU_LAUNCHES / copies),
+                 math.ceil(MIN_SAMPLE_BYTES / (copies * copy_bytes)))
+    return copies * max(1, rounds)
+
+
+def timing_budget(device_kind: str, quick: bool) -> dict[str, float]:
+    """Timer budgets per case (see the module docstring for what a run then costs)."""
+    if device_kind == "cpu":
+        return ({"warmup_ms": 2.0, "rep_ms": 15.0, "min_reps": 3} if quick
+                else {"warmup_ms": 5.0, "rep_ms": 40.0, "min_reps": 3})
+    return {"warmup_ms": 5.0, "rep_ms": 15.0} if quick else {"warmup_ms": 10.0, "rep_ms": 40.0}
+
+
+def _options(ctx: ProbeContext) -> dict[str, Any]:
+    opts = ctx.options or {}
+    nested = opts.get("attention")
+    return nested if isinstance(nested, dict) else opts
+
+
+def _heads(opts: dict[str, Any]) -> dict[str, int]:
+    heads = {key: int(opts.get(key, default)) for key, default in HEADS.items()}
+    if min(heads.values()) < 1 or heads["q_heads"] % heads["kv_heads"]:
+        raise RidgelineError(f"attention: q_heads={heads['q_heads']} must be a positive multiple "
+                             f"of kv_heads={heads['kv_heads']} (head_dim={heads['head_dim']})")
+    return heads
+
+
+class AttentionProbe(Probe):
+    name = "attention"
+    description = "decode attention over a KV cache and causal prefill, against batch and length"
+
+    def __init__(self) -> None:
+        self._pools: dict[tuple, dict[str, Any]] = {}
+        self._uses_left: Counter = Counter()
+
+    # --- what runs here --------------------------------------------------------------
+
+    def available(self, ctx: ProbeContext) -> str | None:
+        if importlib.util.find_spec("torch") is None:
+            return "torch is not installed"
+        return None
+
+    def waiver(self, params: dict[str, Any], ctx: ProbeContext) -> str | None:
+        """Why this (kernel, provider, dtype) cannot run on ctx.device, or None."""
+        dev = ctx.device
+        kernel, provider, dtype = params["kernel"], params["provider"], params["dtype"]
+        if dtype not in DTYPES:
+            return f"unknown dtype {dtype} for attention (known: {', '.join(DTYPES)})"
+        if provider not in PROVIDERS.get(kernel, ()):
+            return f"provider {provider} does not run {kernel} attention"
+        if provider == "triton":
+            if dev.kind == "cpu":
+                return TRITON_ON_CPU
+            if importlib.util.find_spec("triton") is None:
+                return "triton is not installed"
+            if dtype == "fp32":
+                return "the Triton flash-decoding kernel takes bf16/fp16"
+        if not dev.supports(dtype):
+            return f"{dtype} is not supported on {dev.name}"
+        if torch_dtype(dtype) is None:
+            return f"this torch has no {dtype} dtype"
+        return None
+
+    def cases(self, ctx: ProbeContext) -> list[Case]:
+        opts = _options(ctx)
+        kind = ctx.device.kind
+        gpu = ctx.device.is_gpu
+        heads = _heads(opts)
+        kernels = list(opts.get("kernels", KERNELS))
+        unknown = [k for k in kernels if k not in KERNELS]
+        if unknown:
+            raise RidgelineError(f"attention: unknown kernel(s) {', '.join(unknown)}; "
+                                 f"known: {', '.join(KERNELS)}")
+        dtypes = list(opts.get("dtypes", ["bf16", "fp16"] if gpu and not ctx.quick else ["bf16"]))
+        only = set(opts.get("providers", [])) or None
+
+        points: list[tuple[str, int, int]] = []   # (kernel, batch, context)
+        if "decode" in kernels:
+            if gpu:
+                batches = GPU_QUICK_BATCHES if ctx.quick else GPU_BATCHES
+                contexts = GPU_QUICK_CONTEXTS if ctx.quick else GPU_CONTEXTS
+            else:
+                batches = CPU_QUICK_BATCHES if ctx.quick else CPU_BATCHES
+                contexts = CPU_QUICK_CONTEXTS if ctx.quick else CPU_CONTEXTS
+            batches = [int(b) for b in opts.get("batches", batches)]
+            contexts = [int(c) for c in opts.get("contexts", contexts)]
+            points += [("decode", b, c) for b, c in itertools.product(batches, contexts)]
+        if "prefill" in kernels:
+            if gpu:
+                tokens = GPU_QUICK_PREFILL_TOKENS if ctx.quick else GPU_PREFILL_TOKENS
+            else:
+                tokens = CPU_QUICK_PREFILL_TOKENS if ctx.quick else CPU_PREFILL_TOKENS
+            for t in (int(t) for t in opts.get("prefill_tokens", tokens)):
+                batch = int(opts.get("prefill_batch", prefill_batch(t, kind)))
+                points.append(("prefill", batch, t))
+
+        out: list[Case] = []
+        waived_seen: set[tuple] = set()
+        self._uses_left = Counter()
+        # the CPU's default decode grid stays within its time budget
+        kv_cap = None if gpu or "batches" in opts or "contexts" in opts else CPU_MAX_KV_BYTES
+        for dtype in dtypes:
+            for kernel, batch, context in points:
+                if kernel == "decode" and kv_cap and kv_cache_bytes(
+                        batch, context, heads["kv_heads"], heads["head_dim"], dtype) > kv_cap:
+                    continue
+                for provider in PROVIDERS[kernel]:
+                    if only and provider not in only:
+                        continue
+                    params = {"kernel": kernel, "provider": provider, "dtype": dtype,
+                              "batch": batch, "context": context,
+                              "tokens": 1 if kernel == "decode" else context, **heads}
+                    reason = self.waiver(params, ctx)
+                    if reason:  # one waived case per (kernel, dtype, provider, reason)
+                        if (kernel, dtype, provider, reason) in waived_seen:
+                            continue
+                        waived_seen.add((kernel, dtype, provider, reason))
+                    else:
+                        self._uses_left[self._key(params)] += 1
+                    out.append(Case(params))
+        return out
+
+    # --- one case --------------------------------------------------------------------
+
+    @staticmethod
+    def _key(params: dict[str, Any]) -> tuple:
+        """The providers of one case share its inputs."""
+        return tuple(params[k] for k in ("kernel", "dtype", "batch", "context", "q_heads",
+                                         "kv_heads", "head_dim"))
+
+    def run(self, case: Case, ctx: ProbeContext) -> list[dict[str, Any]]:
+        reason = self.waiver(case.params, ctx)
+        if reason:
+            raise Waived(reason)
+        key = self._key(case.params)
+        try:
+            pool = self._pool(ctx, case.params)
+            rec = self._measure(ctx, pool, case.params)
+        finally:
+            self._release_if_done(key)
+        return [rec]
+
+    def _measure(self, ctx: ProbeContext, pool: dict[str, Any],
+                 p: dict[str, Any]) -> dict[str, Any]:
+        from ridgeline.validation.transformer import attention, sdpa_has_gqa
+
+        opts = _options(ctx)
+        kernel, provider, dtype = p["kernel"], p["provider"], p["dtype"]
+        batch, context = int(p["batch"]), int(p["context"])
+        hq, hkv, d = int(p["q_heads"]), int(p["kv_heads"]), int(p["head_dim"])
+        causal = kernel == "prefill"
+        qs, ks, vs, copies = pool["q"], pool["k"], pool["v"], pool["copies"]
+        config = num_splits = None
+        gqa = "none" if hq == hkv else ("native" if sdpa_has_gqa() else "repeat")
+
+        if provider == "torch_sdpa":
+            native = sdpa_has_gqa()
+
+            def call(i):
+                return attention(qs[i], ks[i], vs[i], causal, native)    # (B, Hq, T, D)
+        else:
+            from ridgeline.kernels.flash_decode import DecodeConfig, flash_decode, resolve_config
+
+            gqa = "kernel"
+            q3 = [q.squeeze(2) for q in qs]                               # (B, Hq, D) views
+            want = DecodeConfig(block_n=int(opts.get("block_n", 64)),
+                                num_splits=opts.get("num_splits"))
+            cfg = resolve_config(q3[0], ks[0], want)      # chosen once, before timing
+            config, num_splits = str(cfg), cfg.num_splits
+
+            def call(i):
+                return flash_decode(q3[i], ks[i], vs[i], config=cfg)     # (B, Hq, D)
+
+        y = call(0)
+        ref = attention_reference(qs[0], ks[0], vs[0], causal,
+                                  max_bytes=REFERENCE_BYTES[ctx.device.is_gpu])
+        rtol = RTOL[dtype]
+        validated, max_err = check_output(y.reshape(ref.shape), ref, rtol)
+        del y, ref
+
+        counter = itertools.count()
+
+        def fn():
+            return call(next(counter) % copies)
+
+        fl, br, bw = work(kernel, batch, context, hq, hkv, d, dtype)
+        budget = {**timing_budget(ctx.device.kind, ctx.quick),
+                  **{key: opts[key] for key in ("warmup_ms", "rep_ms", "min_reps") if key in opts}}
+        launches = launches_per_sample(copies, pool["copy_bytes"], ctx.device.kind)
+        timing = ctx.timer.time(fn, work=Work(bytes=br + bw, flops=fl), flush_cache=False,
+                                launches_per_sample=launches, **budget)
+        rec = make_record(
+            probe="attention", provider=provider, kernel=kernel, dtype=dtype, timing=timing,
+            validated=validated, bytes_read=br, bytes_written=bw, flops=fl,
+            telemetry=ctx.telemetry(), max_abs_error=max_err,
+            batch=batch, context=context, tokens=int(p["tokens"]),
+            q_heads=hq, kv_heads=hkv, head_dim=d,
+        )
+        kv = kv_cache_bytes(batch, context, hkv, d, dtype)
+        seconds = rec["time_ms_median"] * 1e-3
+        rec.update({
+            "kv_bytes": kv, "kv_bw_GBps": kv / seconds / 1e9 if seconds > 0 else None,
+            "causal": causal, "gqa": gqa, "config": config, "num_splits": num_splits,
+            "copies": copies, "rotation_bytes": copies * pool["copy_bytes"],
+            "cache_bytes": pool["cache_bytes"], "rtol": rtol,
+        })
+        return rec
+
+    # --- rotated inputs --------------------------------------------------------------
+
+    def _pool(self, ctx: ProbeContext, p: dict[str, Any]) -> dict[str, Any]:
+        key = self._key(p)
+        if key in self._pools:
+            return self._pools[key]
+        self._drop_all()  # free the previous case's inputs before sizing this one
+        import torch
+
+        opts = _options(ctx)
+        kernel, dtype = p["kernel"], p["dtype"]
+        batch, context = int(p["batch"]), int(p["context"])
+        hq, hkv, d = int(p["q_heads"]), int(p["kv_heads"]), int(p["head_dim"])
+        q_len = 1 if kernel == "decode" else context
+        copy_bytes = work(kernel, batch, context, hq, hkv, d, dtype)[1]   # q, K, V
+        cache = cache_bytes_for(ctx.device)
+        factor = float(opts.get("rotate_factor", 4.0 if ctx.device.is_gpu else 2.0))
+        free = ctx.free_memory_bytes()
+        copies = rotation_copies(copy_bytes, cache, free, factor, MEMORY_FRACTION,
+                                 max_copies=opts.get("max_copies"))
+        if copies < 1:
+            raise Waived(f"{kernel} batch {batch} x {context} tokens needs "
+                         f"{copy_bytes / 1e9:.2f} GB of q, K, V; half of the "
+                         f"{free / 1e9:.2f} GB free is less")
+        dev = ctx.torch_device
+        tdtype = torch_dtype(dtype)
+        gen = torch.Generator(device=dev)
+        gen.manual_seed(1000 * batch + context)
+        q0 = torch.randn(batch, hq, q_len, d, generator=gen, device=dev, dtype=tdtype)
+        k0 = torch.randn(batch, hkv, context, d, generator=gen, device=dev, dtype=tdtype)
+        v0 = torch.randn(batch, hkv, context, d, generator=gen, device=dev, dtype=tdtype)
+        pool = {"q": [q0], "k": [k0], "v": [v0], "copies": copies, "copy_bytes": copy_bytes,
+                "cache_bytes": cache}
+        for _ in range(copies - 1):  # other memory, same values: see the module docstring
+            pool["q"].append(q0.clone())
+            pool["k"].append(k0.clone())
+            pool["v"].append(v0.clone())
+        self._pools[key] = pool
+        return pool
+
+    def _release_if_done(self, key: tuple) -> None:
+        if key in self._uses_left:
+            self._uses_left[key] -= 1
+            if self._uses_left[key] <= 0:
+                del self._uses_left[key]
+                self._drop_all()
+
+    def _drop_all(self) -> None:
+        if not self._pools:
+            return
+        self._pools.clear()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # so free-memory sizing (here and in later probes) is true
+
+
+# --- reference and check --------------------------------------------------------------
+
+def attention_reference(q, k, v, causal: bool, max_bytes: int = 2**30):
+    """float32 (B, Hq, T, D): KV heads repeated to the query heads, explicit softmax.
+
+    q (B, Hq, T, D), k and v (B, Hkv, S, D); query row t sits at position S - T + t, and
+    with `causal` sees the keys up to it. Chunked over sequences and query rows so the
+    fp32 temporaries (repeated K and V, scores, weights) stay near `max_bytes`.
+    """
+    import torch
+
+    batch, hq, t_len, d = q.shape
+    hkv, s_len = k.shape[1], k.shape[2]
+    group = hq // hkv
+    scale = 1.0 / math.sqrt(d)
+    kv_seq = 2 * hq * s_len * d * 4                 # one sequence's repeated K and V, fp32
+    row = 2 * hq * s_len * 4                        # scores and weights of one query row
+    seqs = max(1, min(batch, max_bytes // (kv_seq + t_len * row)))
+    rows = t_len if seqs > 1 else max(1, min(t_len, (max_bytes - kv_seq) // row))
+    out = torch.empty(batch, hq, t_len, d, dtype=torch.float32, device=q.device)
+    keys = torch.arange(s_len, device=q.device)
+    for b0 in range(0, batch, seqs):
+        kr = k[b0:b0 + seqs].float().repeat_interleave(group, dim=1)   # (n, Hq, S, D)
+        vr = v[b0:b0 + seqs].float().repeat_interleave(group, dim=1)
+        for t0 in range(0, t_len, rows):
+            qc = q[b0:b0 + seqs, :, t0:t0 + rows].float()                 # (n, Hq, r, D)
+            scores = (qc @ kr.transpose(-1, -2)) * scale                  # (n, Hq, r, S)
+            if causal:
+                pos = s_len - t_len + torch.arange(t0, t0 + qc.shape[2], device=q.device)
+                scores.masked_fill_(keys[None, :] > pos[:, None], float("-inf"))
+            out[b0:b0 + seqs, :, t0:t0 + rows] = scores.softmax(dim=-1) @ vr
+        del kr, vr
+    return out
+
+
+def check_output(y, ref, rtol: float) -> tuple[bool, float]:
+    """|y - ref| <= rtol * (|ref| + rms of ref's row) everywhere; (ok, max |y - ref|)."""
+    import torch
+
+    err = (y.float() - ref).abs()
+    row_rms = ref.pow(2).mean(dim=-1, keepdim=True).sqrt()
+    ok = bool(torch.isfinite(y).all()) and bool((err <= rtol * (ref.abs() + row_rms)).all())
+    return ok, float(err.max())
