@@ -211,7 +211,7 @@ def fake_tuner(monkeypatch):
         return cands[-1]
     monkeypatch.setattr(K, "_TUNED", {})
     monkeypatch.setattr(K, "_can_time", lambda x: True)
-    monkeypatch.setattr(K, "_sm_count", lambda device: SM)
+    monkeypatch.setattr(K, "sm_count", lambda device: SM)
     monkeypatch.setattr(K, "_time_candidates", fake_time)
     return calls
 
@@ -354,7 +354,7 @@ mma = build(G._gemv_kernel, dict(base, w_ptr="*fp8e4nv", out_ptr="*fp32"),
             dict(HAS_SCALE=True, IS_SPLIT=True, EVEN_K=True, UPCAST_DOT=False, BLOCK_B=16,
                  BLOCK_N=64, BLOCK_K=256), 4, 4)
 out["mma"] = {"ptx": mma.asm["ptx"], "shared": mma.metadata.shared}
-red = build(G._splitk_reduce_kernel, {"part_ptr": "*fp32", "scale_ptr": "*fp32", "y_ptr": "*bf16",
+red = build(G.splitk_reduce_kernel, {"part_ptr": "*fp32", "scale_ptr": "*fp32", "y_ptr": "*bf16",
             "B": "i32", "N": "i32", "stride_yb": "i32", "n_splits": "i32"},
             dict(HAS_SCALE=True, BLOCK=1024), 4, 3)
 out["reduce"] = {"ptx": red.asm["ptx"]}

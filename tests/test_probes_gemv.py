@@ -225,13 +225,13 @@ def test_wrong_output_is_recorded_invalid(monkeypatch):
 
 def test_check_tolerance():
     ref = torch.randn(4, 300, dtype=torch.float64) * 30
-    assert G._check(ref.to(torch.bfloat16), ref, G.RTOL["bf16"])[0]
+    assert G.check_output(ref.to(torch.bfloat16), ref, G.RTOL["bf16"])[0]
     bad = ref.clone()
     bad[2, 7] += 0.1 * ref.abs().max()
-    assert not G._check(bad.to(torch.bfloat16), ref, G.RTOL["bf16"])[0]
+    assert not G.check_output(bad.to(torch.bfloat16), ref, G.RTOL["bf16"])[0]
     nan = ref.clone()
     nan[0, 0] = float("nan")
-    assert not G._check(nan, ref, G.RTOL["fp32"])[0]
+    assert not G.check_output(nan, ref, G.RTOL["fp32"])[0]
 
 
 def test_memory_too_small_waives(monkeypatch):

@@ -51,7 +51,6 @@ Tests: `pytest tests/test_kernels_flash_decode.py` (interpreter on CPU; `-m gpu`
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +60,7 @@ import triton
 import triton.language as tl
 
 from ridgeline.errors import RidgelineError
+from ridgeline.kernels.gemv import sm_count
 
 HALF_DTYPES = (torch.bfloat16, torch.float16)
 LOG2E = 1.4426950408889634
@@ -227,15 +227,6 @@ def num_splits_for(batch: int, kv_heads: int, context: int, sm_count: int,
 def block_g(group: int) -> int:
     """Query heads per program, padded to a power of two >= the smallest MMA tile."""
     return max(MIN_BLOCK_G, triton.next_power_of_2(group))
-
-
-@functools.lru_cache(maxsize=None)
-def sm_count(device: str) -> int:
-    """Multiprocessors of a GPU (SMs, CUs); 1 elsewhere (the interpreter)."""
-    dev = torch.device(device)
-    if dev.type != "cuda":
-        return 1
-    return int(torch.cuda.get_device_properties(dev).multi_processor_count)
 
 
 def _interpreting() -> bool:

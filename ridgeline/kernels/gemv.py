@@ -40,7 +40,7 @@ Kernel (`_gemv_kernel`), grid (cdiv(B, BLOCK_B), cdiv(N, BLOCK_N), split_k):
   on GPUs, and it also runs under Triton's CPU interpreter.
 - Split-K (B <= 16, when the N tiles alone would not fill the GPU): grid axis
   2 cuts K into split_k contiguous BLOCK_K-aligned ranges; each writes an fp32
-  partial (split_k, B, N) and `_splitk_reduce_kernel` sums them in a fixed
+  partial (split_k, B, N) and `splitk_reduce_kernel` sums them in a fixed
   order, applies the scale and casts. A second pass rather than fp32 atomics
   because: results are deterministic (bitwise repeatable); atomics would need
   a zeroed fp32 buffer and a separate cast to bf16 (memset + GEMV + cast =
@@ -187,13 +187,13 @@ def _gemv_kernel(
             acc = acc * tl.load(scale_ptr + offs_n, mask=mask_n, other=0.0)[:, None]
         tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
     else:
-        # fp32 partial of this K range; _splitk_reduce_kernel finishes the sum
+        # fp32 partial of this K range; splitk_reduce_kernel finishes the sum
         tl.store(out_ptr + pid_k * stride_os + out_offs, acc, mask=out_mask)
 
 
 # the split count is a runtime loop bound: one compiled reduction serves every split-K
 @triton.jit(do_not_specialize=["B", "n_splits"])
-def _splitk_reduce_kernel(
+def splitk_reduce_kernel(
     part_ptr, scale_ptr, y_ptr, B, N, stride_yb, n_splits,
     HAS_SCALE: tl.constexpr, BLOCK: tl.constexpr,
 ):
@@ -359,7 +359,8 @@ def shape_class(batch: int, n: int, k: int, sm_count: int) -> tuple[str, str]:
 
 
 @functools.lru_cache(maxsize=None)
-def _sm_count(device: str) -> int:
+def sm_count(device: str) -> int:
+    """Multiprocessors of a GPU (SMs, CUs); 1 elsewhere (the CPU, the interpreter)."""
     dev = torch.device(device)
     if dev.type != "cuda":
         return 1
@@ -376,7 +377,7 @@ def tune_key(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor | None,
     """(device, dtypes, scale, batch class, shape class, budget): one tuning per key."""
     batch, (n, k) = x.shape[0], w.shape
     return (str(x.device), x.dtype, w.dtype, scale is not None, batch_class(batch),
-            shape_class(batch, n, k, _sm_count(str(x.device))), budget)
+            shape_class(batch, n, k, sm_count(str(x.device))), budget)
 
 
 def select_config(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor | None = None,
@@ -388,7 +389,7 @@ def select_config(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor | None =
     their own N and K.
     """
     batch, (n, k) = x.shape[0], w.shape
-    sm = _sm_count(str(x.device))
+    sm = sm_count(str(x.device))
     key = tune_key(x, w, scale, budget)
     if key not in _TUNED:
         cands = candidate_configs(batch, n, k, sm, budget)
@@ -487,8 +488,8 @@ def _launch(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor | None,
     if split > 1:
         block = 1024
         reduce_grid = (triton.cdiv(B * N, block),)
-        reduce = (functools.partial(_splitk_reduce_kernel.warmup, grid=reduce_grid) if warmup
-                  else _splitk_reduce_kernel[reduce_grid])
+        reduce = (functools.partial(splitk_reduce_kernel.warmup, grid=reduce_grid) if warmup
+                  else splitk_reduce_kernel[reduce_grid])
         reduce(
             out, scale_arg, y, B, N, N, split,
             HAS_SCALE=has_scale, BLOCK=block, num_warps=4,

@@ -15,6 +15,9 @@ REGISTRY: dict[str, str] = {
     "hbm": "ridgeline.probes.hbm:HbmProbe",
     "matmul": "ridgeline.probes.matmul:MatmulProbe",
     "gemv": "ridgeline.probes.gemv:GemvProbe",
+    "attention": "ridgeline.probes.attention:AttentionProbe",
+    "moe": "ridgeline.probes.moe:MoeProbe",
+    "dequant": "ridgeline.probes.dequant:DequantProbe",
     "launch": "ridgeline.probes.launch:LaunchProbe",
     "host_link": "ridgeline.probes.host_link:HostLinkProbe",
     "p2p": "ridgeline.probes.p2p:P2PProbe",
@@ -22,7 +25,8 @@ REGISTRY: dict[str, str] = {
 }
 
 # What `ridgeline profile` runs when --probes is not given, in this order.
-DEFAULT_PROBES: tuple[str, ...] = ("hbm", "matmul", "gemv", "launch", "host_link", "p2p", "allreduce")
+DEFAULT_PROBES: tuple[str, ...] = ("hbm", "matmul", "gemv", "attention", "moe", "dequant", "launch",
+                                   "host_link", "p2p", "allreduce")
 
 
 def parse_probe_list(text: str | None) -> list[str]:

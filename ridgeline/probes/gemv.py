@@ -304,10 +304,10 @@ class GemvProbe(Probe):
             fast_accum = FAST_ACCUM
 
         y = call(0)
-        ref = _reference(x_ref, weights[0], w_scale_ref)
+        ref = gemv_fp64_reference(x_ref, weights[0], w_scale_ref)
         out_dtype = from_torch(y.dtype)
         rtol = RTOL[out_dtype] + (fast_accum_tolerance(k) if fast_accum else 0.0)
-        validated, max_err = _check(y, ref, rtol)
+        validated, max_err = check_output(y, ref, rtol)
         del y, ref
 
         counter = itertools.count()
@@ -448,7 +448,7 @@ def _first(out):
     return out[0] if isinstance(out, tuple) else out  # torch < 2.4 returned (out, amax)
 
 
-def _reference(x, w, w_scale):
+def gemv_fp64_reference(x, w, w_scale):
     """fp64 (B, N) reference from dequantized operands, chunked over N to bound memory."""
     import torch
 
@@ -464,7 +464,7 @@ def _reference(x, w, w_scale):
     return out
 
 
-def _check(y, ref, rtol: float) -> tuple[bool, float]:
+def check_output(y, ref, rtol: float) -> tuple[bool, float]:
     """|y - ref| <= rtol * (|ref| + rms(ref)) everywhere; returns (ok, max |y - ref|)."""
     import torch
 
