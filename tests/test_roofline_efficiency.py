@@ -166,3 +166,14 @@ def test_the_step_model_prices_decode_attention_as_the_planner_does(tmp_path):
     assert sm.step_s(0, 0, [(2048, 0)]) == pytest.approx(
         prefill_time(spec, p, hw, 1, 2048).time_s, rel=1e-9)
     assert math.isfinite(sm.decode_attention_s(4, 4 * 300))
+
+
+def test_the_report_shows_each_curve_with_its_range():
+    from ridgeline.reports.tables import efficiency_table
+
+    table = efficiency_table({"efficiency": HALF})
+    rows = {(r[0], r[1]): r for r in table.rows}
+    decode = rows[("decode attention", "bf16")]
+    assert decode[2:7] == ["4", "0.25", "batch=1 context=8192", "0.50", "batch=1 context=512"]
+    assert ("prefill attention", "bf16") in rows
+    assert not efficiency_table({})

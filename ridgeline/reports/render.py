@@ -329,6 +329,9 @@ def build_report(profile: dict[str, Any], figures: dict[str, Path],
     if wins:
         rep.para(wins)
     rep.table(tables.gemv_best_table(profile))
+    if profile.get("efficiency"):
+        rep.heading("Measured kernel efficiency")
+        rep.table(tables.efficiency_table(profile))
 
     if profile.get("interconnect"):
         rep.heading("Interconnect")

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ridgeline.datasheets import matmul_peak_TFLOPS
+from ridgeline.roofline.efficiency import CURVES
+from ridgeline.roofline.efficiency import SECTION as EFFICIENCY_SECTION
 from ridgeline.roofline.model import undetermined_time
 from ridgeline.roofline.sections import Ceilings, ModelSection
 from ridgeline.roofline.trust import CeilingStatus, ceiling_statuses
@@ -213,6 +215,33 @@ def fit_error_table(profile: dict[str, Any]) -> Table:
         table.note = (f"target: median <= {100 * target.get('median_max', 0):.0f}%, worst <= "
                       f"{100 * target.get('worst_max', 0):.0f}% ({verdict} it); "
                       f"{fe.get('statistic', '')}")
+    return table
+
+
+def efficiency_table(profile: dict[str, Any]) -> Table:
+    """The measured kernel-efficiency curves (roofline.efficiency), one row per curve and dtype:
+    the range of t_roofline / t_measured over the measured shapes, and where it is lowest."""
+    section = profile.get(EFFICIENCY_SECTION) or {}
+    table = Table("Measured kernel efficiency (roofline time / measured time)",
+                  ["kernel", "dtype", "shapes", "efficiency min", "at", "efficiency max", "at",
+                   "providers"])
+    for name, spec in CURVES.items():
+        for dtype, curve in sorted((section.get(name) or {}).items()):
+            points = [p for p in curve.get("points") or [] if isinstance(p, dict)
+                      and isinstance(p.get("efficiency"), (int, float))]
+            if not points:
+                continue
+            lo = min(points, key=lambda p: p["efficiency"])
+            hi = max(points, key=lambda p: p["efficiency"])
+
+            def where(p: dict[str, Any]) -> str:
+                return " ".join(f"{a}={p.get(a)}" for a in spec.axes)
+
+            table.rows.append([spec.what, dtype, str(len(points)), f"{lo['efficiency']:.2f}",
+                               where(lo), f"{hi['efficiency']:.2f}", where(hi),
+                               ", ".join(curve.get("providers") or [])])
+    table.note = ("the planner divides these kernels' roofline times by the curve, "
+                  "interpolated in log2 of the shape and held at its edges; above 1 is used as 1")
     return table
 
 
