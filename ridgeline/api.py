@@ -103,9 +103,11 @@ def load_profile(path: str, *, allow_unverified: bool = False) -> GPU:
                                       refuse_untrusted=not allow_unverified))
 
 
-def load_gpu(name: str) -> GPU:
-    """A GPU by name: its bundled reference profile, else its datasheet (labelled as such)."""
-    return _gpu(hardware_from_gpu_name(name))
+def load_gpu(name: str, *, derate: bool = True) -> GPU:
+    """A GPU by name: its bundled reference profile, else its datasheet (labelled as such),
+    derated by the published fractions of its peaks that kernels reach unless `derate` is
+    False (`--no-derate`: 100% of the datasheet)."""
+    return _gpu(hardware_from_gpu_name(name, derate=derate))
 
 
 def load_model(name_or_path: str) -> Model:

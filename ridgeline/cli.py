@@ -34,6 +34,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("ridgeline.commands.simulate",
                  "simulate one serving replica under load: the latency-throughput curve, "
                  "its knee and SLO point"),
+    "calibrate": ("ridgeline.commands.calibrate",
+                  "fit the engine layer (step and request overhead) from real serving "
+                  "benchmarks, the hardware held fixed"),
     "validate": ("ridgeline.commands.validate",
                  "predicted against measured on a real transformer"),
 }

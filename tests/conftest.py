@@ -24,12 +24,14 @@ KERNEL_DEVICE = "cuda" if HAS_GPU else "cpu"
 # without torch, and CI runs them in an environment without it. Without torch, only
 # they are collected; every other module measures and needs it.
 PLANNER_TESTS = frozenset({
-    "test_api", "test_commands_fleet", "test_commands_plan", "test_commands_simulate", "test_docs",
+    "test_api", "test_benchmarks_published", "test_commands_calibrate", "test_commands_fleet",
+    "test_commands_plan", "test_commands_simulate", "test_docs",
     "test_docs_interconnect", "test_dtypes", "test_reports", "test_reports_curve",
     "test_reports_fleet",
     "test_roofline_efficiency", "test_roofline_interconnect", "test_roofline_interconnect_fit",
     "test_roofline_model",
     "test_roofline_model_fit", "test_roofline_profile", "test_roofline_sections",
+    "test_sizing_calibrate", "test_sizing_engine",
     "test_sizing_fleet", "test_sizing_hardware", "test_sizing_latency", "test_sizing_memory",
     "test_sizing_models", "test_sizing_options", "test_sizing_plan", "test_sizing_simulation",
     "test_sizing_simulation_measured", "test_sizing_static_batch", "test_validation_predict",

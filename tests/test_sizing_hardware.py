@@ -56,3 +56,99 @@ def test_fp8_kv_cache_is_allowed_where_fp8_matmuls_are_not():
     with pytest.raises(RidgelineError, match="activation dtype fp8"):
         make_plan(PlanInputs(spec=spec, precision=Precision("fp8", "fp8", "fp8"), workload=work),
                   a100)
+
+
+# -- derated datasheets (issue 13) -----------------------------------------------------------
+
+@pytest.mark.parametrize("entry", datasheets.load_datasheets(), ids=lambda e: e["sku"])
+def test_every_datasheet_resolves_a_sourced_fraction_for_every_peak(entry):
+    fr = datasheets.achievable_fractions(entry)
+    assert set(fr.matmul) == {d for d, v in entry["matmul_TFLOPS"].items() if v}
+    for f in [*fr.matmul.values(), fr.bandwidth]:
+        assert 0.3 < f.fraction < 1            # below the sheet, never a silent 1.0
+        assert f.url.startswith("https://") and f.source and f.measured
+    # the dtypes measured on this part or borrowed with a reason, never left out
+    ach = entry["achievable"]
+    for item in [ach["memory_bandwidth"], *(ach["matmul"].values() if "from" not in
+                                            ach["matmul"] else [ach["matmul"]])]:
+        assert "fraction" in item or ("from" in item and item["why"])
+
+
+def test_a_datasheet_is_priced_at_its_published_fractions_and_says_so():
+    entry = datasheets.by_sku("h100-sxm")
+    fr = datasheets.achievable_fractions(entry)
+    hw = hardware_from_gpu_name("h100-sxm")
+    for dtype, peak in entry["matmul_TFLOPS"].items():
+        assert hw.model.peak_TFLOPS[dtype] == pytest.approx(peak * fr.matmul[dtype].fraction)
+    assert hw.model.bandwidth_GBps == pytest.approx(3350 * 0.949)
+    assert fr.matmul["bf16"].fraction == 0.803 and fr.matmul["fp8_e4m3"].fraction == 0.709
+    # the same-rate dtype stands in where none was measured: fp16 = bf16, int8 = fp8
+    assert fr.matmul["fp16"].stand_in == "bf16" and fr.matmul["int8"].stand_in == "fp8_e4m3"
+    assert fr.matmul["int8"].fraction == 0.709
+    (note,) = [n for n in hw.notes if n.startswith("derated: ")]
+    assert note.startswith("derated: bf16, fp32, tf32, fp16 peak x0.803 (mamf-finder, "
+                           "https://github.com/stas00/ml-engineering/")
+    assert "; fp8_e4m3, int8 peak x0.709 (mamf-finder, " in note
+    assert "memory bandwidth x0.949 (Azure AI-benchmarking-guide BabelStream" in note
+    assert "int8 takes fp8_e4m3's" in note
+    assert hw.profile["model"]["notes"] == [note]       # the profile's model section too
+    assert hw.profile["datasheet"]["memory_bandwidth_GBps"] == 3350   # the vendor's, apart
+    assert hw.summary()["derated"] is True and "published fractions" in hw.warnings[0]
+
+
+def test_no_derate_prices_the_sheet_at_100_percent_and_says_so():
+    hw = hardware_from_gpu_name("h100-sxm", derate=False)
+    assert hw.model.bandwidth_GBps == 3350 and hw.model.peak_TFLOPS["bf16"] == 989.4
+    assert any(n.startswith("NOT derated") for n in hw.notes)
+    assert hw.summary()["derated"] is False and "at 100%" in hw.warnings[0]
+
+
+def test_a_part_without_a_measurement_borrows_the_closest_and_the_note_says_so():
+    nvl = hardware_from_gpu_name("h100-nvl")
+    (note,) = [n for n in nvl.notes if n.startswith("derated: ")]
+    assert "default: NVIDIA H100 SXM5 80GB's, no published matmul measurement of the H100 NVL" \
+        in note
+    sxm = datasheets.achievable_fractions(datasheets.by_sku("h100-sxm"))
+    assert nvl.model.bandwidth_GBps == pytest.approx(3900 * sxm.bandwidth.fraction)
+    # the MI325X: its own bf16, the MI300X's fp8 and bandwidth
+    fr = datasheets.achievable_fractions(datasheets.by_sku("mi325x"))
+    assert fr.matmul["bf16"].fraction == 0.604 and fr.matmul["bf16"].default is None
+    assert fr.matmul["fp8_e4m3"].default.startswith("AMD Instinct MI300X 192GB's")
+
+
+def test_an_entry_without_fractions_is_an_error_never_100_percent():
+    from ridgeline.sizing.hardware import hardware_from_datasheet
+
+    entry = {k: v for k, v in datasheets.by_sku("h100-sxm").items() if k != "achievable"}
+    # a datasheet copied into an older profile: the bundled fractions of its sku
+    assert hardware_from_datasheet(entry).model.bandwidth_GBps == pytest.approx(3350 * 0.949)
+    unknown = {**entry, "sku": "x100", "name": "X100"}
+    with pytest.raises(RidgelineError, match="'x100': no published achievable fractions"):
+        hardware_from_datasheet(unknown)
+    assert hardware_from_datasheet(unknown, derate=False).model.bandwidth_GBps == 3350
+    bad = {**unknown, "achievable": {"matmul": {"bf16": {"fraction": 1.5, "source": {}}},
+                                     "memory_bandwidth": {"from": "nope"}}}
+    with pytest.raises(RidgelineError, match="must be in"):
+        datasheets.achievable_fractions(bad)
+
+
+def test_no_derate_is_a_plan_option_and_a_workload_key(tmp_path):
+    import argparse
+
+    from ridgeline.sizing.hardware import HardwareOptions, datasheet_hardware_for
+    from ridgeline.sizing.options import add_option_groups, build, option_values
+    from ridgeline.sizing.plan_options import PLAN_GROUPS
+
+    parser = argparse.ArgumentParser()
+    add_option_groups(parser, PLAN_GROUPS)
+    hw = build(HardwareOptions, option_values(
+        parser.parse_args(["--gpu", "h100-sxm", "--no-derate"]), PLAN_GROUPS)).load()
+    assert hw.model.bandwidth_GBps == 3350
+    (tmp_path / "w.toml").write_text('[hardware]\ngpu = "h100-sxm"\nno_derate = true\n')
+    values = option_values(parser.parse_args(["--workload", str(tmp_path / "w.toml")]),
+                           PLAN_GROUPS)
+    assert build(HardwareOptions, values).load().model.bandwidth_GBps == 3350
+    # the --compare-datasheet twin follows the same choice
+    derated = build(HardwareOptions, {"gpu": "h100-sxm"}).load()
+    assert datasheet_hardware_for(derated) is derated
+    assert datasheet_hardware_for(derated, derate=False).model.bandwidth_GBps == 3350

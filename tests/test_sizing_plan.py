@@ -173,9 +173,14 @@ def test_infeasible_slo_is_reported_not_raised():
 
 
 def test_datasheet_fallback_and_reference_profile(monkeypatch):
+    from ridgeline.datasheets import achievable_fractions, by_sku
+
     hw = hardware_from_gpu_name("h100-sxm")
     assert hw.source == "datasheet" and "DATASHEET" in hw.warnings[0]
-    assert hw.model.bandwidth_GBps == 3350
+    # derated by the published fraction kernels reach, never 100% of the sheet
+    bw_fraction = achievable_fractions(by_sku("h100-sxm")).bandwidth.fraction
+    assert bw_fraction < 1 and hw.model.bandwidth_GBps == pytest.approx(3350 * bw_fraction)
+    assert hardware_from_gpu_name("h100-sxm", derate=False).model.bandwidth_GBps == 3350
     ref = profile()
     monkeypatch.setattr(hardware_mod, "_bundled_profile",
                         lambda sku: ref if sku == "h100-sxm5-80gb" else None)
@@ -247,8 +252,9 @@ def test_more_traffic_never_needs_fewer_gpus(r1, r2):
 # -- --fast: the closed forms, unchanged ----------------------------------------------------
 
 def test_fast_gives_the_closed_form_figures_of_the_docs_example():
-    """The docs example on the H100 datasheet, as planned before the simulation existed."""
-    pl = make_plan(inputs(), hardware_from_gpu_name("h100-sxm"))
+    """The docs example's workload on the H100 datasheet at 100% of its peaks (--no-derate),
+    as planned before the simulation existed."""
+    pl = make_plan(inputs(), hardware_from_gpu_name("h100-sxm", derate=False))
     f = pl["fleet"]
     assert pl["method"] == f["method"] == "closed form" and pl["simulation"] is None
     assert pl["parallelism"]["chosen"]["tp"] == 4
@@ -264,7 +270,7 @@ def test_fast_gives_the_closed_form_figures_of_the_docs_example():
 
 @pytest.fixture(scope="module")
 def simulated():
-    hw = hardware_from_gpu_name("h100-sxm")
+    hw = hardware_from_gpu_name("h100-sxm", derate=False)   # the 100% sheet: the ITL SLO binds
     return make_plan(inputs(method=SIMULATED), hw), make_plan(inputs(), hw)
 
 
@@ -330,9 +336,9 @@ def test_no_load_meeting_the_slo_is_infeasible_with_the_simulated_reason():
 def test_a_layout_missing_the_slo_at_low_load_hands_over_to_a_larger_tp():
     """TTFT 0.45 s at P99: the closed forms' TP=4 prefills an 8,192-token prompt in 0.27 s,
     but at 5% of its capacity one prompt in a hundred waits behind another (P99 0.55 s);
-    TP=8 meets it, and the plan says why it moved."""
+    TP=8 meets it, and the plan says why it moved (on the sheet at 100%: --no-derate)."""
     pl = make_plan(inputs(slo=SLO(ttft_s=0.45, itl_s=0.05), method=SIMULATED, concurrency=10,
-                          peak_rps=20), hardware_from_gpu_name("h100-sxm"))
+                          peak_rps=20), hardware_from_gpu_name("h100-sxm", derate=False))
     chosen, sim = pl["parallelism"]["chosen"], pl["simulation"]
     assert chosen["tp"] == sim["tp"] == 8 and "closed forms chose TP=4" in chosen["reason"]
     (tried,) = sim["tried"]
@@ -402,7 +408,7 @@ def test_the_plan_command_takes_fast(capsys):
     argv = ["plan", "--model", "llama-3.1-70b", "--weights", "fp8", "--kv", "fp8",
             "--input-p95", "8192", "--output-p95", "512", "--concurrency", "50",
             "--peak-rps", "120", "--ttft-slo", "2", "--itl-slo", "0.05", "--gpu", "h100-sxm",
-            "--json"]
+            "--no-derate", "--json"]
     assert main([*argv, "--fast"]) == 0
     fast = json.loads(capsys.readouterr().out)
     assert fast["method"] == "closed form" and fast["fleet"]["gpus_deployed"] == 240

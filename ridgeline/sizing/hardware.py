@@ -5,6 +5,14 @@
                                               # datasheet entry ("datasheet"), labelled as such
     hw_ds = datasheet_hardware_for(hw)        # the same GPU's datasheet, for --compare-datasheet
 
+A datasheet is derated: every matmul peak and the memory bandwidth are multiplied by the
+published fraction that measured kernels reach (ridgeline.datasheets.achievable_fractions:
+mamf-finder's best matmul, BabelStream-style bandwidth runs), and `Hardware.notes` and the
+profile's model notes say by how much and from where ("derated: bf16 peak x0.803
+(mamf-finder, <url>) ..."). `derate=False` (`--no-derate`) prices it at 100% of its peaks,
+which real kernels do not reach, and says that instead. The vendor's own figures stay in
+the profile's `datasheet` key. The --compare-datasheet twin is derated the same way.
+
 A measured ceiling that is not verified (roofline.trust: no plateau, too few
 points, noisy) is named in `Hardware.warnings`; `ridgeline plan --profile`
 refuses it unless --allow-unverified (`refuse_untrusted`). Datasheet profiles
@@ -27,19 +35,23 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
 
 from ridgeline import datasheets
+from ridgeline.datasheets import Achievable
 from ridgeline.errors import RidgelineError
 from ridgeline.roofline.efficiency import efficiency_note
+from ridgeline.roofline.interconnect import PLANNED_COLLECTIVES
 from ridgeline.roofline.model import DEFAULT_LATENCY_FLOOR_US, RooflineModel
 from ridgeline.roofline.sections import Ceilings, ModelSection
 from ridgeline.roofline.trust import CeilingStatus, describe, untrusted_ceilings
 from ridgeline.sizing.options import option
 
 SOURCES = ("measured", "reference", "datasheet")
+NOT_DERATED_NOTE = ("NOT derated (--no-derate): datasheet peaks at 100%, which real kernels do "
+                    "not reach")
 DATASHEET_ALLREDUCE_ALPHA_US = 10.0
 _PCIE_GBPS = {"gen3": 16.0, "gen4": 32.0, "gen5": 64.0, "gen6": 128.0}
 
@@ -54,6 +66,8 @@ class Hardware:
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     sku: str | None = None
+    # a datasheet of this GPU (itself, or its --compare-datasheet twin) is derated
+    derate_datasheet: bool = True
 
     @property
     def device_dtypes(self) -> dict[str, bool]:
@@ -66,14 +80,20 @@ class Hardware:
                 "peak_TFLOPS": dict(m.peak_TFLOPS), "latency_floor_us": m.latency_floor_us,
                 "allreduce_world_sizes": sorted(int(k) for k in (
                     (self.profile.get("interconnect") or {}).get("allreduce") or {})),
+                "derated": self.derate_datasheet if self.source == "datasheet" else None,
                 "notes": list(self.notes), "warnings": list(self.warnings)}
 
 
 def untrusted_ceiling_text(profile: dict) -> str | None:
     """'copy bandwidth unverified: <reason>; bf16 matmul noisy' for the ceilings of a profile
-    that are not verified (roofline.trust); None when all are (or none is recorded: datasheet)."""
+    that are not verified (roofline.trust) and that the planner reads (a noisy all-to-all,
+    which it does not price, never refuses a plan); None when all are (or none is recorded:
+    datasheet)."""
     groups: dict[tuple[str, str | None], list[str]] = {}
     for c in untrusted_ceilings(profile):
+        collective = c.name.split(" n=")[0] if " n=" in c.name else None
+        if collective is not None and collective not in PLANNED_COLLECTIVES:
+            continue
         groups.setdefault((c.status, c.reason), []).append(c.name)
     # one describe() line per ceiling, ceilings sharing a status and reason named together
     return "; ".join(describe(CeilingStatus(", ".join(names), None, "", status, reason, {}))
@@ -136,8 +156,26 @@ def _pcie_GBps(entry: dict[str, Any]) -> float | None:
     return None
 
 
-def datasheet_profile(entry: dict[str, Any]) -> dict[str, Any]:
-    """A profile-shaped dict built only from a datasheet entry (labelled "datasheet" throughout)."""
+def derating_note(fr: Achievable) -> str:
+    """'derated: bf16, fp16 peak x0.803 (mamf-finder, <url>); ...; memory bandwidth x0.949
+    (<source>, <url>)': each fraction once, with the dtypes it applies to."""
+    groups: dict[tuple[float, str], list[str]] = {}
+    for dtype, f in fr.matmul.items():
+        groups.setdefault((f.fraction, f.describe() if not f.stand_in else
+                           fr.matmul[f.stand_in].describe()), []).append(dtype)
+    # the measured dtype first, the ones it stands in for after it
+    parts = [f"{', '.join(sorted(dtypes, key=lambda d: fr.matmul[d].stand_in is not None))} "
+             f"peak x{frac:.3g} ({text})" for (frac, text), dtypes in groups.items()]
+    parts.append(f"memory bandwidth x{fr.bandwidth.fraction:.3g} ({fr.bandwidth.describe()})")
+    stand_ins = sorted({f"{d} takes {f.stand_in}'s" for d, f in fr.matmul.items() if f.stand_in})
+    tail = (f" ({'; '.join(stand_ins)}: no published measurement of those dtypes)"
+            if stand_ins else "")
+    return "derated: " + "; ".join(parts) + tail
+
+
+def datasheet_profile(entry: dict[str, Any], *, derate: bool = True) -> dict[str, Any]:
+    """A profile-shaped dict built only from a datasheet entry (labelled "datasheet" throughout):
+    its peaks x the published achievable fractions (`derate`, the default), or at 100%."""
     from ridgeline.roofline.profile import new_profile
 
     peaks = {d: float(v) for d, v in (entry.get("matmul_TFLOPS") or {}).items() if v}
@@ -147,8 +185,15 @@ def datasheet_profile(entry: dict[str, Any]) -> dict[str, Any]:
     prof = new_profile(device, command_line=[], versions={})
     prof["complete"] = True
     bandwidth = float(entry["memory_bandwidth_GBps"])
+    model_notes = [NOT_DERATED_NOTE]
+    if derate:
+        fr = datasheets.achievable_fractions(entry)
+        peaks = {d: v * fr.matmul[d].fraction for d, v in peaks.items()}
+        bandwidth *= fr.bandwidth.fraction
+        model_notes = [derating_note(fr)]
     prof["ceilings"] = Ceilings({"read": bandwidth}, dict(peaks)).to_dict()
-    prof["model"] = ModelSection.datasheet(bandwidth, peaks, DEFAULT_LATENCY_FLOOR_US).to_dict()
+    section = ModelSection.datasheet(bandwidth, peaks, DEFAULT_LATENCY_FLOOR_US)
+    prof["model"] = replace(section, notes=model_notes).to_dict()
     inter: dict[str, Any] = {}
     link_bidir = (entry.get("nvlink_GBps_bidirectional")
                   or entry.get("infinity_fabric_GBps_bidirectional"))
@@ -168,8 +213,9 @@ def datasheet_profile(entry: dict[str, Any]) -> dict[str, Any]:
     return prof
 
 
-def _datasheet_notes(entry: dict[str, Any]) -> list[str]:
+def _datasheet_notes(entry: dict[str, Any], model_notes: list[str]) -> list[str]:
     notes = [f"datasheet figures ({entry.get('source', 'vendor datasheet')}), not measured",
+             *model_notes,
              f"latency floor: an assumed {DEFAULT_LATENCY_FLOOR_US:g} us per kernel (no launch "
              "measurement)"]
     if entry.get("nvlink_GBps_bidirectional") or entry.get("infinity_fabric_GBps_bidirectional"):
@@ -186,10 +232,14 @@ def _datasheet_notes(entry: dict[str, Any]) -> list[str]:
     return notes
 
 
-def hardware_from_datasheet(entry: dict[str, Any]) -> Hardware:
-    hw = hardware_from_profile(datasheet_profile(entry), source="datasheet")
-    hw.notes = _datasheet_notes(entry)
+def hardware_from_datasheet(entry: dict[str, Any], *, derate: bool = True) -> Hardware:
+    """Hardware from a datasheet entry, derated by its published achievable fractions unless
+    `derate` is False (RidgelineError when the entry has none: never a silent 100%)."""
+    prof = datasheet_profile(entry, derate=derate)
+    hw = hardware_from_profile(prof, source="datasheet")
+    hw.notes = _datasheet_notes(entry, ModelSection.of(prof).notes or [])
     hw.sku = entry.get("sku")
+    hw.derate_datasheet = derate
     return hw
 
 
@@ -205,6 +255,9 @@ class HardwareOptions:
     allow_unverified: bool = option(False, "plan on a --profile whose ceilings are not all "
                                            "verified (no plateau, noisy), with a warning naming "
                                            "them; refused otherwise")
+    no_derate: bool = option(False, "price a datasheet (--gpu without a reference profile, and "
+                                    "--compare-datasheet) at 100% of its peak TFLOP/s and "
+                                    "bandwidth instead of x the published achievable fractions")
 
     def __post_init__(self) -> None:
         if self.profile and self.gpu:
@@ -215,15 +268,18 @@ class HardwareOptions:
 
     def load(self) -> Hardware:
         if self.gpu:
-            return hardware_from_gpu_name(self.gpu)
+            return hardware_from_gpu_name(self.gpu, derate=not self.no_derate)
         from ridgeline.roofline.profile import load_profile
 
-        return hardware_from_profile(load_profile(self.profile), source="measured",
-                                     refuse_untrusted=not self.allow_unverified)
+        hw = hardware_from_profile(load_profile(self.profile), source="measured",
+                                   refuse_untrusted=not self.allow_unverified)
+        hw.derate_datasheet = not self.no_derate
+        return hw
 
 
-def hardware_from_gpu_name(name: str) -> Hardware:
-    """Bundled reference profile (data/profiles/<sku>.json), else the datasheet, labelled.
+def hardware_from_gpu_name(name: str, *, derate: bool = True) -> Hardware:
+    """Bundled reference profile (data/profiles/<sku>.json), else the datasheet, labelled
+    (derated by its published achievable fractions unless `derate` is False).
 
     An unknown name is an error with the closest known names, never another part.
     """
@@ -234,6 +290,7 @@ def hardware_from_gpu_name(name: str) -> Hardware:
         if prof is not None:
             hw = hardware_from_profile(prof, source="reference")
             hw.sku = sku
+            hw.derate_datasheet = derate
             hw.warnings.insert(0, f"bundled reference profile of {hw.name}: measured on another "
                                   "machine, not this one; profile your own GPUs for a plan you can "
                                   "trust (`ridgeline profile`)")
@@ -244,16 +301,20 @@ def hardware_from_gpu_name(name: str) -> Hardware:
         known = ", ".join(e["sku"] for e in datasheets.load_datasheets())
         raise RidgelineError(f"unknown GPU {name!r}: no reference profile or datasheet entry; "
                              f"{hint}(known: {known})")
-    hw = hardware_from_datasheet(entry)
+    hw = hardware_from_datasheet(entry, derate=derate)
+    how = ("x the published fractions real kernels reach (see the notes)" if derate else
+           "at 100% (--no-derate), which real kernels do not reach")
     hw.warnings.insert(0, f"no measured profile of {entry['name']}: planning from its DATASHEET "
-                          "peaks, which real kernels do not reach; every number below is labelled "
-                          "'datasheet'")
+                          f"peaks {how}; every number below is labelled 'datasheet'")
     return hw
 
 
-def datasheet_hardware_for(hw: Hardware) -> Hardware:
-    """The datasheet twin of `hw` (for --compare-datasheet); RidgelineError when none is known."""
-    if hw.source == "datasheet":
+def datasheet_hardware_for(hw: Hardware, *, derate: bool | None = None) -> Hardware:
+    """The datasheet twin of `hw` (for --compare-datasheet), derated as `hw.derate_datasheet`
+    says (or `derate`): the comparison is against what a datasheet plan would price, and its
+    notes say so. RidgelineError when no datasheet is known."""
+    derate = hw.derate_datasheet if derate is None else derate
+    if hw.source == "datasheet" and derate == hw.derate_datasheet:
         return hw
     entry = hw.profile.get("datasheet")
     if not (isinstance(entry, dict) and entry.get("memory_bandwidth_GBps")
@@ -265,4 +326,4 @@ def datasheet_hardware_for(hw: Hardware) -> Hardware:
     entry = copy.deepcopy(entry)
     entry.setdefault("name", hw.name)
     entry.setdefault("memory_bytes", hw.memory_bytes)
-    return hardware_from_datasheet(entry)
+    return hardware_from_datasheet(entry, derate=derate)

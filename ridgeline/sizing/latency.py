@@ -46,6 +46,7 @@ from ridgeline.errors import RidgelineError
 from ridgeline.roofline.efficiency import Efficiency
 from ridgeline.roofline.interconnect import tp_allreduce_time
 from ridgeline.roofline.model import RooflineModel
+from ridgeline.sizing.engine import EngineProfile
 from ridgeline.sizing.hardware import Hardware
 from ridgeline.sizing.memory import (DEFAULT_MAX_BATCHED_TOKENS, LOGIT_BYTES, _rank_shape,
                                      stage_layers)
@@ -136,11 +137,14 @@ def valid_tp(spec: ModelSpec, tp: int) -> str | None:
 class _Pricer:
     """Prices kernels on one hardware model for one precision and TP degree."""
 
-    def __init__(self, spec: ModelSpec, precision: Precision, hw: Hardware, tp: int):
+    def __init__(self, spec: ModelSpec, precision: Precision, hw: Hardware, tp: int,
+                 engine: EngineProfile | None = None):
         why = valid_tp(spec, tp)
         if why:
             raise RidgelineError(f"{spec.name}: {why}")
-        self.spec, self.p, self.hw, self.tp = spec, precision, hw, tp
+        # the engine layer's kernel-level terms (eager overheads, efficiencies) on the roofline
+        hw = engine.hardware(hw) if engine is not None else hw
+        self.spec, self.p, self.hw, self.tp, self.engine = spec, precision, hw, tp, engine
         self.model = hw.model
         self.floor_s = self.model.latency_floor_us * 1e-6
         self.gemm_dtype = resolve_compute_dtype(self.model, precision.gemm_dtype)
@@ -324,7 +328,8 @@ def _edge_ops(pr: _Pricer, m: float, sampled: float) -> tuple[list[Op], list[Op]
 def _allreduce(pr: _Pricer, m: float, layers: int) -> tuple[Op | None, str, str]:
     if pr.tp <= 1 or layers <= 0:
         return None, "n/a", ""
-    est = tp_allreduce_time(pr.spec.hidden_size, int(math.ceil(m)), pr.p.base, pr.tp, pr.hw.profile)
+    allreduce = pr.engine.tp_allreduce if pr.engine is not None else tp_allreduce_time
+    est = allreduce(pr.spec.hidden_size, int(math.ceil(m)), pr.p.base, pr.tp, pr.hw.profile)
     if est.source == "none" or not math.isfinite(est.time_s):
         raise RidgelineError(f"TP={pr.tp} needs an all-reduce time, but the profile of "
                              f"{pr.hw.name} has no all-reduce or host-link measurement "
@@ -375,9 +380,11 @@ def _inter_node_GBps(hw: Hardware) -> tuple[float, str]:
 
 
 def _step(spec: ModelSpec, precision: Precision, hw: Hardware, phase: str, m: float, seqs: int,
-          new: int, prior: int, sampled: float, tp: int, pp: int, microbatches: int) -> StepTime:
-    """One pass of m tokens through all PP stages, as a GPipe schedule of `microbatches`."""
-    pr = _Pricer(spec, precision, hw, tp)
+          new: int, prior: int, sampled: float, tp: int, pp: int, microbatches: int,
+          engine: EngineProfile | None = None) -> StepTime:
+    """One pass of m tokens through all PP stages, as a GPipe schedule of `microbatches`;
+    an engine adds its per-step overhead once per pipeline slot (sizing.engine)."""
+    pr = _Pricer(spec, precision, hw, tp, engine)
     mb = max(1, min(microbatches, int(math.ceil(m)))) if pp > 1 else 1
     um, useqs, usampled = m / mb, max(1, int(math.ceil(seqs / mb))), sampled / mb
     stage_times, all_ops, notes = [], [], []
@@ -398,6 +405,10 @@ def _step(spec: ModelSpec, precision: Precision, hw: Hardware, phase: str, m: fl
                         um * spec.hidden_size * precision.base_bytes, 1)]
         notes.append(f"PP={pp}: {mb} micro-batches, stage transfer over a {how} "
                      f"{bw:g} GB/s link, bubble {(pp - 1) / (mb + pp - 1):.0%} (field guide §5.2)")
+    if engine is not None and engine.step_overhead_us:
+        # scheduler, sampling bookkeeping, Python between steps: no kernel, GPU idle
+        ops = ops + [Op("engine_step", "engine", engine.step_overhead_s, "latency", 0, 0.0, 0.0,
+                        1)]
     stage_s = sum(op.total_s for op in ops)
     slots = mb + pp - 1 if pp > 1 else 1
     breakdown, by_bound, kernels = _summarize(ops)
@@ -421,19 +432,22 @@ def _step(spec: ModelSpec, precision: Precision, hw: Hardware, phase: str, m: fl
 
 def decode_step_time(spec: ModelSpec, precision: Precision, hw: Hardware, batch: int,
                      context_tokens: int, tp: int = 1, pp: int = 1,
-                     microbatches: int | None = None) -> StepTime:
+                     microbatches: int | None = None, *,
+                     engine: EngineProfile | None = None) -> StepTime:
     """One decode step: `batch` sequences each add one token after `context_tokens` cached.
 
-    ITL = this step's time (without prefill interference; see sizing.serving).
+    ITL = this step's time (without prefill interference; see sizing.serving). `engine`:
+    the serving engine's layer (sizing.engine), None for the hardware alone.
     """
     if batch < 1 or context_tokens < 0:
         raise RidgelineError("decode needs batch >= 1 and context >= 0 tokens")
     return _step(spec, precision, hw, "decode", float(batch), batch, 1, int(context_tokens),
-                 float(batch), tp, pp, microbatches or pp)
+                 float(batch), tp, pp, microbatches or pp, engine)
 
 
 def prefill_time(spec: ModelSpec, precision: Precision, hw: Hardware, batch: int, input_tokens: int,
-                 tp: int = 1, pp: int = 1, max_batched_tokens: int | None = None) -> StepTime:
+                 tp: int = 1, pp: int = 1, max_batched_tokens: int | None = None, *,
+                 engine: EngineProfile | None = None) -> StepTime:
     """Prefill of `batch` prompts of `input_tokens` each, in passes of <= max_batched_tokens.
 
     Prompts that fit are packed whole into passes; longer prompts are chunked, chunk i
@@ -452,7 +466,7 @@ def prefill_time(spec: ModelSpec, precision: Precision, hw: Hardware, batch: int
         for n, count in ((per_pass, full), (rem, 1 if rem else 0)):
             if count:
                 parts.append((_step(spec, precision, hw, "prefill", float(n * input_tokens), n,
-                                    input_tokens, 0, float(n), tp, pp, 1), count))
+                                    input_tokens, 0, float(n), tp, pp, 1, engine), count))
     else:
         full, last = divmod(input_tokens, budget)
         sizes = [budget] * full + ([last] if last else [])
@@ -460,7 +474,7 @@ def prefill_time(spec: ModelSpec, precision: Precision, hw: Hardware, batch: int
         for i, size in enumerate(sizes):
             sampled = 1.0 if i == len(sizes) - 1 else 0.0
             parts.append((_step(spec, precision, hw, "prefill", float(size), 1, size, prior,
-                                sampled, tp, pp, 1), batch))
+                                sampled, tp, pp, 1, engine), batch))
             prior += size
     passes = sum(c for _, c in parts)
     # a pass alone through PP stages takes pp x its stage time; pipelined passes overlap

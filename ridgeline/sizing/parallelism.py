@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ridgeline.errors import RidgelineError
+from ridgeline.sizing.engine import EngineProfile
 from ridgeline.sizing.hardware import Hardware
 from ridgeline.sizing.latency import valid_tp
 from ridgeline.sizing.memory import EngineConfig, ReplicaMemory, replica_memory
@@ -117,14 +118,14 @@ class ParallelPlan:
 
 
 def _evaluate(cfg: ConfigEval, spec: ModelSpec, precision: Precision, hw: Hardware, shape: Shape,
-              slo: SLO, engine: EngineConfig) -> None:
+              slo: SLO, engine: EngineConfig, engine_layer: EngineProfile | None = None) -> None:
     """Fill the performance columns of one configuration (no-op if nothing fits)."""
     if cfg.memory.max_concurrency < 1:
         cfg.error = "does not hold one p95 request"
         return
     cfg.replica = ReplicaModel(spec, precision, hw, shape, tp=cfg.tp, pp=cfg.pp,
                                microbatches=cfg.microbatches if cfg.pp > 1 else None,
-                               max_batched_tokens=engine.max_batched_tokens)
+                               max_batched_tokens=engine.max_batched_tokens, engine=engine_layer)
     try:
         at = min(cfg.target, cfg.capacity)
         cfg.point = cfg.replica.point(at)
@@ -152,8 +153,10 @@ def _config(spec, precision, engine, gpu_memory, tp, pp, target, shape, opts) ->
 
 
 def plan_parallelism(spec: ModelSpec, precision: Precision, hw: Hardware, engine: EngineConfig,
-                     shape: Shape, slo: SLO, target: int, opts: ParallelOptions) -> ParallelPlan:
-    """Evaluate TP 1..node (and PP beyond a node) and choose one (see module docstring)."""
+                     shape: Shape, slo: SLO, target: int, opts: ParallelOptions, *,
+                     engine_layer: EngineProfile | None = None) -> ParallelPlan:
+    """Evaluate TP 1..node (and PP beyond a node) and choose one (see module docstring);
+    `engine_layer`: the serving engine on top of the hardware (sizing.engine)."""
     warnings: list[str] = []
     gpu_mem = hw.memory_bytes
     tps = [t for t in TP_DEGREES if t <= opts.gpus_per_node and valid_tp(spec, t) is None]
@@ -170,7 +173,7 @@ def plan_parallelism(spec: ModelSpec, precision: Precision, hw: Hardware, engine
         cfg = _config(spec, precision, engine, gpu_mem, tp, pp, target, shape, opts)
         if cfg.memory.max_concurrency < 1:
             raise RidgelineError(_no_fit_message(spec, cfg, shape, "even one p95 request"))
-        _evaluate(cfg, spec, precision, hw, shape, slo, engine)
+        _evaluate(cfg, spec, precision, hw, shape, slo, engine, engine_layer)
         if cfg.error:
             raise RidgelineError(f"TP={tp} x PP={pp}: {cfg.error}")
         if not cfg.fits:
@@ -190,7 +193,7 @@ def plan_parallelism(spec: ModelSpec, precision: Precision, hw: Hardware, engine
             raise RidgelineError(_no_fit_message(spec, rows[-1], shape, f"{target} p95 requests",
                                                  f"TP={tp} x PP up to {spec.num_layers}"))
     for r in rows:
-        _evaluate(r, spec, precision, hw, shape, slo, engine)
+        _evaluate(r, spec, precision, hw, shape, slo, engine, engine_layer)
     fitting = [r for r in rows if r.fits and r.error is None]
     if not fitting:
         priced = [r for r in rows if r.fits]

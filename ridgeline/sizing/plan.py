@@ -38,6 +38,7 @@ from typing import Any
 
 from ridgeline import __version__
 from ridgeline.errors import RidgelineError
+from ridgeline.sizing.engine import NO_ENGINE, EngineProfile
 from ridgeline.sizing.fleet import ceil_count, fleet_in_flight, fleet_plan
 from ridgeline.sizing.hardware import Hardware
 from ridgeline.sizing.latency import StepTime, resolve_compute_dtype
@@ -83,6 +84,7 @@ class PlanInputs:
     workload: Workload
     slo: SLO = SLO()
     engine: EngineConfig = EngineConfig()
+    engine_profile: EngineProfile = NO_ENGINE     # the serving engine on top (sizing.engine)
     parallel: ParallelOptions = ParallelOptions()
     fleet: FleetOptions = FleetOptions()
     method: PlanMethod = PlanMethod()
@@ -148,7 +150,9 @@ def _performance(inputs: PlanInputs, hw: Hardware, chosen: ConfigEval,
     ttft = []
     for s in sorted(x for x in lengths if x + 1 <= window):
         t = rm.prefill(s)
-        ttft.append({"input_tokens": s, "ttft_s": t.time_s, "bound": t.bound,
+        # the engine's per-request overhead (tokenize, set up, detokenize) is in every TTFT
+        ttft.append({"input_tokens": s, "ttft_s": t.time_s + rm.request_overhead_s,
+                     "bound": t.bound,
                      "prefill_tokens_per_s": s / t.time_s,
                      "compute_share": t.by_bound.get("compute", 0.0) / t.time_s,
                      "allreduce_share": t.allreduce_s / t.time_s if t.time_s else 0.0})
@@ -270,7 +274,8 @@ def _simulate(inputs: PlanInputs, hw: Hardware, par: ParallelPlan,
     for cfg in candidates:
         try:
             curve = plan_curve(spec, inputs.precision, hw, inputs.engine, cfg.tp, lengths, slo,
-                               ttft_q, itl_q, method.sim_requests)
+                               ttft_q, itl_q, method.sim_requests,
+                               engine_layer=inputs.engine_profile)
         except RidgelineError as exc:  # e.g. the longest sampled request exceeds the KV cache
             tried.append({"tp": cfg.tp, "pp": 1, "reason": f"TP={cfg.tp}: {exc}"})
             continue
@@ -338,10 +343,10 @@ def make_plan(inputs: PlanInputs, hw: Hardware) -> dict[str, Any]:
     spec, w, slo = inputs.spec, inputs.workload, inputs.slo
     shape = Shape(w.input_p50, w.input_p95, w.output_p50, w.output_p95)
     warnings = list(hw.warnings)
-    notes = list(inputs.notes) + list(hw.notes)
+    notes = [inputs.engine_profile.describe()] + list(inputs.notes) + list(hw.notes)
     target = w.concurrency if w.concurrency is not None else 1
     par = plan_parallelism(spec, inputs.precision, hw, inputs.engine, shape, slo, target,
-                           inputs.parallel)
+                           inputs.parallel, engine_layer=inputs.engine_profile)
     warnings += par.warnings
     chosen = par.chosen
     sim = None if inputs.method.fast else _simulate(inputs, hw, par, shape)
@@ -455,6 +460,7 @@ def make_plan(inputs: PlanInputs, hw: Hardware) -> dict[str, Any]:
                      "fleet_concurrency": fleet_conc, "concurrency_source": conc_source},
         "slo": slo.to_dict(),
         "engine": {k: getattr(inputs.engine, k) for k in inputs.engine.__dataclass_fields__},
+        "engine_layer": inputs.engine_profile.summary(),
         "memory": memory,
         "performance": performance,
         "parallelism": parallel,
@@ -562,11 +568,12 @@ def compare_with_datasheet(inputs: PlanInputs, hw: Hardware,
     batch = plan["operating_point"].get("concurrency") or w.concurrency or 1
     same: dict[str, tuple[Any, Any]] = {}
     models = [ReplicaModel(inputs.spec, inputs.precision, h, shape, tp=tp, pp=pp,
-                           max_batched_tokens=inputs.engine.max_batched_tokens)
+                           max_batched_tokens=inputs.engine.max_batched_tokens,
+                           engine=inputs.engine_profile)
               for h in (hw, ds_hw)]
     try:
         same[f"TTFT of a p95 prompt, TP={tp} x PP={pp} (s)"] = tuple(
-            m.prefill(w.input_p95).time_s for m in models)
+            m.prefill(w.input_p95).time_s + m.request_overhead_s for m in models)
         same[f"decode step at batch {batch}, TP={tp} x PP={pp} (s)"] = tuple(
             m.decode(batch, shape.context_p95).time_s for m in models)
     except RidgelineError as exc:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from ridgeline.errors import RidgelineError
+from ridgeline.sizing.engine import EngineLayerOptions
 from ridgeline.sizing.hardware import Hardware, HardwareOptions
 from ridgeline.sizing.memory import EngineConfig
 from ridgeline.sizing.models import ModelOptions
@@ -27,8 +28,8 @@ from ridgeline.sizing.workload import SLO, FleetOptions, ParallelOptions, Worklo
 
 # The option groups of `ridgeline plan`, in --help and docs order.
 PLAN_GROUPS: tuple[type, ...] = (ModelOptions, PrecisionOptions, HardwareOptions, Workload, SLO,
-                                 EngineConfig, ParallelOptions, FleetOptions, StaticBatch,
-                                 PlanMethod)
+                                 EngineConfig, EngineLayerOptions, ParallelOptions, FleetOptions,
+                                 StaticBatch, PlanMethod)
 
 
 def build_inputs(values: dict[str, Any]) -> tuple[PlanInputs, Hardware]:
@@ -39,6 +40,7 @@ def build_inputs(values: dict[str, Any]) -> tuple[PlanInputs, Hardware]:
     precision, notes = build(PrecisionOptions, values).resolve(hw.device_dtypes)
     inputs = PlanInputs(spec=spec, precision=precision, workload=workload, slo=build(SLO, values),
                         engine=build(EngineConfig, values),
+                        engine_profile=build(EngineLayerOptions, values).load(),
                         parallel=build(ParallelOptions, values),
                         fleet=build(FleetOptions, values), method=build(PlanMethod, values),
                         notes=tuple(model_notes + notes))
@@ -55,7 +57,16 @@ def plan(values: dict[str, Any]) -> dict[str, Any]:
     if why:
         raise RidgelineError(why)
     if inputs.method.compare_datasheet:
-        result["comparison"] = compare_with_datasheet(inputs, hw, result)
+        result["comparison"] = cmp = compare_with_datasheet(inputs, hw, result)
+        # say which datasheet the comparison is against: derated (what a --gpu plan prices)
+        # or the vendor's 100% (--no-derate)
+        cmp["datasheet_basis"] = ("datasheet x published achievable fractions (what a --gpu "
+                                  "plan prices; --no-derate: 100% of peak)"
+                                  if cmp["datasheet"]["derated"] else
+                                  "datasheet at 100% of peak (--no-derate)")
+        how = [n for n in cmp["datasheet"]["notes"] if n.startswith(("derated:", "NOT derated"))]
+        result["notes"].append(f"--compare-datasheet compares against the "
+                               f"{cmp['datasheet_basis']}" + "".join(f"; {n}" for n in how))
     return result
 
 
@@ -65,6 +76,9 @@ def static_batch_plan(values: dict[str, Any]) -> dict[str, Any]:
 
     spec, notes = build(ModelOptions, values).load()
     batch = build(StaticBatch, values)
+    if not build(EngineLayerOptions, values).load().is_none:
+        raise RidgelineError("--engine does not apply to --static-batch (one batch run to "
+                             "completion on the hardware alone): drop one of them")
     hw = build(HardwareOptions, values).load()
     precision, more = build(PrecisionOptions, values).resolve(hw.device_dtypes)
     result = static_batch(spec, precision, hw, batch, build(EngineConfig, values),

@@ -15,6 +15,7 @@ state, per replica (times from sizing.latency on the profile):
     TTFT95 = W + P95 + d95                             wait, own prefill, the decode
                                                        step it is batched with
     E2E  = (W + P50 + d50 / 2) + O50 x d50 / (1 - rho) mean request time
+           (+ o in TTFT95 and E2E: the engine's per-request overhead, sizing.engine)
 
 lambda is the root of lambda x E2E(lambda) = C (bisection; the left side rises
 from 0 to infinity as rho -> 1). The SLO is checked on TTFT95 and ITL95 (the
@@ -29,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any, Callable
 
+from ridgeline.sizing.engine import EngineProfile
 from ridgeline.sizing.hardware import Hardware
 from ridgeline.sizing.latency import StepTime, decode_step_time, prefill_time
 from ridgeline.sizing.models import ModelSpec
@@ -84,8 +86,9 @@ class ReplicaModel:
 
     def __init__(self, spec: ModelSpec, precision: Precision, hw: Hardware, shape: Shape,
                  tp: int = 1, pp: int = 1, microbatches: int | None = None,
-                 max_batched_tokens: int | None = None):
+                 max_batched_tokens: int | None = None, engine: EngineProfile | None = None):
         self.spec, self.precision, self.hw, self.shape = spec, precision, hw, shape
+        self.engine = engine  # the serving engine's layer on top of the hardware (or None)
         self.tp, self.pp, self.microbatches = tp, pp, microbatches
         self.max_batched_tokens = max_batched_tokens
         # per-instance caches: the operating-point search asks for the same steps repeatedly
@@ -94,11 +97,16 @@ class ReplicaModel:
 
     def _decode_uncached(self, batch: int, context: int) -> StepTime:
         return decode_step_time(self.spec, self.precision, self.hw, batch, context, tp=self.tp,
-                                pp=self.pp, microbatches=self.microbatches)
+                                pp=self.pp, microbatches=self.microbatches, engine=self.engine)
 
     def _prefill_uncached(self, tokens: int) -> StepTime:
         return prefill_time(self.spec, self.precision, self.hw, 1, tokens, tp=self.tp, pp=self.pp,
-                            max_batched_tokens=self.max_batched_tokens)
+                            max_batched_tokens=self.max_batched_tokens, engine=self.engine)
+
+    @property
+    def request_overhead_s(self) -> float:
+        """The engine's per-request overhead (TTFT and E2E), 0 without an engine layer."""
+        return self.engine.request_overhead_s if self.engine is not None else 0.0
 
     def decode(self, batch: int, context: int) -> StepTime:
         return self._decode(int(batch), int(context))
@@ -113,11 +121,12 @@ class ReplicaModel:
         d50 = self.decode(c, s.context_typical)
         p95 = self.prefill(s.input_p95).time_s
         p50 = self.prefill(s.input_p50).time_s
+        o = self.request_overhead_s
 
         def e2e(lam: float) -> float:
             rho = lam * p50
             wait = rho * p50 / (2 * (1 - rho))
-            return wait + p50 + d50.time_s / 2 + s.output_p50 * d50.time_s / (1 - rho)
+            return wait + p50 + d50.time_s / 2 + s.output_p50 * d50.time_s / (1 - rho) + o
 
         lo, hi = 0.0, 1.0 / p50 if p50 > 0 else 1e12
         for _ in range(80):  # lam x e2e(lam) rises monotonically from 0 to infinity on [0, 1/P50)
@@ -139,7 +148,7 @@ class ReplicaModel:
         return ServingPoint(
             concurrency=c, stable=stable, decode_step_p95_s=d95.time_s,
             decode_step_typical_s=d50.time_s, itl_p95_s=itl,
-            ttft_p95_s=wait + p95 + d95.time_s if stable else float("inf"),
+            ttft_p95_s=wait + p95 + d95.time_s + o if stable else float("inf"),
             prefill_p95_s=p95, queue_wait_s=wait, e2e_s=e2e(lam) if stable else float("inf"),
             rps=lam, prefill_share=rho, output_tokens_per_s=lam * s.output_p50,
             decode_bound=d95.bound,

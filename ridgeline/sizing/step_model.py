@@ -56,6 +56,7 @@ import numpy as np
 
 from ridgeline.errors import RidgelineError
 from ridgeline.roofline.model import RooflineModel
+from ridgeline.sizing.engine import EngineProfile
 from ridgeline.sizing.hardware import Hardware
 from ridgeline.sizing.latency import (Op, _allreduce, _attention_mla, _attention_standard,
                                       _edge_ops, _layer_ops, _Pricer)
@@ -116,16 +117,20 @@ class AttentionRoofline:
 class StepModel:
     """Step times of one replica configuration (model, precision, hardware, TP), cached."""
 
-    def __init__(self, spec: ModelSpec, precision: Precision, hw: Hardware, tp: int = 1):
+    def __init__(self, spec: ModelSpec, precision: Precision, hw: Hardware, tp: int = 1,
+                 engine: EngineProfile | None = None):
         self.spec, self.precision, self.hw, self.tp = spec, precision, hw, tp
-        self._pr = _Pricer(spec, precision, hw, tp)
+        # the serving engine's layer (sizing.engine): its per-step overhead sits in body(m),
+        # its per-request overhead is read by the simulation (simulation.engine)
+        self.engine = engine
+        self._pr = _Pricer(spec, precision, hw, tp, engine)
         # decode attention is priced on the *sum* of contexts, where a window would cap the
         # sum instead of each sequence: it is priced without one (full attention, the
         # conservative side; prefill chunks keep the window)
         flat = replace(spec, sliding_window=0) if spec.sliding_window else spec
-        self._flat = _Pricer(flat, precision, hw, tp)
+        self._flat = _Pricer(flat, precision, hw, tp, engine)
         self.layers = spec.num_layers
-        self._attn = AttentionRoofline(hw.model, self._pr.base_dtype)
+        self._attn = AttentionRoofline(self._pr.model, self._pr.base_dtype)  # engine's roofline
         self._body: dict[int, float] = {}
         self._head: dict[int, float] = {}
         self._mla_decode: dict[int, float] = {}
@@ -150,7 +155,9 @@ class StepModel:
         first, _ = _edge_ops(pr, float(m), 0.0)
         total += sum(op.total_s for op in first)
         ar, _, _ = _allreduce(pr, float(m), self.layers)
-        return total + (ar.total_s if ar else 0.0)
+        # the engine's per-step overhead: a constant of every step, so body(m) carries it
+        engine_s = self.engine.step_overhead_s if self.engine is not None else 0.0
+        return total + (ar.total_s if ar else 0.0) + engine_s
 
     def body_s(self, m: int) -> float:
         """Every kernel of a step of m tokens whose work depends only on m (see module doc)."""

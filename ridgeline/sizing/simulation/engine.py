@@ -26,6 +26,10 @@ chunked prefill on, no prefix caching, no speculative decoding), once per step:
    decoding request and every request whose prompt (or recompute) completes samples one
    token at the step's end. A request ends at its last output token and frees its blocks.
 
+Engine layer (sizing.engine, carried by the step model): its per-step overhead is inside
+every step time; its per-request overhead takes no engine time: summarize adds it to each
+request's TTFT and E2E, and a closed-loop client waits it out before sending again.
+
 Blocks: a request holding t computed tokens holds ceil(t / block_tokens) blocks; a
 decode step needs a new block when t is a multiple of the block size.
 
@@ -71,6 +75,15 @@ class StepTimes(Protocol):
 
     def decode_steps_s(self, decode_seqs: int, context_tokens: float, growth: float,
                        steps: int) -> np.ndarray: ...
+
+
+def request_overhead_s(sm: Any) -> float:
+    """The serving engine's per-request overhead carried by a step model (StepModel.engine,
+    sizing.engine): tokenization, detokenization, request setup. It adds to TTFT and E2E
+    (metrics.summarize) and, in a closed loop, to each client's wait before its next request;
+    it takes no engine time. 0 without an engine layer."""
+    engine = getattr(sm, "engine", None)
+    return engine.request_overhead_s if engine is not None else 0.0
 
 
 @dataclass(frozen=True)
@@ -162,6 +175,7 @@ class EngineRun:
     preemptions: int
     kv_blocks: int
     steps_log: list[StepRecord] = field(default_factory=list)
+    request_overhead_s: float = 0.0  # the engine's per request (summarize adds it to TTFT, E2E)
 
 
 class _Gaps:
@@ -197,6 +211,7 @@ def run_engine(sm: StepTimes, sched: SchedulerConfig, requests: Requests, load: 
                              f"alone; the replica holds {cap} ({sched.kv_tokens} tokens)")
     budget_max = sched.max_num_batched_tokens
     max_seqs = sched.max_num_seqs
+    overhead = request_overhead_s(sm)
     reserve = sched.reserve_full_prompt
     if record:
         bulk = False
@@ -282,7 +297,7 @@ def run_engine(sm: StepTimes, sched: SchedulerConfig, requests: Requests, load: 
         nsys -= 1
         done += 1
         if closed and next_issue < n:  # this client sends its next request
-            arr[next_issue] = T + load.think_s
+            arr[next_issue] = T + load.think_s + overhead  # the client sees its answer late
             pending.append(next_issue)
             next_issue += 1
 
@@ -442,7 +457,7 @@ def run_engine(sm: StepTimes, sched: SchedulerConfig, requests: Requests, load: 
         output_tokens=np.asarray(out), itl_s=itl_d, itl_weight=itl_wt,
         busy_s=busy, batch_area=batch_area, kv_block_area=kv_area, peak_kv_blocks=peak,
         concurrency_area=conc_area, steps=G, preemptions=preemptions, kv_blocks=cap,
-        steps_log=log)
+        steps_log=log, request_overhead_s=overhead)
 
 
 def _schedule_with_preemption(running, state, inp, gen, comp, base, G, bs, budget_max, free,

@@ -6,17 +6,19 @@ Definitions (per request r, all requests of the run counted, no warm-up dropped:
 simulated engine has no cold caches, and 10^4+ requests make the empty start negligible):
 
     TTFT_r       first token - arrival (queue wait + prefill, or its chunks, + co-runners)
-    E2E_r        last token - arrival
+                 + the engine's per-request overhead o (sizing.engine; 0 without one)
+    E2E_r        last token - arrival + o
     queue_wait_r first time it is scheduled - arrival
     TPOT_r       (E2E_r - TTFT_r) / (output_r - 1), requests with more than one token
     ITL          every gap between two consecutive tokens of a request, pooled over all
                  requests (as `vllm bench serve` reports it): a decode step of duration d
                  with D decodes contributes D gaps of d; a preemption contributes the gap
                  across it. Percentiles are weighted (inverted CDF).
-    duration     first arrival -> last token
+    duration     first arrival -> last token (+ o: the last answer reaches its client)
     request_throughput     requests / duration;  output (total) tokens/s likewise
     mean_concurrency       time average of requests in the system (queued + running),
-                           integrated by the engine itself; Little's law says it equals
+                           integrated by the engine itself, + o per request (a request
+                           is in the system while o passes); Little's law says it equals
                            request_throughput x mean E2E (the tests hold it to 2%)
     mean_batch             sequences per step, averaged over the time a step runs
     mean_kv_utilization    time average of used KV blocks / blocks, over the duration
@@ -119,10 +121,11 @@ class SimPoint:
 def summarize(run: EngineRun, load: Load) -> SimPoint:
     """The point's statistics from a finished engine run."""
     arrival, finish, first = run.arrival_s, run.finish_s, run.first_token_s
+    o = run.request_overhead_s  # tokenization, detokenization, setup: outside the engine
     start = float(arrival.min())
-    duration = float(finish.max()) - start
-    ttft = first - arrival
-    e2e = finish - arrival
+    duration = float(finish.max()) + o - start
+    ttft = first - arrival + o
+    e2e = finish - arrival + o
     multi = run.output_tokens > 1
     tpot = (finish[multi] - first[multi]) / (run.output_tokens[multi] - 1)
     n = len(arrival)
@@ -142,7 +145,8 @@ def summarize(run: EngineRun, load: Load) -> SimPoint:
         request_throughput=n / duration if duration > 0 else float("inf"),
         output_tokens_per_s=out_tokens / duration if duration > 0 else float("inf"),
         total_tokens_per_s=total_tokens / duration if duration > 0 else float("inf"),
-        mean_concurrency=run.concurrency_area / duration if duration > 0 else float("nan"),
+        mean_concurrency=((run.concurrency_area + n * o) / duration if duration > 0
+                          else float("nan")),
         mean_batch=run.batch_area / run.busy_s if run.busy_s > 0 else 0.0,
         mean_kv_utilization=(run.kv_block_area / duration / run.kv_blocks
                              if duration > 0 else 0.0),

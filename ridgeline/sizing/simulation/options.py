@@ -4,8 +4,9 @@ Each is a field of one of these dataclasses (sizing.options: the flag, workload-
 docs row derive from it), shared with plan's groups where the meaning is the same:
 
     SIMULATE_GROUPS   model, precision, hardware (plan's groups), then LengthOptions,
-                      LoadOptions, SLO (plan's) and CurveSLO, EngineConfig and
-                      ParallelOptions (plan's), MeasuredOptions
+                      LoadOptions, SLO (plan's) and CurveSLO, EngineConfig,
+                      EngineLayerOptions (--engine) and ParallelOptions (plan's),
+                      MeasuredOptions
     CurveSLO          the percentiles the SLOs are checked at on a simulated curve; `plan`
                       has them too (its method group inherits this one)
 
@@ -21,6 +22,7 @@ import math
 from dataclasses import dataclass
 
 from ridgeline.errors import RidgelineError
+from ridgeline.sizing.engine import EngineLayerOptions
 from ridgeline.sizing.hardware import HardwareOptions
 from ridgeline.sizing.memory import EngineConfig
 from ridgeline.sizing.models import ModelOptions
@@ -181,4 +183,4 @@ class MeasuredOptions:
 # The option groups of `ridgeline simulate`, in --help and docs order.
 SIMULATE_GROUPS: tuple[type, ...] = (ModelOptions, PrecisionOptions, HardwareOptions,
                                      LengthOptions, LoadOptions, SLO, CurveSLO, EngineConfig,
-                                     ParallelOptions, MeasuredOptions)
+                                     EngineLayerOptions, ParallelOptions, MeasuredOptions)

@@ -10,7 +10,8 @@
 What is simulated (docs/simulate.md): one replica of a continuous-batching engine (vLLM
 v1's scheduler) at TP GPUs, PP = 1, every step timed by the planner's step model
 (sizing.step_model) on the hardware description, labelled by its basis (measured,
-reference or datasheet profile). The scheduler's limits come from the engine options and
+reference or datasheet profile), with the serving engine's layer on top (--engine:
+sizing.engine, docs/engine.md). The scheduler's limits come from the engine options and
 its KV blocks from the memory plan (simulation.engine.scheduler_for).
 
 TP: --tp, else the lowest degree inside a node that shards the model's heads and whose KV
@@ -40,6 +41,7 @@ from typing import Any, Callable, Sequence
 
 from ridgeline import __version__
 from ridgeline.errors import RidgelineError
+from ridgeline.sizing.engine import NO_ENGINE, EngineLayerOptions, EngineProfile
 from ridgeline.sizing.hardware import Hardware, HardwareOptions
 from ridgeline.sizing.latency import valid_tp
 from ridgeline.sizing.memory import EngineConfig
@@ -92,11 +94,12 @@ class Setup:
     measured: tuple[str, ...] = ()
     notes: list[str] = field(default_factory=list)
     measured_curves: list[Any] = field(default_factory=list)  # read once, when checked
+    engine_layer: EngineProfile = NO_ENGINE  # the serving engine on top (sizing.engine)
 
     def step_model(self):
         from ridgeline.sizing.step_model import StepModel
 
-        return StepModel(self.spec, self.precision, self.hw, tp=self.tp)
+        return StepModel(self.spec, self.precision, self.hw, tp=self.tp, engine=self.engine_layer)
 
 
 def length_source(opts: LengthOptions, spec: ModelSpec) -> LognormalLengths | Trace:
@@ -167,18 +170,20 @@ def setup_from_values(values: dict[str, Any]) -> Setup:
                                          EngineConfig, ParallelOptions, MeasuredOptions)]
     hw = build(HardwareOptions, values).load()
     precision, more = build(PrecisionOptions, values).resolve(hw.device_dtypes)
-    return make_setup(spec, hw, precision, *groups, notes=list(notes) + list(more))
+    return make_setup(spec, hw, precision, *groups, notes=list(notes) + list(more),
+                      engine_layer=build(EngineLayerOptions, values).load())
 
 
 def make_setup(spec: ModelSpec, hw: Hardware, precision: Precision, lengths: LengthOptions,
                load: LoadOptions, slo: SLO, curve_slo: CurveSLO, engine: EngineConfig,
                parallel: ParallelOptions, measured: MeasuredOptions | None = None, *,
-               notes: Sequence[str] = ()) -> Setup:
+               notes: Sequence[str] = (), engine_layer: EngineProfile | None = None) -> Setup:
     """A checked Setup from the option dataclasses (the CLI's and ridgeline.api's way in)."""
     from ridgeline.sizing.precision import require_supported
 
     require_supported(precision, hw.device_dtypes, hw.name)
-    notes = list(notes) + list(hw.notes)
+    engine_layer = engine_layer or NO_ENGINE
+    notes = [engine_layer.describe()] + list(notes) + list(hw.notes)
     source = length_source(lengths, spec)
     if isinstance(source, Trace):
         if lengths.replay_arrivals and source.arrival_s is None:
@@ -208,7 +213,7 @@ def make_setup(spec: ModelSpec, hw: Hardware, precision: Precision, lengths: Len
     check_measured_axis(curves, kind)
     return Setup(spec, precision, hw, engine, tp, tp_reason, sched, source, requests, kind, loads,
                  load.cv, load.think_time, lengths.replay_arrivals and loads is None, slo,
-                 ttft_q, itl_q, paths, notes + pnotes, curves)
+                 ttft_q, itl_q, paths, notes + pnotes, curves, engine_layer)
 
 
 def read_measured_curves(paths: Sequence[str]) -> list[Any]:
@@ -283,6 +288,7 @@ class SimulationResult:
                "hardware": s.hw.summary(), "model": s.spec.summary(),
                "precision": s.precision.to_dict(),
                "engine": {k: getattr(s.engine, k) for k in s.engine.__dataclass_fields__},
+               "engine_layer": s.engine_layer.summary(),
                "scheduler": s.sched.to_dict(), "tp": s.tp, "pp": 1, "tp_reason": s.tp_reason,
                "lengths": lengths,
                "load": {"kind": s.load_kind, "default_grid": s.loads is None and not s.as_recorded,
@@ -529,12 +535,14 @@ def _meets(p: SimPoint, slo: SLO, ttft_q: str, itl_q: str) -> bool:
 def plan_curve(spec: ModelSpec, precision: Precision, hw: Hardware, engine: EngineConfig,
                tp: int, lengths: LognormalLengths, slo: SLO, ttft_percentile: str,
                itl_percentile: str, requests: int, seed: int = 0,
-               refine: int = REFINE_STEPS) -> PlanCurve:
-    """The SLO operating point of one replica at TP (see the module docstring)."""
+               refine: int = REFINE_STEPS, *,
+               engine_layer: EngineProfile | None = None) -> PlanCurve:
+    """The SLO operating point of one replica at TP (see the module docstring), with the
+    serving engine's layer on top of the hardware when given."""
     from ridgeline.sizing.step_model import StepModel
 
     t0 = time.perf_counter()
-    sm = StepModel(spec, precision, hw, tp=tp)
+    sm = StepModel(spec, precision, hw, tp=tp, engine=engine_layer)
     sched = scheduler_for(spec, precision, hw.memory_bytes, engine, tp)
     reqs = make_requests(lengths, requests, seed)
     cap = capacity_rps(sm, sched, reqs)

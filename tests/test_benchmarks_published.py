@@ -1,0 +1,107 @@
+"""benchmarks/bench_published.py and its data: the published rows parse, cite a source and
+resolve to a model and a datasheet ridgeline knows; the scorer's arithmetic (torch-free)."""
+
+import csv
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from ridgeline import api, datasheets
+from ridgeline.errors import RidgelineError
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("bench_published",
+                                               ROOT / "benchmarks" / "bench_published.py")
+bp = importlib.util.module_from_spec(_spec)
+sys.modules.setdefault("bench_published", bp)   # dataclasses resolve names through it
+_spec.loader.exec_module(bp)
+
+ROWS = bp.load_rows()
+
+
+def test_the_published_file_parses_and_every_row_cites_its_source():
+    assert len(ROWS) >= 30
+    assert {"decode batch-1", "moe", "ttft", "static batch", "throughput"} <= \
+        {r.category for r in ROWS}
+    for r in ROWS:
+        assert r.source_url.startswith("https://") and r.source_where, r.id
+        assert r.value > 0 and r.tp >= 1 and r.input_len >= 1 and r.output_len >= 1, r.id
+
+
+def test_every_row_resolves_to_a_known_model_gpu_and_precision():
+    for r in ROWS:
+        api.load_model(r.model)
+        entry = datasheets.by_sku(r.gpu)
+        assert entry is not None and entry["sku"] == r.gpu, r.id   # a datasheet SKU, exactly
+        gpu = api.load_gpu(r.gpu)
+        api.PrecisionOptions(weights=r.weights, activations=r.activations,
+                             kv=r.kv).resolve(gpu.hardware.device_dtypes)
+
+
+def _write(tmp_path, rows):
+    path = tmp_path / "rows.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=bp.COLUMNS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({c: r.get(c, "") for c in bp.COLUMNS})
+    return path
+
+
+BASE = {"model": "llama-3.1-8b", "gpu": "h100-sxm5-80gb", "weights": "bf16", "tp": "1",
+        "engine": "x", "batch": "1", "input_len": "128", "output_len": "64",
+        "source_url": "https://example.org/table", "source_where": "table 1"}
+
+
+def test_the_scorer_on_a_two_row_fixture(tmp_path):
+    rows = bp.load_rows(_write(tmp_path, [
+        {**BASE, "id": "rate", "category": "a", "metric": "tokens_per_s", "value": "100"},
+        {**BASE, "id": "time", "category": "b", "metric": "ttft_ms", "value": "50"}]))
+    predicted = {"rate": 125.0, "time": 40.0}
+    scored = bp.score(rows, lambda r: predicted[r.id])
+    rate, tm = scored
+    # 25% above a rate is optimistic; 20% below a time is optimistic too (faster)
+    assert rate.error == pytest.approx(0.25) and rate.optimistic is True
+    assert tm.error == pytest.approx(0.20) and tm.optimistic is True
+    s = bp.summarize(scored)
+    assert s["all"].median_error == pytest.approx(0.225) and s["all"].worst_error == 0.25
+    assert s["all"].worst_id == "rate" and s["all"].optimistic_share == 1.0
+    assert (s["a"].rows, s["b"].median_error) == (1, pytest.approx(0.2))
+    # a slower prediction is pessimistic; a refusal is counted, not scored
+    slow = bp.score(rows, lambda r: {"rate": 80.0, "time": 60.0}[r.id])
+    assert [x.optimistic for x in slow] == [False, False]
+    assert [x.error for x in slow] == [pytest.approx(0.2), pytest.approx(0.2)]
+
+    def refuse(r):
+        if r.id == "time":
+            raise RidgelineError("does not fit")
+        return 100.0
+
+    half = bp.summarize(bp.score(rows, refuse))["all"]
+    assert (half.rows, half.failed, half.median_error, half.optimistic_share) == (2, 1, 0.0, 0.0)
+    assert half.failures == ["time: does not fit"]
+    assert "all" in bp.table({"x": bp.summarize(scored)})
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("source_url", "", "source_url is empty"),
+    ("source_url", "tables.pdf", "not a URL"),
+    ("metric", "qps", "metric 'qps'"),
+    ("value", "0", "value must be positive"),
+    ("batch", "", "needs its batch"),
+])
+def test_a_malformed_row_is_refused_naming_it(tmp_path, field, value, match):
+    row = {**BASE, "id": "bad", "category": "a", "metric": "tokens_per_s", "value": "1",
+           field: value}
+    with pytest.raises(ValueError, match=f"row bad: .*{match}"):
+        bp.load_rows(_write(tmp_path, [row]))
+
+
+def test_a_derated_datasheet_predicts_slower_than_the_100_percent_sheet():
+    row = next(r for r in ROWS if r.metric == "ttft_ms")
+    derated, sheet = bp.predict(row, derate=True), bp.predict(row, derate=False)
+    assert derated > sheet > 0          # a time: longer on the derated peaks
+    rate = next(r for r in ROWS if r.metric == "tokens_per_s" and r.tp == 1)
+    assert bp.predict(rate, derate=True) < bp.predict(rate, derate=False)
