@@ -86,6 +86,10 @@ def test_end_to_end_writes_the_documented_files(run_cpu):
     (["--model", "mixtral-8x7b"], "dense"),
     (["--model", "llama-2-7b", "--context", "100000"], "context window of 4096"),
     (["--model", "llama-2-7b", "--context", "1024", "--prefill", "8192"], "--prefill 8192"),
+    (["--tp", "3"], "--tp 3: tiny cannot be sharded: 4 attention heads do not split over 3"),
+    (["--tp", "0"], "--tp"),
+    (["--tp", "2", "--device", "cuda:1"], "not cuda:1"),
+    (["--tp", "2", "--timeout-s", "-1"], "--timeout-s"),
 ])
 def test_bad_input_exits_2_with_one_line(argv, needle, profile_path, tmp_path, capsys):
     rc = main(["validate", "--device", "cpu", "--model", "tiny", "--profile", str(profile_path),
@@ -268,3 +272,105 @@ def test_a_folder_in_use_is_refused(profile_path, tmp_path, capsys, nothing_meas
     with prepare_output_dir(tmp_path, force=False, what="profile"):  # a profile run, mid-sweep
         rc = main(["validate", *FAST, "--profile", str(profile_path), "-o", str(tmp_path)])
     assert rc == 2 and "in use by another ridgeline run" in error_line(capsys)
+
+
+# ---------------------------------------------------------------- --tp N (2 gloo ranks)
+
+TP_FIT = {"alpha_us": 40.0, "busbw_GBps": 2.0, "algbw_GBps": 2.0, "link": "loopback",
+          "source": "measured", "dtype": "fp32", "backend": "gloo", "status": "verified",
+          "reason": None}
+TP_POINT_KEYS = POINT_KEYS | {"tp", "allreduce_s", "allreduce_share", "measured_no_allreduce_s",
+                              "allreduce_alone_s", "predicted_allreduce_s",
+                              "predicted_allreduce_share", "allreduce_source"}
+
+
+def tp_profile(path, world_sizes):
+    """cpu_profile with a fitted gloo all-reduce for each of `world_sizes`."""
+    from ridgeline.roofline.profile import load_profile, save_profile
+
+    prof = load_profile(cpu_profile(path))
+    prof["interconnect"] = {"allreduce": {str(n): dict(TP_FIT) for n in world_sizes}}
+    return save_profile(prof, path)
+
+
+def test_tp_2_on_the_cpu_measures_and_predicts_the_all_reduce_share(tmp_path, capsys):
+    # the profile has a fit for 4 ranks only: said so, the planner's estimate used, measured
+    profile = tp_profile(tmp_path / "profile.json", [4])
+    out = tmp_path / "val"
+    rc = main(["validate", *FAST, "--tp", "2", "--batch", "1,3", "--context", "9", "--prefill",
+               "7", "--profile", str(profile), "-o", str(out), "--json"])
+    printed = json.loads(capsys.readouterr().out)
+    data = json.loads((out / "validation.json").read_text())
+    assert rc == 0 and printed == data
+    assert data["tp"] == 2 and data["backend"] == "gloo" and data["complete"]
+    assert data["check_error"] < 0.04
+    assert [(p["phase"], p["batch"], p["context"]) for p in data["points"]] == [
+        ("decode", 1, 9), ("decode", 3, 9), ("prefill", 1, 7)]
+    for p in data["points"]:
+        assert TP_POINT_KEYS <= set(p) and p["tp"] == 2 and p["mode"] == "eager"
+        assert p["measured_s"] > 0 and p["predicted_profile_s"] > 0
+        assert p["allreduce_s"] == pytest.approx(
+            max(p["measured_s"] - p["measured_no_allreduce_s"], 0.0), rel=1e-9, abs=1e-12)
+        assert p["allreduce_share"] == pytest.approx(p["allreduce_s"] / p["measured_s"])
+        assert 0 < p["predicted_allreduce_share"] < 1 and p["allreduce_alone_s"] > 0
+        assert p["predicted_allreduce_share"] == pytest.approx(
+            p["predicted_allreduce_s"] / p["predicted_profile_s"])
+        assert p["allreduce_source"] == "estimated"
+    assert any("no all-reduce fit for 2 ranks" in n and "estimate" in n for n in data["notes"])
+    assert any("checked against the unsharded layer" in n for n in data["notes"])
+    assert set(data["summary_allreduce"]) == {"decode", "prefill"}
+    md = (out / "validation.md").read_text()
+    assert "TP=2 (gloo)" in md and "all-reduce share" in md
+
+    from rich.console import Console
+
+    from ridgeline.validation.output import print_result
+
+    console = Console(record=True, width=220)
+    print_result(data, console)
+    text = console.export_text()
+    assert "all-reduce share" in text and "TP=2" in text
+    assert "decode all-reduce (eager, 2 points): share of the step measured median" in text
+
+
+def test_tp_rank_that_dies_is_one_line_and_keeps_the_finished_points(tmp_path, capsys,
+                                                                      monkeypatch):
+    import functools
+
+    from ridgeline.validation import run as vrun
+
+    monkeypatch.setattr(vrun, "validate_tp", functools.partial(
+        vrun.validate_tp, fault={"rank": 1, "kind": "kill", "at": "after_point"}))
+    profile = tp_profile(tmp_path / "profile.json", [2])
+    out = tmp_path / "val"
+    rc = main(["validate", *FAST, "--tp", "2", "--batch", "1,2", "--context", "5", "--prefill",
+               "none", "--profile", str(profile), "-o", str(out)])
+    line = error_line(capsys)
+    assert rc == 2 and "rank 1 died (signal SIGKILL)" in line and "killed all ranks" in line
+    assert "1 finished point(s) are in" in line
+    data = json.loads((out / "validation.json").read_text())
+    assert data["complete"] is False and [p["batch"] for p in data["points"]] == [1]
+
+
+def test_tp_under_torchrun(tmp_path):
+    """The same command started by torchrun: each process is a rank, rank 0 writes."""
+    import os
+    import subprocess
+    import sys
+
+    from ridgeline.ranks import free_port
+
+    profile = tp_profile(tmp_path / "profile.json", [2])
+    out = tmp_path / "val"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--master-port", str(free_port()), "-m", "ridgeline", "validate", *FAST, "--tp", "2",
+         "--batch", "2", "--context", "6", "--prefill", "none", "--profile", str(profile),
+         "-o", str(out), "--json"], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads((out / "validation.json").read_text())
+    assert json.loads(proc.stdout) == data  # rank 0 printed it, the other rank nothing
+    (p,) = data["points"]
+    assert data["tp"] == 2 and p["allreduce_source"] == "measured" and p["allreduce_s"] >= 0
+    assert any("the profile's fit for 2 ranks" in n for n in data["notes"])

@@ -4,6 +4,8 @@
                        [--prefill 128,1024,4096,16384] [--profile P] [--layers N]
                        [--device cuda:0|cpu] [-o DIR] [--json]
     ridgeline validate --device cpu --model tiny        # runs anywhere, in seconds
+    ridgeline validate --tp 4 --model llama-3.1-70b --layers 8   # 4 local GPUs, NCCL
+    torchrun --nproc-per-node 4 -m ridgeline validate --tp 4 ...  # the same, under torchrun
 
 Builds the model's decoder layers with random weights on the device, measures
 decode steps (CUDA graphs and eager) and prefills, predicts both with the
@@ -15,6 +17,9 @@ Ctrl-C keeps the finished points (the files are written marked incomplete).
 file, an unwritable folder or one already holding a validation.json (unless
 --force) is one line; the files are written atomically. The run itself is
 ridgeline.validation.run; this module parses the flags and prints.
+--tp N shards the layers over N ranks (ridgeline.validation.tp), spawned here
+(or started by torchrun), and adds the all-reduce share, measured and predicted,
+to every point; a rank that dies or stays silent for --timeout-s is one line.
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from ridgeline.errors import RidgelineError
-from ridgeline.validation.run import (DEFAULT_PREFILL, DEFAULT_PREFILL_CPU, Setup, Sweep,
-                                      check_window, prepare, save, validate)
+from ridgeline.validation import run as vrun
+from ridgeline.validation.run import (DEFAULT_PREFILL, DEFAULT_PREFILL_CPU,
+                                      DEFAULT_RANK_TIMEOUT_S, Setup, Sweep, check_window, prepare,
+                                      save, validate)
 
 DEFAULT_PROFILE = Path("ridgeline-out") / "profile.json"
 DEFAULT_BATCHES = "1,8,32,128"
@@ -60,6 +67,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output folder (default ./ridgeline-out)")
     p.add_argument("--rep-ms", default="200", metavar="MS",
                    help="timing budget per point and mode in ms (default 200)")
+    p.add_argument("--tp", default=None, metavar="N",
+                   help="tensor-parallel over N ranks (local GPUs, or N CPU ranks over gloo; "
+                        "under torchrun, its WORLD_SIZE): sharded layers, real all-reduces, "
+                        "the all-reduce share measured and predicted; 1: one device")
+    p.add_argument("--timeout-s", default=None, metavar="S",
+                   help=f"with --tp: a rank that makes no progress for S seconds stops the run "
+                        f"(default {DEFAULT_RANK_TIMEOUT_S:g})")
     p.add_argument("--json", action="store_true", help="print validation.json instead of a table")
     p.add_argument("--force", action="store_true",
                    help="replace a validation already in DIR (other files are kept)")
@@ -113,7 +127,8 @@ def command_line(args: argparse.Namespace) -> list[str]:
            "--batch", args.batch, "--context", args.context]
     for flag, value in (("--prefill", args.prefill), ("--profile", args.profile),
                         ("--layers", args.layers), ("--device", args.device), ("-o", args.output),
-                        ("--rep-ms", args.rep_ms)):
+                        ("--rep-ms", args.rep_ms), ("--tp", args.tp),
+                        ("--timeout-s", args.timeout_s)):
         if value is not None:
             cmd += [flag, str(value)]
     return cmd + (["--json"] if args.json else []) + (["--force"] if args.force else [])
@@ -130,10 +145,15 @@ def run(args: argparse.Namespace) -> int:
                   layers_cap=parse_positive(args.layers, "--layers"),
                   rep_ms=parse_positive(args.rep_ms, "--rep-ms", float))
 
+    tp = parse_positive(args.tp, "--tp")
+    timeout_s = parse_positive(args.timeout_s, "--timeout-s", float) or DEFAULT_RANK_TIMEOUT_S
+
     from ridgeline.outputs import prepare_output_dir
 
     setup = prepare(args.model, args.weights, resolve_profile(args.profile), command_line(args))
     check_window(setup.spec, sweep)
+    if tp is not None and tp > 1:  # --tp 1 is the single-device run
+        return _run_tp(args, setup, sweep, tp, timeout_s)
     # the output folder before the device: a refused -o costs nothing, not minutes of measuring
     with prepare_output_dir(args.output, force=args.force, what="validation") as out:
         result, code = _measure(setup, sweep, args.device)
@@ -142,8 +162,39 @@ def run(args: argparse.Namespace) -> int:
         return code
 
 
-def _measure(setup: Setup, sweep: Sweep, device_id: str | None) -> tuple[dict[str, Any], int]:
-    """validation.run.validate under a progress bar on stderr."""
+def _run_tp(args: argparse.Namespace, setup: Setup, sweep: Sweep, tp: int,
+            timeout_s: float) -> int:
+    """--tp N: spawn N local ranks, or be one rank of a torchrun launch."""
+    from ridgeline.outputs import prepare_output_dir
+    from ridgeline.ranks import launched_by_torchrun
+
+    def open_output():
+        return prepare_output_dir(args.output, force=args.force, what="validation")
+
+    def show(result: dict[str, Any], written: dict[str, Path]) -> None:
+        _print(result, written, as_json=args.json)
+
+    if launched_by_torchrun():
+        return vrun.validate_tp_torchrun(setup, sweep, tp, args.device, open_output=open_output,
+                                         show=show, timeout_s=timeout_s)
+    vrun.check_tp(setup, tp)  # before the output folder: a refused --tp costs nothing
+    vrun.tp_device_kind(args.device, tp)
+    with open_output() as out:
+        try:
+            result, code = _measure(setup, sweep, args.device, tp=tp, timeout_s=timeout_s)
+        except vrun.TPFailure as exc:
+            if not exc.result:
+                raise
+            written = save(exc.result, out)  # the finished points are not lost
+            raise RidgelineError(f"{exc} (the {len(exc.result['points'])} finished point(s) are "
+                                 f"in {written['json']}, marked incomplete)") from None
+        show(result, save(result, out))
+        return code
+
+
+def _measure(setup: Setup, sweep: Sweep, device_id: str | None, *, tp: int | None = None,
+             timeout_s: float = DEFAULT_RANK_TIMEOUT_S) -> tuple[dict[str, Any], int]:
+    """validation.run.validate (or validate_tp) under a progress bar on stderr."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -157,6 +208,8 @@ def _measure(setup: Setup, sweep: Sweep, device_id: str | None) -> tuple[dict[st
                 task = progress.add_task(description, total=total)
             progress.update(task, description=description, completed=done, total=total)
 
+        if tp is not None:
+            return vrun.validate_tp(setup, sweep, tp, device_id, on_progress, timeout_s=timeout_s)
         return validate(setup, sweep, device_id, on_progress)
 
 

@@ -7,6 +7,8 @@
     predict.py      the same quantities from a profile and from datasheet peaks; errors
     output.py       validation.json, validation.md, validation.png (and reading one back)
     run.py          one run: prepare the inputs, measure every point, score, the document
+    tp.py           --tp N: the layers sharded as engines shard them, one all-reduce after each
+                    row-parallel GEMM, timed on N ranks (spawned, or under torchrun)
 
 The command is ridgeline.commands.validate; run.py imports torch only when points are
 measured (the CLI parser imports it).

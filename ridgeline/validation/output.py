@@ -6,6 +6,9 @@ model, weights, device, profile, layers_measured, layers_total, scaled, points
 predicted_datasheet_s, error_profile, error_datasheet, bound, ...), summary
 (per phase: median/worst error against the profile and the datasheet), plus
 summary_by_mode, skipped points with their reasons, notes and provenance.
+A TP run (`tp` > 1) adds to each point the all-reduce on both sides (allreduce_s,
+allreduce_share measured; predicted_allreduce_s, predicted_allreduce_share,
+allreduce_source) and `summary_allreduce`; its table gains the two share columns.
 read_validation reads one back (`ridgeline report` includes it).
 """
 
@@ -51,21 +54,53 @@ def fmt_error(err: float | None) -> str:
     return "-" if err is None else f"{100 * err:.1f}%"
 
 
+def fmt_share(share: float | None, seconds: float | None) -> str:
+    """An all-reduce share of the step and its time: "23.1% (41.2 us)"."""
+    if share is None:
+        return "-"
+    return f"{100 * share:.1f}% ({fmt_time(seconds)})"
+
+
+def is_tp(result: dict[str, Any]) -> bool:
+    return int(result.get("tp") or 1) > 1
+
+
 def table_rows(result: dict[str, Any]) -> list[list[str]]:
-    """point, mode, measured, predicted (profile), error, predicted (datasheet), error, bound."""
+    """point, mode, measured, predicted (profile), error, predicted (datasheet), error, bound;
+    a TP run adds the all-reduce share measured (after measured) and predicted (after
+    the profile prediction)."""
     rows = []
+    tp = is_tp(result)
     for p in result["points"]:
         label = point_label(p) + (" *" if p.get("scaled") else "") + ("" if p.get("finite", True)
                                                                        else " (non-finite)")
-        rows.append([label, p["mode"], fmt_time(p["measured_s"]),
-                     fmt_time(p["predicted_profile_s"]),
-                     fmt_error(p["error_profile"]), fmt_time(p["predicted_datasheet_s"]),
-                     fmt_error(p["error_datasheet"]), p.get("bound") or "-"])
+        row = [label, p["mode"], fmt_time(p["measured_s"]),
+               fmt_time(p["predicted_profile_s"]),
+               fmt_error(p["error_profile"]), fmt_time(p["predicted_datasheet_s"]),
+               fmt_error(p["error_datasheet"]), p.get("bound") or "-"]
+        if tp:  # shares only (the seconds are in the JSON and the summary lines)
+            row.insert(3, fmt_error(p.get("allreduce_share")))
+            row.insert(5, fmt_error(p.get("predicted_allreduce_share")))
+        rows.append(row)
     return rows
 
 
 TABLE_COLUMNS = ["point", "mode", "measured", "predicted (profile)", "error",
                  "predicted (datasheet)", "error", "bound"]
+TP_TABLE_COLUMNS = ["point", "mode", "measured", "all-reduce share", "predicted (profile)",
+                    "all-reduce share (predicted)", "error", "predicted (datasheet)", "error",
+                    "bound"]
+
+
+def columns(result: dict[str, Any]) -> list[str]:
+    return TP_TABLE_COLUMNS if is_tp(result) else TABLE_COLUMNS
+
+
+def title(result: dict[str, Any]) -> str:
+    text = f"{result['model']} {result['weights']} on {result['device']}"
+    if is_tp(result):
+        text += f", TP={result['tp']} ({result.get('backend') or '?'})"
+    return text
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
@@ -80,16 +115,23 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
             line += (f"; datasheet error median {fmt_error(s['median_error_datasheet'])}, "
                      f"worst {fmt_error(s['worst_error_datasheet'])}")
         lines.append(line)
+    for phase, a in (result.get("summary_allreduce") or {}).items():
+        lines.append(f"{phase} all-reduce ({a.get('mode')}, {a['n_points']} points): share of "
+                     f"the step measured median "
+                     f"{fmt_share(a['median_share_measured'], a['median_allreduce_s_measured'])}, "
+                     f"predicted median "
+                     f"{fmt_share(a['median_share_predicted'], a['median_allreduce_s_predicted'])}"
+                     f" [{a.get('allreduce_source')}]")
     return lines
 
 
 def print_result(result: dict[str, Any], console) -> None:
     from rich.table import Table
 
-    title = (f"ridgeline validate: {result['model']} {result['weights']} on {result['device']}")
-    table = Table(title=title)
-    for i, col in enumerate(TABLE_COLUMNS):
-        table.add_column(col, justify="left" if i in (0, 1, 7) else "right")
+    cols = columns(result)
+    table = Table(title=f"ridgeline validate: {title(result)}")
+    for i, col in enumerate(cols):
+        table.add_column(col, justify="left" if i in (0, 1, len(cols) - 1) else "right")
     for row in table_rows(result):
         table.add_row(*row)
     console.print(table)
@@ -114,7 +156,10 @@ def write_json(result: dict[str, Any], path: Path) -> Path:
 
 def write_markdown(result: dict[str, Any], path: Path) -> Path:
     prov = result.get("provenance", {})
-    out = [f"# Validation: {result['model']} ({result['weights']}) on {result['device']}", "",
+    heading = f"{result['model']} ({result['weights']}) on {result['device']}"
+    if is_tp(result):
+        heading += f", TP={result['tp']} ({result.get('backend') or '?'})"
+    out = [f"# Validation: {heading}", "",
            f"- profile: `{result['profile']}`",
            f"- layers: {result['layers_measured']} of {result['layers_total']} measured"
            + (" (scaled to the full depth where marked *)" if result["scaled"] else ""),
@@ -134,10 +179,16 @@ def write_markdown(result: dict[str, Any], path: Path) -> Path:
                    f"{fmt_error(s['worst_error_profile'])} | "
                    f"{fmt_error(s['median_error_datasheet'])} | "
                    f"{fmt_error(s['worst_error_datasheet'])} |")
-    out += ["", "## Points", "", "| " + " | ".join(TABLE_COLUMNS) + " |",
-            "|---|---|" + "---:|" * 5 + "---|"]
+    cols = columns(result)
+    out += ["", "## Points", "", "| " + " | ".join(cols) + " |",
+            "|---|---|" + "---:|" * (len(cols) - 3) + "---|"]
     for row in table_rows(result):
         out.append("| " + " | ".join(row) + " |")
+    if result.get("summary_allreduce"):
+        out += ["", "all-reduce share = all-reduce time / step time: measured as the step's time "
+                "less the same step with its all-reduces as no-ops; predicted as the planner's "
+                "StepTime.allreduce_s / time_s"]
+        out += [f"- {line}" for line in summary_lines(result) if " all-reduce (" in line]
     if result.get("skipped"):
         out += ["", "## Skipped", ""]
         out += [f"- {point_label(s)} {s['mode']}: {s['reason']}" for s in result["skipped"]]
@@ -168,11 +219,13 @@ def write_plot(result: dict[str, Any], path: Path) -> Path | None:
             sel = [p for p in points if p["phase"] == phase and p["mode"] == mode]
             if not sel:
                 continue
-            xs = [p["measured_s"] * 1e3 for p in sel]
-            ys = [p["predicted_profile_s"] * 1e3 for p in sel]
+            prof = [p for p in sel if p.get("predicted_profile_s")]  # TP: may have none
+            xs = [p["measured_s"] * 1e3 for p in prof]
+            ys = [p["predicted_profile_s"] * 1e3 for p in prof]
             values += xs + ys
-            ax.scatter(xs, ys, marker="o", s=36, label=f"{phase} {mode}: profile",
-                       facecolors=colors[phase] if fill else "none", edgecolors=colors[phase])
+            if prof:
+                ax.scatter(xs, ys, marker="o", s=36, label=f"{phase} {mode}: profile",
+                           facecolors=colors[phase] if fill else "none", edgecolors=colors[phase])
             ds = [(p["measured_s"] * 1e3, p["predicted_datasheet_s"] * 1e3) for p in sel
                   if p.get("predicted_datasheet_s")]
             if ds:
@@ -181,6 +234,8 @@ def write_plot(result: dict[str, Any], path: Path) -> Path | None:
                            color=colors[phase], alpha=0.9 if fill else 0.5,
                            label=f"{phase} {mode}: datasheet")
     values = [v for v in values if v > 0]
+    if not values:
+        return None
     lo, hi = min(values) / 1.5, max(values) * 1.5
     ax.plot([lo, hi], [lo, hi], color="black", lw=1, label="predicted = measured")
     ax.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="grey", alpha=0.15,
@@ -191,7 +246,7 @@ def write_plot(result: dict[str, Any], path: Path) -> Path | None:
     ax.set_ylim(lo, hi)
     ax.set_xlabel("measured time (ms, median)")
     ax.set_ylabel("predicted time (ms)")
-    ax.set_title(f"{result['model']} {result['weights']} on {result['device']}", fontsize=10)
+    ax.set_title(title(result), fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
     buf = io.BytesIO()  # rendered in memory, then written atomically like the other two files

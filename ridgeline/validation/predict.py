@@ -16,6 +16,19 @@ Error of one point, and the summary of a phase:
 
 The summary uses the primary mode of each phase: "graph" where it was measured
 (how serving engines run), else "eager"; `summary_by_mode` has every mode.
+
+Tensor parallelism (`validate --tp N`): the same equations with tp=N, whose
+all-reduce term comes from the profile's interconnect section
+(roofline.interconnect.tp_allreduce_time: the fit at N ranks, else the planner's
+estimate, labelled in `allreduce_source`). Each point then also carries the
+all-reduce share on both sides:
+
+    predicted_allreduce_share = StepTime.allreduce_s / StepTime.time_s
+    allreduce_share           = measured all-reduce time / measured step time
+
+(measured as in ridgeline.validation.tp). A profile with nothing to price the
+all-reduce from leaves the profile prediction empty (`no_prediction` says why);
+the point is still measured.
 """
 
 from __future__ import annotations
@@ -23,6 +36,7 @@ from __future__ import annotations
 import statistics
 from typing import Any, Iterable
 
+from ridgeline.errors import RidgelineError
 from ridgeline.sizing.hardware import Hardware, hardware_from_datasheet
 from ridgeline.sizing.latency import StepTime, decode_step_time, prefill_time
 from ridgeline.sizing.precision import Precision
@@ -41,19 +55,36 @@ def precision_for(weights: str) -> Precision:
 
 
 def predict(spec: Any, precision: Precision, hw: Hardware, phase: str, batch: int,
-            context: int) -> StepTime:
+            context: int, tp: int = 1) -> StepTime:
     """decode: one step of `batch` sequences with `context` cached tokens; prefill: `context`
-    input tokens per sequence.
+    input tokens per sequence; on `tp` tensor-parallel ranks.
 
     The measured prefill is one pass over the whole prompt, so the planner is asked for
     one pass too (max_batched_tokens = the prompt), not its default chunked schedule.
     """
     if phase == "decode":
-        return decode_step_time(spec, precision, hw, batch, context)
+        return decode_step_time(spec, precision, hw, batch, context, tp=tp)
     if phase == "prefill":
-        return prefill_time(spec, precision, hw, batch, context,
+        return prefill_time(spec, precision, hw, batch, context, tp=tp,
                             max_batched_tokens=batch * context)
     raise ValueError(f"unknown phase {phase!r}")
+
+
+def allreduce_availability(spec: Any, precision: Precision, hw: Hardware,
+                           tp: int) -> tuple[str, str]:
+    """(source, detail) of the all-reduce a TP=`tp` prediction on `hw` would use:
+    "measured" (a fit at `tp` ranks), "estimated" (the planner's estimate from another
+    world size or the host link), "datasheet", or "none" (nothing to price it from)."""
+    import math
+
+    from ridgeline.roofline.interconnect import tp_allreduce_time
+
+    if tp <= 1:
+        return "n/a", ""
+    est = tp_allreduce_time(spec.hidden_size, 1, precision.base, tp, hw.profile)
+    if not math.isfinite(est.time_s):
+        return "none", est.detail
+    return est.source, est.detail
 
 
 def relative_error(predicted_s: float | None, measured_s: float) -> float | None:
@@ -87,27 +118,68 @@ def datasheet_hardware(profile: dict[str, Any] | None, device: dict[str, Any]) -
     return hardware_from_datasheet(entry)
 
 
+def _predict_tp(spec: Any, precision: Precision, hw: Hardware, m: dict[str, Any],
+                tp: int) -> tuple[StepTime | None, str | None]:
+    """(prediction, None), or (None, why) when the planner cannot price TP=`tp` on `hw`
+    (no all-reduce measurement and no host link): the point is still measured."""
+    try:
+        return predict(spec, precision, hw, m["phase"], m["batch"], m["context"], tp), None
+    except RidgelineError as exc:
+        return None, str(exc)
+
+
 def score_point(m: dict[str, Any], spec: Any, precision: Precision, hw_profile: Hardware,
-                hw_sheet: Hardware | None) -> dict[str, Any]:
-    """One validation.json point from a measurement (phase, mode, batch, context, measured_s)."""
-    pred = predict(spec, precision, hw_profile, m["phase"], m["batch"], m["context"])
-    sheet = (predict(spec, precision, hw_sheet, m["phase"], m["batch"], m["context"])
-             if hw_sheet is not None else None)
-    return {
+                hw_sheet: Hardware | None, tp: int = 1) -> dict[str, Any]:
+    """One validation.json point from a measurement (phase, mode, batch, context, measured_s;
+    with tp > 1 also allreduce_s, allreduce_share, no_allreduce_s, allreduce_alone_s)."""
+    if tp > 1:
+        pred, why = _predict_tp(spec, precision, hw_profile, m, tp)
+        sheet = _predict_tp(spec, precision, hw_sheet, m, tp)[0] if hw_sheet is not None else None
+    else:
+        why = None
+        pred = predict(spec, precision, hw_profile, m["phase"], m["batch"], m["context"])
+        sheet = (predict(spec, precision, hw_sheet, m["phase"], m["batch"], m["context"])
+                 if hw_sheet is not None else None)
+    point = {
         "phase": m["phase"], "mode": m["mode"], "batch": int(m["batch"]),
         "context": int(m["context"]), "measured_s": float(m["measured_s"]),
-        "predicted_profile_s": float(pred.time_s),
+        "predicted_profile_s": float(pred.time_s) if pred is not None else None,
         "predicted_datasheet_s": float(sheet.time_s) if sheet is not None else None,
-        "error_profile": relative_error(pred.time_s, m["measured_s"]),
+        "error_profile": relative_error(pred.time_s if pred else None, m["measured_s"]),
         "error_datasheet": relative_error(sheet.time_s if sheet else None, m["measured_s"]),
-        "bound": pred.bound,
+        "bound": pred.bound if pred is not None else None,
         "bound_datasheet": sheet.bound if sheet is not None else None,
-        "breakdown_profile_s": dict(pred.breakdown),
+        "breakdown_profile_s": dict(pred.breakdown) if pred is not None else {},
         "layers_measured": int(m.get("layers_measured", 0)),
         "scaled": bool(m.get("scaled", False)),
         "finite": bool(m.get("finite", True)),
         "timing": m.get("timing"),
         "timing_head": m.get("head_timing"),  # the head alone, timed when the point is scaled
+    }
+    if tp > 1:
+        point.update(tp_fields(m, pred, sheet, why, tp))
+    return point
+
+
+def tp_fields(m: dict[str, Any], pred: StepTime | None, sheet: StepTime | None,
+              why: str | None, tp: int) -> dict[str, Any]:
+    """The all-reduce on both sides of a TP point (seconds and shares of the step)."""
+    def share(st: StepTime | None) -> float | None:
+        return st.allreduce_s / st.time_s if st is not None and st.time_s > 0 else None
+
+    return {
+        "tp": int(tp),
+        "allreduce_s": float(m["allreduce_s"]),
+        "allreduce_share": float(m["allreduce_share"]),
+        "measured_no_allreduce_s": float(m["no_allreduce_s"]),
+        "allreduce_alone_s": m.get("allreduce_alone_s"),
+        "predicted_allreduce_s": float(pred.allreduce_s) if pred is not None else None,
+        "predicted_allreduce_share": share(pred),
+        "allreduce_source": pred.allreduce_source if pred is not None else "none",
+        "predicted_datasheet_allreduce_share": share(sheet),
+        "no_prediction": why,
+        "timing_no_allreduce": m.get("timing_no_allreduce"),
+        "timing_allreduce_alone": m.get("timing_allreduce_alone"),
     }
 
 
@@ -145,3 +217,27 @@ def summarize(points: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, A
             by_mode[f"{phase}/{m}"] = summarize_points(
                 [p for p in points if p["phase"] == phase and p["mode"] == m])
     return summary, by_mode
+
+
+def summarize_allreduce(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per phase, over its primary mode's finite TP points: the median all-reduce share
+    measured and predicted (and the median seconds of each)."""
+    out: dict[str, Any] = {}
+    for phase in PHASES:
+        mode = primary_mode(points, phase)
+        pts = [p for p in points if p["phase"] == phase and p["mode"] == mode
+               and p.get("finite", True) and "allreduce_share" in p]
+        if not pts:
+            continue
+
+        def med(key: str) -> float | None:
+            vals = [p[key] for p in pts if p.get(key) is not None]
+            return float(statistics.median(vals)) if vals else None
+
+        out[phase] = {"mode": mode, "n_points": len(pts),
+                      "median_share_measured": med("allreduce_share"),
+                      "median_share_predicted": med("predicted_allreduce_share"),
+                      "median_allreduce_s_measured": med("allreduce_s"),
+                      "median_allreduce_s_predicted": med("predicted_allreduce_s"),
+                      "allreduce_source": pts[0].get("allreduce_source")}
+    return out

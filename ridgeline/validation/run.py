@@ -13,17 +13,36 @@ with the exit code: 0, or 130 when Ctrl-C stopped it (the finished points are ke
 the document marked incomplete). fp8 on a device without fp8 tensor cores is a
 waived result, not an error. The command (`ridgeline validate`) is
 ridgeline.commands.validate; torch is imported only when points are measured.
+
+Tensor parallelism (`--tp N`, ridgeline.validation.tp measures on the ranks):
+
+    result, code = validate_tp(setup, sweep, tp=2, device_id="cpu")   # spawns 2 ranks
+    code = validate_tp_torchrun(setup, sweep, 2, None, open_output=..., show=...)  # a rank
+
+`validate_tp` starts N local ranks (ridgeline.ranks.spawn_ranks: env://, a watchdog
+that names a rank that dies or hangs) and scores rank 0's report with the planner at
+tp=N; a failed rank raises TPFailure (a RankError, one line) carrying the finished
+points. `validate_tp_torchrun` is the same run when torchrun started this process as
+one of the ranks: rank 0 locks the output folder first (the ranks agree on whether it
+could), then every rank measures and rank 0 writes and prints.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import platform
+import re
+import shutil
+import tempfile
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from ridgeline.errors import RidgelineError
+from ridgeline.errors import DeviceError, RidgelineError
+from ridgeline.ranks import RankError
 
 if TYPE_CHECKING:  # pragma: no cover - names for the annotations only
     from ridgeline.device import DeviceInfo
@@ -40,6 +59,8 @@ SUPPORTED_WEIGHTS = ("bf16", "fp16", "fp8")
 
 # on_progress(description, points done, points in all): the command draws it
 Progress = Callable[[str, int, int], None]
+DEFAULT_RANK_TIMEOUT_S = 300.0     # --tp: a rank silent this long is hung
+DEFAULT_STARTUP_TIMEOUT_S = 300.0  # --tp: importing torch and joining the group, per rank
 
 
 @dataclass(frozen=True)
@@ -236,14 +257,14 @@ def measure_points(setup: Setup, device: DeviceInfo, points: list[Point], sweep:
 
 
 def build_result(setup: Setup, device: DeviceInfo, hw_sheet: Hardware | None,
-                 measurement: Measurement, *, complete: bool) -> dict[str, Any]:
+                 measurement: Measurement, *, complete: bool, tp: int = 1) -> dict[str, Any]:
     """The validation.json document (see ridgeline.validation.output)."""
     from ridgeline import __version__
     from ridgeline.validation import predict as pr
     from ridgeline.validation.output import VALIDATION_KIND, VALIDATION_SCHEMA_VERSION
 
     measured = measurement.measured
-    scored = [pr.score_point(m.to_dict(), setup.spec, setup.precision, setup.hw, hw_sheet)
+    scored = [pr.score_point(m.to_dict(), setup.spec, setup.precision, setup.hw, hw_sheet, tp)
               for m in measured]
     summary, by_mode = pr.summarize(scored)
     notes = list(measurement.notes) + [f"profile: {w}" for w in setup.hw.warnings]
@@ -259,7 +280,7 @@ def build_result(setup: Setup, device: DeviceInfo, hw_sheet: Hardware | None,
                         hip=getattr(torch.version, "hip", None))
     except ImportError:  # pragma: no cover - measuring needs torch
         pass
-    return {
+    doc = {
         "kind": VALIDATION_KIND,
         "schema_version": VALIDATION_SCHEMA_VERSION,
         "model": setup.spec.name,
@@ -267,6 +288,7 @@ def build_result(setup: Setup, device: DeviceInfo, hw_sheet: Hardware | None,
         "precision": asdict(setup.precision),
         "device": device.name,
         "device_id": device.id,
+        "tp": int(tp),
         "profile": str(setup.profile_path),
         "profile_device": setup.profile["provenance"]["device"].get("name"),
         "layers_measured": int(min((m.layers_measured for m in measured),
@@ -291,6 +313,9 @@ def build_result(setup: Setup, device: DeviceInfo, hw_sheet: Hardware | None,
             "statistic": "median of samples",
         },
     }
+    if tp > 1:
+        doc["summary_allreduce"] = pr.summarize_allreduce(scored)
+    return doc
 
 
 def save(result: dict[str, Any], out: OutputDir) -> dict[str, Path]:
@@ -301,3 +326,235 @@ def save(result: dict[str, Any], out: OutputDir) -> dict[str, Path]:
     written = write_all(result, out.path)
     out.clear(keep=tuple(p.name for p in written.values()))
     return written
+
+
+# ----------------------------------------------------------------- tensor parallelism
+
+class TPFailure(RankError):
+    """A rank died or hung; `result` is the document of the points finished before (or None)."""
+
+    def __init__(self, message: str, result: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.result = result
+
+
+def check_tp(setup: Setup, tp: int) -> None:
+    """One line when `tp` ranks cannot shard this model as engines do."""
+    from ridgeline.validation.tp import tp_problem
+
+    why = tp_problem(setup.dims, tp, setup.weights)
+    if why:
+        raise RidgelineError(f"--tp {tp}: {setup.spec.name} cannot be sharded: {why}")
+
+
+def tp_device_kind(device_id: str | None, tp: int, *, spawn: bool = True) -> str:
+    """"cpu" or "cuda" (NVIDIA or AMD) for a TP run; rank r runs on GPU r (LOCAL_RANK).
+
+    An index other than 0, or fewer GPUs than ranks to spawn, is one line.
+    """
+    import torch
+
+    if device_id:
+        spec = device_id.strip().lower()
+        if spec == "cpu":
+            return "cpu"
+        m = re.fullmatch(r"(cuda|rocm|hip|gpu)(?::(\d+))?", spec)
+        if not m:
+            raise DeviceError(f"unknown device {device_id!r}: use cpu, cuda:N (NVIDIA or AMD) "
+                              "or rocm:N")
+        if m.group(2) and int(m.group(2)) != 0:
+            raise RidgelineError(f"--tp {tp} runs rank r on GPU r (LOCAL_RANK under torchrun): "
+                                 f"give --device {m.group(1)}, not {device_id}")
+    try:
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except RuntimeError:
+        count = 0
+    if not device_id and count == 0:
+        return "cpu"
+    if count == 0:
+        raise DeviceError(f"no GPU is visible to torch ({device_id} requested); try --device cpu")
+    if spawn and count < tp:
+        raise RidgelineError(f"--tp {tp} needs {tp} GPUs on this node, torch sees {count} "
+                             "(run under torchrun to span nodes, or --device cpu)")
+    return "cuda"
+
+
+def tp_notes(setup: Setup, tp: int) -> list[str]:
+    """Where the predicted all-reduce comes from, said up front (and kept in the notes)."""
+    from ridgeline.validation import predict as pr
+
+    source, detail = pr.allreduce_availability(setup.spec, setup.precision, setup.hw, tp)
+    if source == "measured":
+        return [f"predicted all-reduce: the profile's fit for {tp} ranks ({detail})"]
+    if source == "none":
+        return [f"the profile has no all-reduce fit for {tp} ranks and nothing to estimate one "
+                f"from ({detail}): measured only, no profile prediction"]
+    return [f"the profile has no all-reduce fit for {tp} ranks: the predictions use the "
+            f"planner's estimate ({source}: {detail})"]
+
+
+def tp_job(setup: Setup, sweep: Sweep, kind: str, *, pg_timeout_s: float,
+           fault: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What every rank runs (ridgeline.validation.tp.run_rank), as plain JSON."""
+    prefills = sweep.prefills if sweep.prefills is not None else (
+        DEFAULT_PREFILL_CPU if kind == "cpu" else DEFAULT_PREFILL)
+    return {"spec": asdict(setup.spec), "weights": setup.weights, "device_kind": kind,
+            "batches": list(sweep.batches), "contexts": list(sweep.contexts),
+            "prefills": list(prefills), "layers_cap": sweep.layers_cap, "rep_ms": sweep.rep_ms,
+            "pg_timeout_s": float(pg_timeout_s), "fault": fault}
+
+
+def tp_result(setup: Setup, report: dict[str, Any], tp: int, *, complete: bool,
+              notes: list[str]) -> dict[str, Any]:
+    """The validation.json document of a TP run from rank 0's report (see tp.run_rank)."""
+    from ridgeline.device import DeviceInfo
+    from ridgeline.validation import predict as pr
+    from ridgeline.validation.measure import Skipped
+    from ridgeline.validation.tp import TPMeasured
+
+    device = DeviceInfo(**report["device"])
+    hw_sheet = pr.datasheet_hardware(setup.profile, report["device"])
+    all_notes = list(notes)
+    prof_name = setup.profile["provenance"]["device"].get("name")
+    if prof_name != device.name:
+        all_notes.append(f"the profile was measured on {prof_name!r}, this run is on "
+                         f"{device.name!r}: the profile predictions describe another device")
+    all_notes.append(
+        f"TP={tp} over {report.get('backend', '?')}: every step timed with its all-reduces, then "
+        "with them as no-ops; measured all-reduce = the difference (ridgeline.validation.tp)")
+    all_notes += report.get("notes", [])
+    measurement = Measurement(
+        measured=[TPMeasured(**m) for m in report.get("measured", [])],
+        skipped=[Skipped(**s) for s in report.get("skipped", [])],
+        interrupted=bool(report.get("interrupted")), notes=all_notes,
+        timer_name=report.get("timer"), resident=int(report.get("resident") or 0))
+    if measurement.interrupted:
+        all_notes.append("interrupted: only the finished points are kept")
+    result = build_result(setup, device, hw_sheet, measurement, complete=complete, tp=tp)
+    result["backend"] = report.get("backend")
+    result["check_error"] = report.get("check_error")
+    if report.get("waived"):
+        result["waived"] = report["waived"]
+    return result
+
+
+def _read_report(workdir: Path) -> dict[str, Any] | None:
+    """Rank 0's report; after a failure, what it had written: meta.json and the points."""
+    final = workdir / "report.json"
+    if final.exists():
+        return json.loads(final.read_text())
+    meta = workdir / "meta.json"
+    if not meta.exists():
+        return None
+    report = json.loads(meta.read_text())
+    points = workdir / "points.jsonl"
+    lines = points.read_text().splitlines() if points.exists() else []
+    for line in lines:
+        if line.strip():
+            rec = json.loads(line)
+            kind = rec.pop("kind")
+            report["measured" if kind == "measured" else "skipped"].append(rec)
+    report["interrupted"] = True
+    return report
+
+
+def validate_tp(setup: Setup, sweep: Sweep, tp: int, device_id: str | None = None,
+                on_progress: Progress | None = None, *,
+                timeout_s: float = DEFAULT_RANK_TIMEOUT_S,
+                startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
+                fault: dict[str, Any] | None = None) -> tuple[dict[str, Any], int]:
+    """Spawn `tp` local ranks, measure every point on them, score at TP=`tp`:
+    (the document, 0 or 130 after Ctrl-C). TPFailure (one line) when a rank dies or hangs.
+
+    `fault` is test-only (ridgeline.validation.tp.inject_fault).
+    """
+    from ridgeline.ranks import spawn_ranks
+
+    check_tp(setup, tp)
+    kind = tp_device_kind(device_id, tp, spawn=True)
+    notes = tp_notes(setup, tp)
+    workdir = Path(tempfile.mkdtemp(prefix="ridgeline-tp-"))
+    job = tp_job(setup, sweep, kind, fault=fault,
+                 pg_timeout_s=max(timeout_s, startup_timeout_s) + 60.0)
+    (workdir / "job.json").write_text(json.dumps(job))
+
+    def poll() -> None:
+        if on_progress is None:
+            return
+        try:
+            st = json.loads((workdir / "status.json").read_text())
+        except (OSError, ValueError):
+            return
+        on_progress(st["description"], st["done"], st["total"])
+
+    try:
+        try:
+            spawn_ranks(["-m", "ridgeline.validation.tp", str(workdir / "job.json")], tp,
+                        workdir, device_kind=kind, timeout_s=timeout_s,
+                        startup_timeout_s=startup_timeout_s, what=f"--tp {tp}", on_poll=poll)
+        except KeyboardInterrupt:
+            report = _read_report(workdir)
+            if report is None:
+                raise
+            report["interrupted"] = True
+            return tp_result(setup, report, tp, complete=False, notes=notes), 130
+        except RankError as exc:
+            report = _read_report(workdir)
+            partial = None
+            if report is not None and report.get("measured"):
+                partial = tp_result(setup, report, tp, complete=False,
+                                    notes=notes + [f"stopped: {exc}"])
+            raise TPFailure(str(exc), partial) from None
+        report = _read_report(workdir)
+        if report is None:
+            raise TPFailure(f"--tp {tp}: the ranks exited without a report")
+        return tp_result(setup, report, tp, complete=not report.get("interrupted"), notes=notes), \
+            (130 if report.get("interrupted") else 0)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def validate_tp_torchrun(setup: Setup, sweep: Sweep, tp: int, device_id: str | None, *,
+                         open_output: Callable[[], Any],
+                         show: Callable[[dict[str, Any], dict[str, Path]], None],
+                         timeout_s: float = DEFAULT_RANK_TIMEOUT_S) -> int:
+    """This process is one rank of a torchrun launch of `ridgeline validate --tp N`.
+
+    open_output() -> a context manager of the locked OutputDir (rank 0 enters it before
+    anything is measured; a refused folder is one line on every rank); rank 0 then writes
+    the files and calls show(result, written). Returns the exit code.
+    """
+    from ridgeline.ranks import Progress, RankGroup
+    from ridgeline.validation.tp import run_rank
+
+    world = int(os.environ["WORLD_SIZE"])
+    if world != tp:
+        raise RidgelineError(f"--tp {tp} under torchrun needs WORLD_SIZE {tp}, got {world} "
+                             f"(torchrun --nproc-per-node {tp} ...)")
+    check_tp(setup, tp)
+    kind = tp_device_kind(device_id, tp, spawn=False)
+    notes = tp_notes(setup, tp)
+    job = tp_job(setup, sweep, kind, pg_timeout_s=timeout_s)
+    group = RankGroup(kind)
+    group.init(timeout_s)
+    try:
+        with ExitStack() as stack:
+            out, refused = None, None
+            if group.rank == 0:
+                try:
+                    out = stack.enter_context(open_output())
+                except RidgelineError as exc:
+                    refused = str(exc)
+            refusals = [r for r in group.share(refused) if r]
+            if refusals:
+                raise RidgelineError(refusals[0])
+            report = run_rank(job, group, Progress(None, group.rank))
+            group.barrier()
+            if group.rank != 0:
+                return 0
+            code = 130 if report["interrupted"] else 0
+            result = tp_result(setup, report, tp, complete=code == 0, notes=notes)
+            show(result, save(result, out))
+            return code
+    finally:
+        group.close()
