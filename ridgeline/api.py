@@ -18,6 +18,9 @@ Inputs are the planner's option dataclasses (Workload, SLO, EngineConfig, Parall
 FleetOptions, PrecisionOptions, PlanMethod, and simulate's LengthOptions, LoadOptions,
 CurveSLO: keyword construction, the CLI's defaults and checks);
 outputs are plain dataclasses with units in their field names, each with `to_dict()`.
+`serving_engine` (decode_step, prefill, plan, simulate) adds the engine layer on top of the
+hardware: a preset name ("vllm", "sglang", "trtllm"), an engine.json written by
+`ridgeline calibrate`, or an EngineProfile (docs/engine.md); None adds nothing.
 `precision` is a weight dtype ("fp8": activations and KV cache chosen as `ridgeline plan`
 chooses them), a PrecisionOptions, or a resolved Precision. Bad input raises
 ridgeline.errors.RidgelineError with one line. The names in `__all__` are the stable
@@ -30,6 +33,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Union
 
 from ridgeline.errors import RidgelineError
+from ridgeline.sizing.engine import EngineProfile, load_engine
 from ridgeline.sizing.hardware import Hardware, hardware_from_gpu_name, hardware_from_profile
 from ridgeline.sizing.latency import StepTime, decode_step_time, prefill_time
 from ridgeline.sizing.memory import EngineConfig
@@ -45,8 +49,8 @@ from ridgeline.sizing.workload import SLO, FleetOptions, ParallelOptions, Worklo
 __all__ = ["GPU", "Model", "Step", "Plan", "Simulation", "ServingPoint", "StaticBatchResult",
            "Workload", "SLO", "EngineConfig", "ParallelOptions", "FleetOptions",
            "PrecisionOptions", "Precision", "PlanMethod", "LengthOptions", "LoadOptions",
-           "CurveSLO", "RidgelineError",
-           "load_profile", "load_gpu", "load_model", "decode_step", "prefill", "static_batch",
+           "CurveSLO", "EngineProfile", "RidgelineError",
+           "load_profile", "load_gpu", "load_model", "load_engine", "decode_step", "prefill", "static_batch",
            "serving_point", "plan", "simulate"]
 
 PrecisionLike = Union[str, PrecisionOptions, Precision]
@@ -160,6 +164,15 @@ class Step:
         return asdict(self)
 
 
+EngineLike = Union[EngineProfile, str, None]
+
+
+def _serving_engine(engine: EngineLike) -> EngineProfile:
+    """The engine layer (sizing.engine): a profile, a preset name ("vllm", "sglang",
+    "trtllm", "none"), an engine.json from `ridgeline calibrate`, or None (none)."""
+    return engine if isinstance(engine, EngineProfile) else load_engine(engine)
+
+
 def _step(t: StepTime, precision: Precision, notes: list[str]) -> Step:
     return Step(t.time_s, t.bound, dict(t.breakdown), dict(t.by_bound), t.kernels, t.floor_s,
                 t.allreduce_s, t.allreduce_source, t.flops, t.bytes, t.tokens,
@@ -167,22 +180,28 @@ def _step(t: StepTime, precision: Precision, notes: list[str]) -> Step:
 
 
 def decode_step(model: Model | str, gpu: GPU | str, *, batch: int, context_tokens: int,
-                precision: PrecisionLike = "bf16", tp: int = 1, pp: int = 1) -> Step:
-    """One decode step: `batch` sequences each add a token after `context_tokens` cached."""
+                precision: PrecisionLike = "bf16", tp: int = 1, pp: int = 1,
+                serving_engine: EngineLike = None) -> Step:
+    """One decode step: `batch` sequences each add a token after `context_tokens` cached;
+    `serving_engine` adds an engine layer on top of the hardware (docs/engine.md)."""
     m, hw = _model(model), _hardware(gpu)
     p, notes = _precision(precision, hw)
-    return _step(decode_step_time(m.spec, p, hw, batch, context_tokens, tp=tp, pp=pp), p,
+    return _step(decode_step_time(m.spec, p, hw, batch, context_tokens, tp=tp, pp=pp,
+                                  engine=_serving_engine(serving_engine)), p,
                  list(m.notes) + notes)
 
 
 def prefill(model: Model | str, gpu: GPU | str, *, input_tokens: int, batch: int = 1,
             precision: PrecisionLike = "bf16", tp: int = 1, pp: int = 1,
-            max_batched_tokens: int = EngineConfig.max_batched_tokens) -> Step:
-    """Prefill of `batch` prompts of `input_tokens` (a lone prompt's TTFT with batch=1)."""
+            max_batched_tokens: int = EngineConfig.max_batched_tokens,
+            serving_engine: EngineLike = None) -> Step:
+    """Prefill of `batch` prompts of `input_tokens` (a lone prompt's TTFT with batch=1; the
+    engine layer's per-request overhead is not in it: see Plan and Simulation)."""
     m, hw = _model(model), _hardware(gpu)
     p, notes = _precision(precision, hw)
     return _step(prefill_time(m.spec, p, hw, batch, input_tokens, tp=tp, pp=pp,
-                              max_batched_tokens=max_batched_tokens), p, list(m.notes) + notes)
+                              max_batched_tokens=max_batched_tokens,
+                              engine=_serving_engine(serving_engine)), p, list(m.notes) + notes)
 
 
 def static_batch(model: Model | str, gpu: GPU | str, *, batch: int, input_len: int,
@@ -249,10 +268,11 @@ class Plan:
 def plan(model: Model | str, gpu: GPU | str, workload: Workload, slo: SLO | None = None, *,
          precision: PrecisionLike = "bf16", engine: EngineConfig | None = None,
          parallel: ParallelOptions | None = None, fleet: FleetOptions | None = None,
-         method: PlanMethod | None = None) -> Plan:
+         method: PlanMethod | None = None, serving_engine: EngineLike = None) -> Plan:
     """The sizing method end to end (what `ridgeline plan` prints), as data. The operating
     point and fleet come from a simulated replica; `method=PlanMethod(fast=True)` keeps the
-    closed forms (`--fast`)."""
+    closed forms (`--fast`). `engine` is the scheduler's configuration (batch limits, KV
+    blocks); `serving_engine` the engine layer on top (`--engine`: overheads, all-reduce)."""
     from ridgeline.sizing.plan import PlanInputs, infeasible, make_plan
 
     m, hw = _model(model), _hardware(gpu)
@@ -260,6 +280,7 @@ def plan(model: Model | str, gpu: GPU | str, workload: Workload, slo: SLO | None
     inputs = PlanInputs(spec=m.spec, precision=p, workload=workload, slo=slo or SLO(),
                         engine=engine or EngineConfig(), parallel=parallel or ParallelOptions(),
                         fleet=fleet or FleetOptions(), method=method or PlanMethod(),
+                        engine_profile=_serving_engine(serving_engine),
                         notes=tuple(list(m.notes) + notes))
     d = make_plan(inputs, hw)
     f, op = d["fleet"], d["operating_point"]
@@ -305,7 +326,8 @@ def simulate(model: Model | str, gpu: GPU | str, lengths: Workload | LengthOptio
              slo: SLO | None = None, *, load: LoadOptions | None = None,
              precision: PrecisionLike = "bf16", tp: int | None = None,
              engine: EngineConfig | None = None, parallel: ParallelOptions | None = None,
-             curve: CurveSLO | None = None, measured: tuple[str, ...] = ()) -> Simulation:
+             curve: CurveSLO | None = None, measured: tuple[str, ...] = (),
+             serving_engine: EngineLike = None) -> Simulation:
     """Continuous batching on one replica (ridgeline.sizing.simulation), swept over `load`
     (default: 10%-120% of its capacity). `lengths`: a Workload (its p50/p95 lengths) or a
     LengthOptions (p99s, a trace); `tp` is shorthand for ParallelOptions(tp=...)."""
@@ -322,7 +344,8 @@ def simulate(model: Model | str, gpu: GPU | str, lengths: Workload | LengthOptio
     setup = make_setup(m.spec, hw, p, lengths, load or LoadOptions(), slo or SLO(),
                        curve or CurveSLO(), engine or EngineConfig(),
                        parallel or ParallelOptions(), MeasuredOptions(measured=measured or None),
-                       notes=list(m.notes) + notes)
+                       notes=list(m.notes) + notes,
+                       engine_layer=_serving_engine(serving_engine))
     d = run_simulation(setup).to_dict()
     kind = d["load"]["kind"]
     op = d["operating_point"] or {}

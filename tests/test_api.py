@@ -159,3 +159,19 @@ def test_simulate_is_the_commands_curve(h100):
     assert closed.loads == (1, 4) and closed.tp == 2 and closed.capacity_rps is None
     with pytest.raises(api.RidgelineError, match="no request lengths"):
         api.LengthOptions()
+
+
+def test_the_serving_engine_layer_is_part_of_the_api():
+    """serving_engine: a preset name, a file, or an EngineProfile; None adds nothing."""
+    bare = api.decode_step("llama-3.1-8b", "h100-sxm", batch=8, context_tokens=1024)
+    slow = api.load_engine("none").with_values(
+        step_overhead_us=500.0)
+    eng = api.decode_step("llama-3.1-8b", "h100-sxm", batch=8, context_tokens=1024,
+                          serving_engine=slow)
+    assert eng.time_s == pytest.approx(bare.time_s + 500e-6)
+    same = api.decode_step("llama-3.1-8b", "h100-sxm", batch=8, context_tokens=1024,
+                           serving_engine="none")
+    assert same.time_s == bare.time_s
+    with pytest.raises(api.RidgelineError):
+        api.decode_step("llama-3.1-8b", "h100-sxm", batch=8, context_tokens=1024,
+                        serving_engine="no-such-engine")
