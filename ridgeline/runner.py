@@ -187,12 +187,7 @@ def run_profile(
     records.extend(r for r in earlier if id(r) not in kept)  # resumed, not reached again: kept
 
     profile["records"] = records
-    for rec in records:
-        if rec.get("status") in ("waived", "failed") and rec.get("reason"):
-            entry = {"probe": rec["probe"], "provider": rec.get("provider", ""),
-                     "dtype": rec.get("dtype", ""), "status": rec["status"], "reason": rec["reason"]}
-            if entry not in profile["waived"]:
-                profile["waived"].append(entry)
+    note_waived(profile, records)
     try:
         fit_profile(profile)
     except Exception as exc:  # the records are the product; a fit that breaks must not lose them
@@ -205,6 +200,17 @@ def run_profile(
     write_csv(records, out / "records.csv")
     partial_path.unlink(missing_ok=True)
     return profile
+
+
+def note_waived(profile: dict[str, Any], records: list[dict[str, Any]]) -> None:
+    """List each waived or failed record's reason once in profile["waived"]."""
+    for rec in records:
+        if rec.get("status") in ("waived", "failed") and rec.get("reason"):
+            entry = {"probe": rec["probe"], "provider": rec.get("provider", ""),
+                     "dtype": rec.get("dtype", ""), "status": rec["status"],
+                     "reason": rec["reason"]}
+            if entry not in profile["waived"]:
+                profile["waived"].append(entry)
 
 
 def _judge(profile: dict[str, Any], records: list[dict[str, Any]], ran: list[str],

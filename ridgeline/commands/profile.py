@@ -3,6 +3,7 @@
     ridgeline profile [--device cuda:0|cpu] [--quick] [--probes hbm,matmul] [-o DIR] [--no-report]
                       [--force]
     ridgeline profile --resume DIR
+    torchrun --nnodes N --nproc-per-node G -m ridgeline profile -o DIR [...] [--rank-timeout-s S]
 
 Profiles the first GPU, or the CPU when there is none (and says so). The output
 folder is checked and locked before the device is touched: one holding a
@@ -10,6 +11,11 @@ profile is refused unless --force. Ctrl-C keeps every finished case: the
 profile is written marked incomplete; a killed run leaves
 DIR/records.partial.jsonl. `--resume DIR` continues either with the run's own
 device, probes and sweep, measuring only the cases not yet measured.
+
+Under torchrun (WORLD_SIZE > 1) every rank profiles its own device (cuda:LOCAL_RANK, or
+the CPU) into DIR/<host>-<local_rank>/, the group then measures the collectives and the
+inter-node link into every rank's profile, and rank 0 writes DIR/fleet.json: see
+ridgeline.fleet_run and docs/torchrun.md. WORLD_SIZE unset or 1: the run described above.
 
 Exit status: 0 complete; 130 interrupted; 1 incomplete for another reason (a
 failed case, a probe that produced no usable record); 2 bad input.
@@ -45,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", default=None, metavar="DIR",
                    help="continue the killed or interrupted run in DIR: same device, probes and "
                         "sweep; only the cases not yet measured are run")
+    p.add_argument("--rank-timeout-s", type=float, default=None, metavar="S",
+                   help="under torchrun: how long the ranks wait for each other at each stage "
+                        "before naming the ones that did not come (default 1800)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     from ridgeline.outputs import prepare_output_dir
 
     console = Console(stderr=True)
+    if _under_torchrun():
+        return _run_torchrun(args)
     if args.resume is not None:
         return _resume(args, console)
     from ridgeline.device import get_device
@@ -73,6 +84,36 @@ def run(args: argparse.Namespace) -> int:
         profile = _measure(device, probes, folder, console, quick=args.quick,
                            write_report=not args.no_report)
         return _finish(profile, folder, console, write_report=not args.no_report)
+
+
+def _under_torchrun() -> bool:
+    from ridgeline.fleet_run import group_world_size
+
+    return group_world_size() > 1
+
+
+def _run_torchrun(args: argparse.Namespace) -> int:
+    """One rank of a torchrun job (ridgeline.fleet_run does the work; this side measures with
+    the progress bar and prints)."""
+    from ridgeline.fleet_run import DEFAULT_RANK_TIMEOUT_S, GroupRequest, Hooks, run_group
+    from ridgeline.probes import parse_probe_list
+
+    if args.resume is not None:
+        raise RidgelineError("--resume continues one device's run: run it without torchrun on "
+                             "the rank's own folder (`ridgeline profile --resume "
+                             "DIR/<host>-<local_rank>`)")
+    req = GroupRequest(output=Path(args.output or DEFAULT_OUTPUT), force=args.force,
+                       device=args.device, probes=parse_probe_list(args.probes),
+                       quick=args.quick, write_report=not args.no_report,
+                       timeout_s=(DEFAULT_RANK_TIMEOUT_S if args.rank_timeout_s is None
+                                  else args.rank_timeout_s))
+
+    def measure(device, probes: list[str], folder: Path, console, write_report: bool):
+        return _measure(device, probes, folder, console, quick=args.quick,
+                        write_report=write_report)
+
+    return run_group(req, Hooks(measure=measure, report=_write_report, summary=print_summary,
+                                exit_status=exit_status))
 
 
 def _resume(args: argparse.Namespace, console) -> int:

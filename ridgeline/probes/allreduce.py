@@ -40,9 +40,11 @@ Across nodes, under torchrun (RANK, WORLD_SIZE, MASTER_ADDR set):
         -m ridgeline.probes.allreduce --out DIR [--quick]
 
 runs the same worker in every process, sweeping sub-groups of the first
-2, 4, 8, ... ranks up to WORLD_SIZE; rank 0 writes DIR/records.jsonl,
-DIR/collectives.json (records and the fitted model) and DIR/collectives.csv.
-Without torchrun the same command spawns the ranks on this node itself.
+2, 4, 8, ... ranks up to WORLD_SIZE (`torchrun_sweep`); rank 0 writes
+DIR/records.jsonl, DIR/collectives.json (records and the fitted model) and
+DIR/collectives.csv. Without torchrun the same command spawns the ranks on
+this node itself. `ridgeline profile` under torchrun runs the same sweep
+in-process after every rank's own profile (ridgeline.fleet_run, docs/torchrun.md).
 """
 
 from __future__ import annotations
@@ -313,6 +315,53 @@ def build_config(device_kind: str, quick: bool, *, max_bytes: int = MAX_BYTES,
     }
 
 
+def sweep_max_bytes(device: Any, limit: int = MAX_BYTES) -> int:
+    """The largest size the sweep may use on `device` (a DeviceInfo): `limit` on the CPU; on a
+    GPU bounded by its free memory (two buffers of that size, 2 GiB left over)."""
+    if device.kind == "cpu":
+        return int(limit)
+    import torch
+
+    from ridgeline.device import free_memory_bytes
+
+    torch.cuda.empty_cache()  # the profiler's cached blocks would shrink what the ranks get
+    # two buffers (all-to-all's input and output) of max_bytes each; the check's chunk
+    # temporaries and NCCL's own buffers fit in the 2 GiB left over
+    return int(min(limit, max(MiB, (free_memory_bytes(device) - 2 * GiB) // 2)))
+
+
+def dtype_waivers(config: dict[str, Any], world_size: int, quick: bool) -> list[dict[str, Any]]:
+    """A `waived` record per collective for each dtype the backend does not sweep (gloo: bf16)."""
+    return [waived_record(probe, reason, provider=config["provider"], dtype=dtype,
+                          world_size=world_size)
+            for dtype, reason in dtypes_for(config["backend"], quick)[1].items()
+            if dtype not in config["dtypes"] for probe in config["collectives"]]
+
+
+def torchrun_sweep(config: dict[str, Any], *, timeout_s: float, out_dir: Path | None = None,
+                   comm: Any = None) -> list[dict[str, Any]]:
+    """This rank's part of the sweep under torchrun (RANK and WORLD_SIZE set): sub-groups of the
+    first 2, 4, 8, ... ranks up to WORLD_SIZE. Returns the records on rank 0, [] elsewhere;
+    rank 0 also appends them to out_dir/records.jsonl as they come when out_dir is given.
+
+    `comm`: the group this process already joined (collective_worker.join), swept on and left
+    open (`ridgeline profile` under torchrun); None: joined and left here. `timeout_s` bounds
+    every collective (it must exceed one world size's sweep: the ranks outside a sub-group
+    wait for it).
+    """
+    from ridgeline.probes.collective_worker import run_worker
+
+    world = int(os.environ["WORLD_SIZE"])
+    rank = int(os.environ["RANK"])
+    sink = out_dir if rank == 0 and out_dir is not None else None
+    if sink is not None:
+        sink.mkdir(parents=True, exist_ok=True)
+        (sink / "records.jsonl").write_text("")
+    cfg = dict(config, out_dir=str(sink) if sink is not None else None, progress=False,
+               world_sizes=sweep_world_sizes(world), pg_timeout_s=timeout_s)
+    return run_worker(cfg, comm=comm)
+
+
 def missing_case_records(config: dict[str, Any], world_size: int,
                          records: list[dict[str, Any]], cause: str, *,
                          died: bool = True) -> list[dict[str, Any]]:
@@ -378,24 +427,14 @@ class AllReduceProbe(Probe):
         return [Case({"world_size": w}) for w in sizes]
 
     def _max_bytes(self, ctx: ProbeContext) -> int:
-        limit = int(ctx.options.get("max_bytes", MAX_BYTES))
-        if ctx.device.kind == "cpu":
-            return limit
-        import torch
-
-        torch.cuda.empty_cache()  # the profiler's cached blocks would shrink what the ranks get
-        # two buffers (all-to-all's input and output) of max_bytes each; the check's chunk
-        # temporaries and NCCL's own buffers fit in the 2 GiB left over
-        return min(limit, max(MiB, (ctx.free_memory_bytes() - 2 * GiB) // 2))
+        return sweep_max_bytes(ctx.device, int(ctx.options.get("max_bytes", MAX_BYTES)))
 
     def run(self, case: Case, ctx: ProbeContext) -> list[dict[str, Any]]:
         """Records of one world size; every planned case is either measured or a `failed` record."""
         w = case["world_size"]
         config = build_config(ctx.device.kind, ctx.quick, max_bytes=self._max_bytes(ctx),
                               options=ctx.options)
-        out = [waived_record(probe, reason, provider=config["provider"], dtype=dtype, world_size=w)
-               for dtype, reason in dtypes_for(config["backend"], ctx.quick)[1].items()
-               if dtype not in config["dtypes"] for probe in config["collectives"]]
+        out = dtype_waivers(config, w, ctx.quick)
         if self._failed:
             return out + missing_case_records(config, w, [], f"skipped: {self._failed}",
                                               died=False)
@@ -481,17 +520,8 @@ def main(argv: list[str] | None = None) -> int:
             import warnings
 
             warnings.filterwarnings("ignore", category=FutureWarning)
-            from ridgeline.probes.collective_worker import run_worker
-
-            world = int(os.environ["WORLD_SIZE"])
-            rank = int(os.environ["RANK"])
-            if rank == 0:
-                out_dir.mkdir(parents=True, exist_ok=True)
-                (out_dir / "records.jsonl").write_text("")
-            cfg = dict(config, out_dir=str(out_dir) if rank == 0 else None, progress=False,
-                       world_sizes=sweep_world_sizes(world), pg_timeout_s=args.timeout_s)
-            records = run_worker(cfg)
-            if rank == 0:
+            records = torchrun_sweep(config, timeout_s=args.timeout_s, out_dir=out_dir)
+            if int(os.environ["RANK"]) == 0:
                 print(f"wrote {_write_outputs(out_dir, records, device)}")
             return 0
         if kind != "cpu" and gpus < 2:

@@ -4,7 +4,8 @@ reduce-scatter, all-to-all).
 One process per device. Started either by the allreduce probe (one node:
 `python -m ridgeline.probes.collective_worker CONFIG.json` per rank, with
 RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR=127.0.0.1, MASTER_PORT in the
-environment) or in-process under torchrun (`python -m ridgeline.probes.allreduce`).
+environment) or in-process under torchrun (`python -m ridgeline.probes.allreduce`, and
+`ridgeline profile` under torchrun, which joins the group first with `join` and keeps it).
 
 Per world size w (the first w ranks, as a sub-group when w < WORLD_SIZE), per
 collective, dtype and size, in place (all-to-all: out of place, as nccl-tests
@@ -461,15 +462,30 @@ def all_to_all_waiver(comm: _Comm, group, w: int, config: dict[str, Any]) -> str
     return reason
 
 
-def run_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
-    """Run the sweep on this rank; returns the records on rank 0 (empty elsewhere)."""
+def join(config: dict[str, Any], timeout_s: float) -> _Comm:
+    """This process as one rank of the sweep's process group (env://: RANK, WORLD_SIZE,
+    LOCAL_RANK, MASTER_ADDR/PORT), joined; for `run_worker(config, comm=...)` when the
+    caller keeps the group for more than the sweep (`ridgeline profile` under torchrun)."""
+    comm = _Comm(config)
+    comm.init(timeout_s)
+    return comm
+
+
+def run_worker(config: dict[str, Any], comm: _Comm | None = None) -> list[dict[str, Any]]:
+    """Run the sweep on this rank; returns the records on rank 0 (empty elsewhere).
+
+    Without `comm` the rank joins the default process group here and leaves it at the end;
+    with one (from `join`) it sweeps on that group and leaves it open for the caller.
+    """
     from ridgeline.records import waived_record
 
-    comm = _Comm(config)
+    owned = comm is None
+    comm = comm or _Comm(config)
     out_dir = config.get("out_dir")
     progress = Progress(out_dir, comm.rank, config.get("progress", True))
     progress("init_process_group")
-    comm.init(config["pg_timeout_s"])
+    if owned:
+        comm.init(config["pg_timeout_s"])
     dist = comm.dist
     progress("ready")
     inject_fault(config, comm.rank, progress)
@@ -524,7 +540,8 @@ def run_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
     finally:
         if sink is not None:
             sink.close()
-    dist.destroy_process_group()
+    if owned:
+        dist.destroy_process_group()
     progress("done")
     return records
 
