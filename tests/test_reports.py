@@ -401,3 +401,19 @@ def test_help_renders(command, flag, capsys):
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])
     assert exc.value.code == 0 and flag in capsys.readouterr().out
+
+
+def test_the_interconnect_table_shows_p2p_pairs_and_the_inter_node_link_in_world_order():
+    from ridgeline.reports.tables import interconnect_table
+
+    fit = {"busbw_GBps": 100.0, "alpha_us": 10.0, "source": "measured"}
+    table = interconnect_table({"interconnect": {
+        "allreduce": {"16": fit, "2": fit, "4": fit},
+        "p2p": {"source": "measured", "pairs": [{"src": 0, "dst": 1, "path": "NV18",
+                                                 "bw_GBps": 390.0, "latency_us": 8.0}]},
+        "inter_node_GBps": 42.5}})
+    assert [r[1] for r in table.rows if r[0] == "allreduce"] == ["2", "4", "16"]
+    p2p = next(r for r in table.rows if r[0] == "p2p 0 -> 1")
+    assert "390" in p2p[2] and p2p[4] == "NV18"
+    inter = next(r for r in table.rows if r[0] == "inter-node link")
+    assert "42.5" in inter[2]

@@ -22,6 +22,7 @@ from typing import Any
 
 from ridgeline.datasheets import matmul_peak_TFLOPS
 from ridgeline.roofline.efficiency import CURVES
+from ridgeline.roofline.interconnect import COLLECTIVES
 from ridgeline.roofline.efficiency import SECTION as EFFICIENCY_SECTION
 from ridgeline.roofline.model import undetermined_time
 from ridgeline.roofline.sections import Ceilings, ModelSection
@@ -267,16 +268,31 @@ def interconnect_table(profile: dict[str, Any]) -> Table:
     for direction in sorted(k for k, v in host.items() if isinstance(v, (int, float))):
         table.rows.append([f"host link {direction}", "-", fmt(host[direction], 1, "GB/s"), "-",
                            "PCIe/host", str(host.get("source", "measured")), "-"])
-    for name, per_world in sorted(ic.items()):
-        if name in ("host_link_GBps", "topology") or not isinstance(per_world, dict):
+    for name in COLLECTIVES:
+        per_world = ic.get(name)
+        if not isinstance(per_world, dict):
             continue
-        for world, fit in sorted(per_world.items(), key=lambda kv: str(kv[0])):
+        # world sizes as numbers: 2, 4, 8, 16 (not "16" before "2")
+        for world, fit in sorted(per_world.items(),
+                                 key=lambda kv: (not str(kv[0]).isdigit(), int(kv[0])
+                                                 if str(kv[0]).isdigit() else 0, str(kv[0]))):
             if not isinstance(fit, dict):
                 continue
             table.rows.append([name, str(world), fmt(fit.get("busbw_GBps"), 1, "GB/s busbw"),
                                fmt(fit.get("alpha_us"), 1, "us"), str(fit.get("link", "-")),
                                str(fit.get("source", "-")),
                                status_text(status.get(f"{name} n={world}"))])
+    p2p = ic.get("p2p") if isinstance(ic.get("p2p"), dict) else {}
+    for pair in p2p.get("pairs") or []:
+        if isinstance(pair, dict):
+            table.rows.append([f"p2p {pair.get('src')} -> {pair.get('dst')}", "2",
+                               fmt(pair.get("bw_GBps"), 1, "GB/s"),
+                               fmt(pair.get("latency_us"), 1, "us"), str(pair.get("path") or "-"),
+                               str(p2p.get("source", "measured")), "-"])
+    inter = ic.get("inter_node_GBps")
+    if isinstance(inter, (int, float)) and not isinstance(inter, bool):
+        table.rows.append(["inter-node link", "2", fmt(inter, 1, "GB/s"), "-", "between nodes",
+                           "measured", "-"])
     if isinstance(ic.get("all_to_all"), dict) and ic["all_to_all"]:
         table.note = ("all_to_all (expert parallelism's collective) is measured, not used by the "
                       "planner yet: expert parallelism is not modelled")
