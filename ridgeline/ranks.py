@@ -299,12 +299,13 @@ class RankGroup:
         if self.on_gpu:
             self.torch.cuda.synchronize(self.device)
 
-    def reduce(self, values: list[float], op: str = "max") -> list[float]:
-        """Element-wise MAX/MIN/SUM of a float list across the ranks (float64)."""
+    def reduce(self, values: list[float], op: str = "max", group: Any = None) -> list[float]:
+        """Element-wise MAX/MIN/SUM of a float list across the ranks of `group` (None: all),
+        float64 on the rank's device."""
         t = self.torch.tensor(values, dtype=self.torch.float64, device=self.device)
         red = {"max": self.dist.ReduceOp.MAX, "min": self.dist.ReduceOp.MIN,
                "sum": self.dist.ReduceOp.SUM}[op]
-        self.dist.all_reduce(t, op=red)
+        self.dist.all_reduce(t, op=red, group=group)
         return [float(v) for v in t.cpu().tolist()]
 
     def all_reduce_(self, tensor):
@@ -312,12 +313,13 @@ class RankGroup:
         self.dist.all_reduce(tensor)
         return tensor
 
-    def barrier(self) -> None:
+    def barrier(self, group: Any = None) -> None:
+        """Wait for every rank of `group` (None: all)."""
         if self.on_gpu:  # an all-reduce on our own GPU: no guessing of the rank's device
-            self.reduce([0.0])
+            self.reduce([0.0], "max", group)
             self.sync()
         else:
-            self.dist.barrier()
+            self.dist.barrier(group=group)
 
     def share(self, obj: Any) -> list[Any]:
         """Every rank's `obj` (picklable), in rank order."""

@@ -23,16 +23,16 @@ is in ridgeline.probes.collective_worker; values are checked on every run.
 
 How the processes start. `ridgeline profile --probes allreduce` on one node
 starts one `python -m ridgeline.probes.collective_worker` subprocess per rank
-(MASTER_ADDR=127.0.0.1, a free port) rather than torch.multiprocessing.spawn:
-fresh interpreters inherit no CUDA context from the profiling process, the
-ranks use the same env:// initialisation as under torchrun, and a separate
-process group per child lets a watchdog kill a hung rank (and all it started)
-without touching anything else. The watchdog gives the ranks
-`startup_timeout_s` to join the process group, then fails the case when no
-rank has progressed for `timeout_s` (progress files), or as soon as one rank
-exits with an error; it then kills every rank and reports which one stopped
-where. The process group's own timeout bounds collectives the same way under
-torchrun.
+with ridgeline.ranks.spawn_ranks (MASTER_ADDR=127.0.0.1, a free port) rather
+than torch.multiprocessing.spawn: fresh interpreters inherit no CUDA context
+from the profiling process, the ranks use the same env:// initialisation as
+under torchrun, and a separate process group per child lets the watchdog kill
+a hung rank (and all it started) without touching anything else. The watchdog
+gives the ranks `startup_timeout_s` to join the process group, then fails the
+case when no rank has progressed for `timeout_s` (progress files), or as soon
+as one rank exits with an error; it then kills every rank and reports which
+one stopped where (ridgeline.ranks has the details). The process group's own
+timeout bounds collectives the same way under torchrun.
 
 Across nodes, under torchrun (RANK, WORLD_SIZE, MASTER_ADDR set):
 
@@ -53,18 +53,16 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from ridgeline.errors import RidgelineError
 from ridgeline.probes.base import Case, Probe, ProbeContext
 from ridgeline.probes.collective_worker import planned_cases
+from ridgeline.ranks import RankError, launched_by_torchrun, spawn_ranks
 from ridgeline.records import waived_record
 from ridgeline.roofline.interconnect import COLLECTIVES, busbw_factor
 
@@ -80,7 +78,7 @@ BUDGETS = {
 }
 
 
-class CollectiveError(RidgelineError):
+class CollectiveError(RankError):
     """A rank died or hung; `records` holds the cases finished before it did."""
 
     def __init__(self, message: str, records: list[dict[str, Any]] | None = None):
@@ -128,65 +126,6 @@ def dtypes_for(backend: str, quick: bool = False) -> tuple[list[str], dict[str, 
     return ["bf16", "fp32"], {}
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (the OS picks it; a race is retried by the caller)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _package_root() -> str:
-    import ridgeline
-
-    return str(Path(ridgeline.__file__).resolve().parent.parent)
-
-
-def _describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"signal {-code}"
-    return f"exit code {code}"
-
-
-def _log_tail(path: Path, lines: int = 3) -> str:
-    try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    keep = [ln.strip() for ln in text if ln.strip()][-lines:]
-    return " | ".join(keep)
-
-
-def _read_progress(path: Path) -> tuple[int, str] | None:
-    try:
-        step, stage = path.read_text().rstrip("\n").split("\t", 1)
-        return int(step), stage
-    except (OSError, ValueError):
-        return None
-
-
-def _kill(procs: list[subprocess.Popen]) -> None:
-    """Terminate each rank's process group (only what we started), then kill what remains."""
-    for p in procs:
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
-                pass
-    deadline = time.monotonic() + 3.0
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            p.wait()
-
-
 def _read_records(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
@@ -195,87 +134,31 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
 
 def spawn_world(config: dict[str, Any], world_size: int, *, timeout_s: float,
                 startup_timeout_s: float, poll_s: float = 0.05) -> list[dict[str, Any]]:
-    """Run the worker on `world_size` local ranks; return rank 0's records.
+    """Run the worker on `world_size` local ranks (ridgeline.ranks.spawn_ranks); return rank
+    0's records.
 
     Raises CollectiveError (with the finished records) when a rank exits with
     an error, does not join in `startup_timeout_s`, or when no rank makes
     progress for `timeout_s`; every rank is killed first.
     """
     workdir = Path(tempfile.mkdtemp(prefix="ridgeline-collectives-"))
-    procs: list[subprocess.Popen] = []
-    logs: list[Path] = []
     try:
         cfg = dict(config, out_dir=str(workdir), progress=True, world_sizes=[world_size],
                    pg_timeout_s=max(timeout_s, startup_timeout_s))
         (workdir / "config.json").write_text(json.dumps(cfg))
-        port = free_port()
-        root = _package_root()
-        for rank in range(world_size):
-            env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                       WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
-                       LOCAL_WORLD_SIZE=str(world_size), PYTHONUNBUFFERED="1")
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-            if config["device"] == "cpu":
-                env.setdefault("OMP_NUM_THREADS", "1")  # n ranks on few cores: no oversubscription
-            logs.append(workdir / f"rank{rank}.log")
-            with open(logs[-1], "w") as log:
-                procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "ridgeline.probes.collective_worker",
-                     str(workdir / "config.json")],
-                    env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    start_new_session=True))
-        _watch(procs, logs, workdir, world_size, timeout_s, startup_timeout_s, poll_s)
+        # one thread per rank on the CPU: the sweep measures the loopback, not the cores
+        env = ({"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+               if config["device"] == "cpu" else None)
+        try:
+            spawn_ranks(["-m", "ridgeline.probes.collective_worker", str(workdir / "config.json")],
+                        world_size, workdir, device_kind=config["device"], timeout_s=timeout_s,
+                        startup_timeout_s=startup_timeout_s, what=f"world size {world_size}",
+                        env=env, poll_s=poll_s)
+        except RankError as exc:
+            raise CollectiveError(str(exc), _read_records(workdir / "records.jsonl")) from exc
         return _read_records(workdir / "records.jsonl")
-    except CollectiveError as exc:
-        _kill(procs)
-        exc.records = _read_records(workdir / "records.jsonl")
-        raise
-    except BaseException:  # Ctrl-C included: never leave ranks behind
-        _kill(procs)
-        raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _watch(procs, logs, workdir: Path, n: int, timeout_s: float, startup_timeout_s: float,
-           poll_s: float) -> None:
-    start = time.monotonic()
-    last: dict[int, tuple[int, str] | None] = {r: None for r in range(n)}
-    changed_at = start
-    while True:
-        codes = [p.poll() for p in procs]
-        bad = [r for r, c in enumerate(codes) if c not in (None, 0)]
-        if bad:
-            time.sleep(poll_s)  # let peers that fail in turn exit too: report them together
-            codes = [p.poll() for p in procs]
-            bad = [r for r, c in enumerate(codes) if c not in (None, 0)]
-            deaths = "; ".join(
-                f"rank {r} died ({_describe_exit(codes[r])}) at '{(last[r] or (0, 'start'))[1]}': "
-                f"{_log_tail(logs[r], 1) or 'no output'}" for r in bad)
-            raise CollectiveError(f"world size {n}: {deaths}; killed all ranks")
-        if all(c == 0 for c in codes):
-            return
-        now = time.monotonic()
-        for r in range(n):
-            state = _read_progress(workdir / f"progress.rank{r}")
-            if state is not None and state != last[r]:
-                last[r], changed_at = state, now
-        stages = "; ".join(f"rank {r}: '{last[r][1] if last[r] else 'not started'}'"
-                           for r in range(n))
-        joined = all(last[r] is not None and last[r][0] >= 1 for r in range(n))  # step 1 = "ready"
-        if not joined:
-            if now - start > startup_timeout_s:
-                late = [r for r in range(n) if not (last[r] and last[r][0] >= 1)]
-                raise CollectiveError(
-                    f"world size {n}: rank(s) {late} did not join the process group within "
-                    f"{startup_timeout_s:.0f} s ({stages}); killed all ranks")
-        elif now - changed_at > timeout_s:
-            # A rank that stops answering leaves the others waiting inside the same
-            # collective, so the stages say where each one is rather than who is to blame.
-            raise CollectiveError(
-                f"world size {n}: hung, no rank progressed for {timeout_s:g} s ({stages}); "
-                f"killed all ranks")
-        time.sleep(poll_s)
 
 
 def _gpu_count() -> int:
@@ -462,13 +345,8 @@ class AllReduceProbe(Probe):
         cpu = ctx.device.kind == "cpu"
         timeout_s = float(ctx.options.get("timeout_s", 60 if cpu else 300))
         startup_s = float(ctx.options.get("startup_timeout_s", 60 if cpu else 300))
-        try:
-            try:
-                return spawn_world(config, w, timeout_s=timeout_s, startup_timeout_s=startup_s), None
-            except CollectiveError as exc:
-                if "address already in use" not in str(exc).lower():
-                    raise
-                return spawn_world(config, w, timeout_s=timeout_s, startup_timeout_s=startup_s), None
+        try:  # a clash on the free port is retried by spawn_ranks
+            return spawn_world(config, w, timeout_s=timeout_s, startup_timeout_s=startup_s), None
         except CollectiveError as exc:
             print(f"ridgeline allreduce: {exc}", file=sys.stderr)
             return exc.records, str(exc)
@@ -516,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     config = build_config(kind, args.quick, max_bytes=args.max_bytes, options=options)
     device = {"kind": kind, "name": _device_name(kind), "gpus_per_node": gpus}
     try:
-        if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        if launched_by_torchrun():
             import warnings
 
             warnings.filterwarnings("ignore", category=FutureWarning)

@@ -2,10 +2,11 @@
 reduce-scatter, all-to-all).
 
 One process per device. Started either by the allreduce probe (one node:
-`python -m ridgeline.probes.collective_worker CONFIG.json` per rank, with
-RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR=127.0.0.1, MASTER_PORT in the
-environment) or in-process under torchrun (`python -m ridgeline.probes.allreduce`, and
-`ridgeline profile` under torchrun, which joins the group first with `join` and keeps it).
+`python -m ridgeline.probes.collective_worker CONFIG.json` per rank, launched by
+ridgeline.ranks.spawn_ranks with RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR=127.0.0.1,
+MASTER_PORT in the environment) or in-process under torchrun (`python -m
+ridgeline.probes.allreduce`, and `ridgeline profile` under torchrun, which joins the group
+first with `join` and keeps it).
 
 Per world size w (the first w ranks, as a sub-group when w < WORLD_SIZE), per
 collective, dtype and size, in place (all-to-all: out of place, as nccl-tests
@@ -44,8 +45,9 @@ The cases run in the order of `planned_cases(config, w)`, which the parent
 also uses to name the cases a dead or hung sweep never measured. Rank 0
 appends one record per case to OUT_DIR/records.jsonl as it goes (a later
 hang keeps the earlier cases). Each rank rewrites
-OUT_DIR/progress.rank<R> ("<step>\\t<stage>") before every step, which the
-parent's watchdog reads to tell a hung rank from a slow one.
+OUT_DIR/progress.rank<R> ("<step>\\t<stage>", ridgeline.ranks.Progress) before every
+step, which the parent's watchdog (ridgeline.ranks.watch) reads to tell a hung rank from
+a slow one. The process group is a ridgeline.ranks.RankGroup.
 """
 
 from __future__ import annotations
@@ -58,12 +60,13 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from ridgeline import ranks
 from ridgeline.dtypes import bytes_per_element, torch_dtype, unit_roundoff
 from ridgeline.probes.patterns import EXACT_INT_LIMIT
+from ridgeline.ranks import RankGroup
 
 # All-to-all validation: tile length, and the output's value before the exchange (no tile holds it)
 A2A_TILE_LEN = 16
@@ -198,68 +201,12 @@ def unsupported_reason(exc: BaseException, collective: str, backend: str) -> str
     return None
 
 
-class Progress:
-    """Per-rank progress file the parent's watchdog reads; a no-op when disabled (torchrun)."""
+class Progress(ranks.Progress):
+    """ranks.Progress, the file the parent's watchdog reads; off unless `enabled` (under
+    torchrun no watchdog reads it)."""
 
-    def __init__(self, out_dir: str | None, rank: int, enabled: bool):
-        self.path = Path(out_dir) / f"progress.rank{rank}" if (enabled and out_dir) else None
-        self.step = 0
-
-    def __call__(self, stage: str) -> None:
-        if self.path is None:
-            return
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(f"{self.step}\t{stage}\n")
-        tmp.replace(self.path)
-        self.step += 1
-
-
-class _Comm:
-    """The process group and the device one rank works on."""
-
-    def __init__(self, config: dict[str, Any]):
-        import torch
-        import torch.distributed as dist
-
-        self.torch, self.dist = torch, dist
-        self.rank = int(os.environ["RANK"])
-        self.world = int(os.environ["WORLD_SIZE"])
-        self.local_rank = int(os.environ.get("LOCAL_RANK", self.rank))
-        self.backend = config["backend"]
-        self.on_gpu = config["device"] == "cuda"
-        if self.on_gpu:
-            torch.cuda.set_device(self.local_rank)
-            self.device = torch.device("cuda", self.local_rank)
-        else:
-            self.device = torch.device("cpu")
-
-    def init(self, timeout_s: float) -> None:
-        kwargs: dict[str, Any] = {"backend": self.backend, "timeout": timedelta(seconds=timeout_s)}
-        if self.on_gpu:
-            kwargs["device_id"] = self.device  # binds the rank to its GPU (and its barriers)
-        try:
-            self.dist.init_process_group(**kwargs)
-        except TypeError:  # an older torch without device_id
-            kwargs.pop("device_id", None)
-            self.dist.init_process_group(**kwargs)
-
-    def sync(self) -> None:
-        if self.on_gpu:
-            self.torch.cuda.synchronize(self.device)
-
-    def reduce(self, values: list[float], op: str, group) -> list[float]:
-        """Element-wise MAX/MIN of a float list across the group (float64 on the rank's device)."""
-        t = self.torch.tensor(values, dtype=self.torch.float64, device=self.device)
-        red = {"max": self.dist.ReduceOp.MAX, "min": self.dist.ReduceOp.MIN}[op]
-        self.dist.all_reduce(t, op=red, group=group)
-        return [float(v) for v in t.cpu().tolist()]
-
-    def barrier(self, group) -> None:
-        if self.on_gpu:  # an all-reduce on our own GPU: no guessing of the rank's device
-            self.reduce([0.0], "max", group)
-            self.sync()
-        else:
-            self.dist.barrier(group=group)
+    def __init__(self, out_dir: str | None, rank: int, enabled: bool = True):
+        super().__init__(out_dir if enabled else None, rank)
 
 
 def make_op(dist, collective: str, buf, count: int, rank: int, group, out=None):
@@ -280,7 +227,7 @@ def make_op(dist, collective: str, buf, count: int, rank: int, group, out=None):
     raise ValueError(f"unknown collective {collective!r}")
 
 
-def validate_case(comm: _Comm, collective: str, dtype: str, buf, count: int, w: int,
+def validate_case(comm: RankGroup, collective: str, dtype: str, buf, count: int, w: int,
                   group, op, out=None) -> tuple[float, float]:
     """Fill rank-dependent tiles, run the collective once, compare with the closed form.
 
@@ -326,7 +273,7 @@ def validate_case(comm: _Comm, collective: str, dtype: str, buf, count: int, w: 
     return worst, sum_tolerance(dtype, w, m)
 
 
-def time_case(comm: _Comm, op, group, budget: dict[str, Any], progress: Progress,
+def time_case(comm: RankGroup, op, group, budget: dict[str, Any], progress: Progress,
               label: str) -> tuple[list[float], list[float]]:
     """Per-iteration times (ms) of the slowest and the fastest rank."""
     from ridgeline.timing import EventClock, HostClock, sample_ms
@@ -346,7 +293,7 @@ def time_case(comm: _Comm, op, group, budget: dict[str, Any], progress: Progress
     return comm.reduce(times, "max", group), comm.reduce(times, "min", group)
 
 
-def _link_label(comm: _Comm, w: int, nodes: int) -> str:
+def _link_label(comm: RankGroup, w: int, nodes: int) -> str:
     if nodes > 1:
         return "network"
     if not comm.on_gpu:
@@ -359,7 +306,7 @@ def _link_label(comm: _Comm, w: int, nodes: int) -> str:
         return "unknown"
 
 
-def _versions(comm: _Comm) -> dict[str, Any]:
+def _versions(comm: RankGroup) -> dict[str, Any]:
     out: dict[str, Any] = {"torch": comm.torch.__version__}
     if comm.on_gpu:
         try:
@@ -398,7 +345,7 @@ def inject_fault(config: dict[str, Any], rank: int, progress: Progress,
         os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer or `kill -9` would: no cleanup
 
 
-def _measure(comm: _Comm, case: CollectiveCase, w: int, group, config: dict[str, Any],
+def _measure(comm: RankGroup, case: CollectiveCase, w: int, group, config: dict[str, Any],
              progress: Progress, labels: dict[str, Any]) -> dict[str, Any]:
     """Validate then time one case on every rank of `group`; the record (meaningful on rank 0).
 
@@ -436,7 +383,7 @@ def _measure(comm: _Comm, case: CollectiveCase, w: int, group, config: dict[str,
     return rec
 
 
-def all_to_all_waiver(comm: _Comm, group, w: int, config: dict[str, Any]) -> str | None:
+def all_to_all_waiver(comm: RankGroup, group, w: int, config: dict[str, Any]) -> str | None:
     """None when the backend runs all_to_all_single on `group`; else why not, agreed by all ranks.
 
     A one-element-per-peer exchange: a backend without the collective says so at the call
@@ -462,16 +409,16 @@ def all_to_all_waiver(comm: _Comm, group, w: int, config: dict[str, Any]) -> str
     return reason
 
 
-def join(config: dict[str, Any], timeout_s: float) -> _Comm:
+def join(config: dict[str, Any], timeout_s: float) -> RankGroup:
     """This process as one rank of the sweep's process group (env://: RANK, WORLD_SIZE,
     LOCAL_RANK, MASTER_ADDR/PORT), joined; for `run_worker(config, comm=...)` when the
     caller keeps the group for more than the sweep (`ridgeline profile` under torchrun)."""
-    comm = _Comm(config)
+    comm = RankGroup(config["device"])
     comm.init(timeout_s)
     return comm
 
 
-def run_worker(config: dict[str, Any], comm: _Comm | None = None) -> list[dict[str, Any]]:
+def run_worker(config: dict[str, Any], comm: RankGroup | None = None) -> list[dict[str, Any]]:
     """Run the sweep on this rank; returns the records on rank 0 (empty elsewhere).
 
     Without `comm` the rank joins the default process group here and leaves it at the end;
@@ -480,7 +427,7 @@ def run_worker(config: dict[str, Any], comm: _Comm | None = None) -> list[dict[s
     from ridgeline.records import waived_record
 
     owned = comm is None
-    comm = comm or _Comm(config)
+    comm = comm or RankGroup(config["device"])
     out_dir = config.get("out_dir")
     progress = Progress(out_dir, comm.rank, config.get("progress", True))
     progress("init_process_group")
@@ -553,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import warnings
 
+    ranks.exit_with_parent()  # the parent killed outright: end, not run on orphaned
     warnings.filterwarnings("ignore", category=FutureWarning)  # deprecation notes, once per rank
     config = json.loads(Path(argv[0]).read_text())
     run_worker(config)
