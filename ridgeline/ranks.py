@@ -330,3 +330,17 @@ class RankGroup:
     def close(self) -> None:
         if self.dist.is_initialized():
             self.dist.destroy_process_group()
+
+
+def apply_test_fault(fault: dict[str, Any], rank: int, progress: Callable[[str], None]) -> None:
+    """Test-only: act out fault["kind"] on this rank ("hang" for fault["hang_s"] seconds,
+    "raise", or "kill": SIGKILL, as the OOM killer or `kill -9` would, no cleanup). The
+    caller decides whether the fault's rank and place match."""
+    kind = fault.get("kind")
+    if kind == "hang":
+        progress("test hang: sleeping")
+        time.sleep(float(fault.get("hang_s", 3600)))
+    elif kind == "raise":
+        raise RuntimeError(f"test failure injected on rank {rank}")
+    elif kind == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)

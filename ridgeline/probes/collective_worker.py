@@ -55,10 +55,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import socket
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +64,7 @@ from typing import Any
 from ridgeline import ranks
 from ridgeline.dtypes import bytes_per_element, torch_dtype, unit_roundoff
 from ridgeline.probes.patterns import EXACT_INT_LIMIT
-from ridgeline.ranks import RankGroup
+from ridgeline.ranks import RankGroup, apply_test_fault
 
 # All-to-all validation: tile length, and the output's value before the exchange (no tile holds it)
 A2A_TILE_LEN = 16
@@ -335,14 +333,7 @@ def inject_fault(config: dict[str, Any], rank: int, progress: Progress,
         return
     if case is not None and [case.collective, case.size_bytes] != list(at):
         return
-    kind = fault.get("kind")
-    if kind == "hang":
-        progress("test hang: sleeping")
-        time.sleep(float(fault.get("hang_s", 3600)))
-    elif kind == "raise":
-        raise RuntimeError(f"test failure injected on rank {rank}")
-    elif kind == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer or `kill -9` would: no cleanup
+    apply_test_fault(fault, rank, progress)
 
 
 def _measure(comm: RankGroup, case: CollectiveCase, w: int, group, config: dict[str, Any],

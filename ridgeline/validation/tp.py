@@ -53,9 +53,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import os
 import sys
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +62,7 @@ from typing import Any, Callable
 import torch
 
 from ridgeline.errors import RidgelineError
+from ridgeline.ranks import apply_test_fault
 from ridgeline.validation.footprint import (LayerDims, dims_from_spec, normalize_weights,
                                             weight_bytes_per_layer)
 from ridgeline.validation.measure import Measured, Point, Skipped, scale_to_depth
@@ -531,19 +530,9 @@ def inject_fault(job: dict[str, Any], rank: int, where: str,
     """Test-only: job["fault"] = {"rank": R, "kind": "hang" | "raise" | "kill", "at": where}
     ("ready": after joining the process group; "measure": before the first point;
     "after_point": after each point)."""
-    import signal
-
     fault = job.get("fault") or {}
-    if fault.get("rank") != rank or fault.get("at", "ready") != where:
-        return
-    kind = fault.get("kind")
-    if kind == "hang":
-        progress("test hang: sleeping")
-        time.sleep(float(fault.get("hang_s", 3600)))
-    elif kind == "raise":
-        raise RuntimeError(f"test failure injected on rank {rank}")
-    elif kind == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would: no cleanup
+    if fault.get("rank") == rank and fault.get("at", "ready") == where:
+        apply_test_fault(fault, rank, progress)
 
 
 def run_rank(job: dict[str, Any], group, progress: Callable[[str], None],
