@@ -224,18 +224,7 @@ class OutputDir:
 
     def clear(self, keep: tuple[str, ...] = ()) -> list[Path]:
         """Remove the outputs this run replaces (never other files); returns what went."""
-        gone = []
-        for p in self.replaced():
-            if p.name in keep:
-                continue
-            try:
-                p.unlink()
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                raise OutputError(f"cannot remove the old {p}: {exc.strerror or exc}") from None
-            gone.append(p)
-        return gone
+        return [p for p in self.replaced() if p.name not in keep and remove_file(p)]
 
     def close(self) -> None:
         self.lock.release()
@@ -293,6 +282,32 @@ def prepare_output_dir(path: str | Path, *, force: bool, what: str, resume: bool
         out.close()
         raise
     return out
+
+
+def make_folder(path: str | Path) -> Path:
+    """The folder at `path`, created with its parents; one line (OutputError) when it is a
+    file or cannot be made."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder} is a file; -o takes a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the output folder {folder}: "
+                          f"{exc.strerror or exc}") from None
+    return folder
+
+
+def remove_file(path: Path) -> bool:
+    """Remove an output this run replaces; False when it was already gone, one line
+    (OutputError) when it cannot be removed."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise OutputError(f"cannot remove the old {path}: {exc.strerror or exc}") from None
+    return True
 
 
 def _check_writable(folder: Path) -> None:

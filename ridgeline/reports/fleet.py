@@ -676,25 +676,13 @@ def write_fleet(result: dict[str, Any], out_dir: str | Path) -> list[Path]:
     """OUTDIR/fleet.json, a fleet_<quantity>.png per quantity and OUTDIR/fleet.html, each
     written atomically under the folder's lock (ridgeline.outputs). Derived data: rewritten
     freely; the charts an earlier fleet.json listed are removed first, nothing else."""
-    from ridgeline.outputs import DirLock, OutputError, atomic_write_text
+    from ridgeline.outputs import DirLock, OutputError, atomic_write_text, make_folder, remove_file
     from ridgeline.roofline.profile import json_safe
 
-    folder = Path(out_dir)
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(f"{folder} is a file; -o takes a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create the output folder {folder}: "
-                          f"{exc.strerror or exc}") from None
+    folder = make_folder(out_dir)
     with DirLock(folder):
         for p in _old_figures(folder):
-            try:
-                p.unlink()
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                raise OutputError(f"cannot remove the old {p}: {exc.strerror or exc}") from None
+            remove_file(p)
         figures: dict[str, Path] = {}
         failures: dict[str, str] = {}
         for r, name in zip(result["quantities"], _figure_names(result)):

@@ -446,7 +446,7 @@ def write_outputs(d: dict[str, Any], *, csv: str | None = None, png: str | None 
     (the report picks simulation.json up beside its profile). Atomic writes; one-line errors."""
     import json
 
-    from ridgeline.outputs import DirLock, OutputError, atomic_write_bytes, atomic_write_text
+    from ridgeline.outputs import DirLock, atomic_write_bytes, atomic_write_text, make_folder
     from ridgeline.reports.curve import curve_csv, curve_png
     from ridgeline.roofline.profile import json_safe
 
@@ -467,12 +467,7 @@ def write_outputs(d: dict[str, Any], *, csv: str | None = None, png: str | None 
     if png:
         written.append(atomic_write_bytes(png, png_bytes()))
     if out_dir:
-        folder = Path(out_dir)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot create the output folder {folder}: "
-                              f"{exc.strerror or exc}") from None
+        folder = make_folder(out_dir)
         with DirLock(folder):
             written.append(atomic_write_text(folder / SIMULATION_JSON,
                                              json.dumps(json_safe(d), indent=1) + "\n"))
