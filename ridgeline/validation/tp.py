@@ -66,10 +66,8 @@ from ridgeline.ranks import apply_test_fault
 from ridgeline.validation.footprint import (LayerDims, dims_from_spec, normalize_weights,
                                             weight_bytes_per_layer)
 from ridgeline.validation.measure import Measured, Point, Skipped, scale_to_depth
-from ridgeline.validation.transformer import (DEFAULT_RMS_EPS, DEFAULT_ROPE_THETA, DecoderLayer,
-                                              DecoderModel, FusedOps, Linear, TorchOps,
-                                              act_dtype_for, attention, check_fused_ops,
-                                              fp8_dtype_for, sdpa_has_gqa)
+from ridgeline.validation.transformer import (DecoderLayer, DecoderModel, Linear, attention,
+                                              sdpa_has_gqa)
 
 # |shard - unsharded| / |unsharded| of a layer's contribution. The shards sum partial
 # products in the activation dtype; fp8 quantizes each rank's slice with its own scale.
@@ -221,23 +219,8 @@ class TPModel(DecoderModel):
         self.full_d, self.d = full, local_dims(full, tp)
         self.tp, self.rank = tp, rank
         self._reduce, self.comm = reduce, True
-        self.device = torch.device(device)
         self.num_layers = min(int(layers or full.num_layers), full.num_layers)
-        self.act_dtype = act_dtype_for(self.weights)
-        self.theta = float(getattr(spec, "rope_theta", 0) or DEFAULT_ROPE_THETA)
-        self.eps = float(getattr(spec, "rms_norm_eps", 0) or DEFAULT_RMS_EPS)
-        self.gqa_native = sdpa_has_gqa() if gqa_native is None else gqa_native
-        fp8 = fp8_dtype_for(self.device, gfx_arch) if self.weights == "fp8" else None
-        self.notes: list[str] = []
-        if fused is None:
-            fused = self.device.type == "cuda"
-            why = check_fused_ops(self.device, self.act_dtype, fp8) if fused else None
-            if why:
-                fused = False
-                self.notes.append(why + ": the PyTorch ops run instead (more kernels per layer)")
-        self.ops = FusedOps() if fused else TorchOps()
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(seed)
+        gen = self._setup(spec, device, seed, gfx_arch, gqa_native, fused)
         # the draws of DecoderModel, in its order: embedding, layers, LM head
         self.embed = (torch.randn(full.vocab, full.hidden, generator=gen, device=self.device)
                       .to(self.act_dtype))
@@ -246,7 +229,7 @@ class TPModel(DecoderModel):
             if on_layer:
                 on_layer(i, self.num_layers)
             layer = DecoderLayer(full, self.weights, self.act_dtype, self.device, gen, self.eps,
-                                 fp8, self.gqa_native, self.ops)
+                                 self.fp8, self.gqa_native, self.ops)
             self.layers.append(TPDecoderLayer(layer, tp, rank, self.reduce))
             if i == 0 and keep_reference:
                 self.reference = layer

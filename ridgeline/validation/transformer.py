@@ -321,6 +321,30 @@ class DecoderModel:
         logits = model.forward(tokens, cache, layers=4)  # only the first 4 layers
     """
 
+    def _setup(self, spec: Any, device: torch.device | str, seed: int, gfx_arch: str | None,
+               gqa_native: bool | None, fused: bool | None) -> torch.Generator:
+        """Device, dtypes (`fp8`: the fp8 format of fp8 weights, else None), rope and norm
+        constants, the elementwise ops (fused: the Triton
+        kernels, default on a GPU after a check against the PyTorch ops; `self.notes` says
+        why not when the check fails); the seeded generator of the weights' draws."""
+        self.device = torch.device(device)
+        self.act_dtype = act_dtype_for(self.weights)
+        self.theta = float(getattr(spec, "rope_theta", 0) or DEFAULT_ROPE_THETA)
+        self.eps = float(getattr(spec, "rms_norm_eps", 0) or DEFAULT_RMS_EPS)
+        self.gqa_native = sdpa_has_gqa() if gqa_native is None else gqa_native
+        self.fp8 = fp8_dtype_for(self.device, gfx_arch) if self.weights == "fp8" else None
+        self.notes: list[str] = []
+        if fused is None:
+            fused = self.device.type == "cuda"
+            why = check_fused_ops(self.device, self.act_dtype, self.fp8) if fused else None
+            if why:
+                fused = False
+                self.notes.append(why + ": the PyTorch ops run instead (more kernels per layer)")
+        self.ops = FusedOps() if fused else TorchOps()
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(seed)
+        return gen
+
     def __init__(self, spec: Any, weights: str = "bf16", layers: int | None = None,
                  device: torch.device | str = "cpu", seed: int = 0,
                  gfx_arch: str | None = None, gqa_native: bool | None = None,
@@ -329,29 +353,14 @@ class DecoderModel:
         the PyTorch ops; `self.notes` says why not when the check fails)."""
         self.weights = normalize_weights(weights)
         self.d = dims_from_spec(spec, self.weights)
-        self.device = torch.device(device)
         self.num_layers = min(int(layers or self.d.num_layers), self.d.num_layers)
-        self.act_dtype = act_dtype_for(self.weights)
-        self.theta = float(getattr(spec, "rope_theta", 0) or DEFAULT_ROPE_THETA)
-        self.eps = float(getattr(spec, "rms_norm_eps", 0) or DEFAULT_RMS_EPS)
-        self.gqa_native = sdpa_has_gqa() if gqa_native is None else gqa_native
-        fp8 = fp8_dtype_for(self.device, gfx_arch) if self.weights == "fp8" else None
-        self.notes: list[str] = []
-        if fused is None:
-            fused = self.device.type == "cuda"
-            why = check_fused_ops(self.device, self.act_dtype, fp8) if fused else None
-            if why:
-                fused = False
-                self.notes.append(why + ": the PyTorch ops run instead (more kernels per layer)")
-        self.ops = FusedOps() if fused else TorchOps()
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(seed)
+        gen = self._setup(spec, device, seed, gfx_arch, gqa_native, fused)
         d = self.d
         # embedding and LM head stay 16-bit (engines keep them out of fp8)
         self.embed = (torch.randn(d.vocab, d.hidden, generator=gen, device=self.device)
                       .to(self.act_dtype))
         self.layers = [DecoderLayer(d, self.weights, self.act_dtype, self.device, gen, self.eps,
-                                    fp8, self.gqa_native, self.ops)
+                                    self.fp8, self.gqa_native, self.ops)
                        for _ in range(self.num_layers)]
         self.final_norm = torch.ones(d.hidden, device=self.device, dtype=self.act_dtype)
         self.lm_head = self.embed if d.tied else (
