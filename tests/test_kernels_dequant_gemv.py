@@ -7,12 +7,11 @@ of the group (a ragged last group).
 """
 
 import math
-import re
 
 import pytest
 import torch
+from probe_helpers import assert_graph_replays_eager, assert_input_error
 
-from ridgeline.errors import RidgelineError
 from ridgeline.kernels import dequant_gemv as D
 from ridgeline.kernels.dequant_gemv import (
     DequantGemvInputError, candidate_configs, dequant_gemv, select_config,
@@ -116,9 +115,7 @@ def _bad(device):
 @pytest.mark.parametrize("index", range(11))
 def test_bad_inputs_raise_actionable_errors(kernel_device, index):
     (x, q, s, group), message = _bad(kernel_device)[index]
-    with pytest.raises(DequantGemvInputError, match=re.escape(message)) as info:
-        dequant_gemv(x, q, s, group_size=group)
-    assert isinstance(info.value, RidgelineError) and isinstance(info.value, ValueError)
+    assert_input_error(DequantGemvInputError, message, dequant_gemv, x, q, s, group_size=group)
 
 
 def test_forced_config_is_checked(kernel_device):
@@ -183,15 +180,4 @@ def test_gpu_tuned_matches_reference(batch, kind, group, n, k):
 @pytest.mark.gpu
 def test_gpu_cuda_graph_capture_replays_the_same_result():
     x, q, s = make_inputs(1, 4096, 4096, "int4", "cuda", 128)
-    eager = dequant_gemv(x, q, s, group_size=128)       # tunes outside the capture
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        dequant_gemv(x, q, s, group_size=128)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = dequant_gemv(x, q, s, group_size=128)
-    graph.replay()
-    torch.cuda.synchronize()
-    assert torch.equal(out, eager)
+    assert_graph_replays_eager(lambda: dequant_gemv(x, q, s, group_size=128))

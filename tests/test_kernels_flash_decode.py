@@ -6,12 +6,11 @@ Runs under the Triton interpreter on CPU tensors when no GPU is present
 """
 
 import math
-import re
 
 import pytest
 import torch
+from probe_helpers import assert_graph_replays_eager, assert_input_error, build_ahead_of_time
 
-from ridgeline.errors import RidgelineError
 from ridgeline.kernels import flash_decode as K
 from ridgeline.kernels.flash_decode import (
     MAX_SPLITS, DecodeConfig, FlashDecodeInputError, flash_decode, flash_decode_reference,
@@ -153,9 +152,7 @@ def _bad(kernel_device):
 @pytest.mark.parametrize("index", range(9))
 def test_bad_inputs_raise_actionable_errors(kernel_device, index):
     args, message = _bad(kernel_device)[index]
-    with pytest.raises(FlashDecodeInputError, match=re.escape(message)) as info:
-        flash_decode(*args)
-    assert isinstance(info.value, RidgelineError) and isinstance(info.value, ValueError)
+    assert_input_error(FlashDecodeInputError, message, flash_decode, *args)
 
 
 def test_bad_configs_are_refused(kernel_device):
@@ -197,18 +194,7 @@ def test_gpu_offsets_past_2_31_elements():
 @pytest.mark.gpu
 def test_gpu_cuda_graph_capture_replays_the_same_result():
     q, k, v = make_inputs(1, 32, 8, 4096, 128, torch.bfloat16, "cuda")
-    eager = flash_decode(q, k, v)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        flash_decode(q, k, v)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = flash_decode(q, k, v)
-    graph.replay()
-    torch.cuda.synchronize()
-    assert torch.equal(out, eager)
+    assert_graph_replays_eager(lambda: flash_decode(q, k, v))
 
 
 # --- ahead-of-time compile for a GPU target (no GPU needed) ---------------------------
@@ -251,25 +237,7 @@ def test_kernel_compiles_for_sm90_with_tensor_cores():
     """Compile the split kernel and the reduction for an H100 with Triton's bundled ptxas
     (no GPU needed): bf16 tensor-core MMAs for q.K and P.V, K and V tiles streamed with
     16-byte asynchronous copies marked evict-first, within H100 shared memory."""
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    try:
-        from triton.backends.compiler import GPUTarget  # noqa: F401
-        from triton.compiler import ASTSource  # noqa: F401
-    except ImportError:
-        pytest.skip("this triton has no ahead-of-time compile API")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
-    proc = subprocess.run([sys.executable, "-c", _AOT_SCRIPT], env=env, capture_output=True,
-                          text=True, timeout=300)
-    if proc.returncode != 0 and any(s in proc.stderr for s in ("ptxas", "NVIDIA", "backend")):
-        pytest.skip(f"no CUDA toolchain for an ahead-of-time build: {proc.stderr[-200:]}")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    built = json.loads(proc.stdout)
+    built = build_ahead_of_time(_AOT_SCRIPT)
     ptx = built["split"]["ptx"]
     assert "mma" in ptx and "bf16" in ptx and "evict_first" in ptx
     assert "cp.async.cg.shared.global" in ptx   # 16-byte asynchronous copies, pipelined

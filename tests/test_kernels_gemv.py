@@ -6,13 +6,12 @@ Runs under the Triton interpreter on CPU tensors when no GPU is present
 """
 
 import math
-import re
 from dataclasses import replace
 
 import pytest
 import torch
+from probe_helpers import assert_graph_replays_eager, assert_input_error, build_ahead_of_time
 
-from ridgeline.errors import RidgelineError
 from ridgeline.kernels import gemv as K
 from ridgeline.kernels.gemv import (
     FP8_DTYPES, MAX_SPLIT_K, GemvConfig, GemvInputError, batch_bucket, candidate_configs,
@@ -141,9 +140,7 @@ def _bad(kernel_device):
 @pytest.mark.parametrize("index", range(10))
 def test_bad_inputs_raise_actionable_errors(kernel_device, index):
     args, message = _bad(kernel_device)[index]
-    with pytest.raises(GemvInputError, match=re.escape(message)) as info:
-        gemv(*args)
-    assert isinstance(info.value, RidgelineError) and isinstance(info.value, ValueError)
+    assert_input_error(GemvInputError, message, gemv, *args)
 
 
 def test_forced_config_is_checked(kernel_device):
@@ -310,18 +307,7 @@ def test_gpu_tuned_matches_reference(batch, wdtype, n, k):
 @pytest.mark.gpu
 def test_gpu_cuda_graph_capture_replays_the_same_result():
     x, w, scale = make_inputs(1, 4096, 4096, torch.bfloat16, "cuda")
-    eager = gemv(x, w, scale)                 # tunes outside the capture
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        gemv(x, w, scale)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = gemv(x, w, scale)
-    graph.replay()
-    torch.cuda.synchronize()
-    assert torch.equal(out, eager)
+    assert_graph_replays_eager(lambda: gemv(x, w, scale))
 
 
 # --- ahead-of-time compile for a GPU target (no GPU needed) ---------------------------
@@ -367,25 +353,7 @@ def test_kernel_compiles_for_sm90_with_wide_loads_and_tensor_cores():
     """Compile both paths for an H100 with Triton's bundled ptxas (no GPU needed): 16-byte
     weight loads on the CUDA-core path, tensor-core MMAs on the fp8 split-K path, and the
     split-K reduction with its runtime split count."""
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    try:
-        from triton.backends.compiler import GPUTarget  # noqa: F401
-        from triton.compiler import ASTSource  # noqa: F401
-    except ImportError:
-        pytest.skip("this triton has no ahead-of-time compile API")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
-    proc = subprocess.run([sys.executable, "-c", _AOT_SCRIPT], env=env, capture_output=True,
-                          text=True, timeout=300)
-    if proc.returncode != 0 and any(s in proc.stderr for s in ("ptxas", "NVIDIA", "backend")):
-        pytest.skip(f"no CUDA toolchain for an ahead-of-time build: {proc.stderr[-200:]}")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    built = json.loads(proc.stdout)
+    built = build_ahead_of_time(_AOT_SCRIPT)
     assert "evict_first" in built["fma"]["ptx"] and ".v4.b32" in built["fma"]["ptx"]
     assert "mma" in built["mma"]["ptx"] and "e4m3" in built["mma"]["ptx"]
     assert built["mma"]["shared"] <= 227 * 1024

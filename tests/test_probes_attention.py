@@ -5,35 +5,21 @@ import math
 
 import pytest
 import torch
+from probe_helpers import CallingTimer, gpu_info, run_all
 
-from ridgeline.device import DeviceInfo, cpu_device
+from ridgeline.device import cpu_device
 from ridgeline.errors import RidgelineError, Waived
 from ridgeline.probes import DEFAULT_PROBES, get_probe
 from ridgeline.probes import attention as A
 from ridgeline.probes.base import ProbeContext
+from ridgeline.probes.gemv import TRITON_ON_CPU
 from ridgeline.records import fit_ready
-from ridgeline.timing import FakeTimer, HostTimer, Timing
+from ridgeline.timing import FakeTimer, HostTimer
 
 MiB = 2**20
 FIELDS = ("probe", "kernel", "provider", "dtype", "batch", "context", "tokens", "q_heads",
           "kv_heads", "head_dim", "flops", "bytes_read", "bytes_written")
 TINY_HEADS = {"q_heads": 6, "kv_heads": 2, "head_dim": 64}
-
-
-def gpu_info(cc="9.0", bf16=True, l2=50 * 2**20) -> DeviceInfo:
-    return DeviceInfo(id="cuda:0", kind="cuda", name="test gpu", memory_bytes=141 * 2**30,
-                      multiprocessors=132, l2_cache_bytes=l2, compute_capability=cc,
-                      dtypes={"fp32": True, "bf16": bf16, "fp16": True})
-
-
-def run_all(probe, ctx):
-    records, waived = [], []
-    for case in probe.cases(ctx):
-        try:
-            records += probe.run(case, ctx)
-        except Waived as w:
-            waived.append((case.params, w.reason))
-    return records, waived
 
 
 # --- work counts ----------------------------------------------------------------------
@@ -112,7 +98,7 @@ def test_gpu_sweep_grid_providers_and_dtypes():
 
 
 def test_bf16_waived_once_per_provider_without_it():
-    ctx = ProbeContext(device=gpu_info(cc="7.5", bf16=False), timer=FakeTimer())
+    ctx = ProbeContext(device=gpu_info(cc="7.5", bf16=False, fp8=False), timer=FakeTimer())
     probe = A.AttentionProbe()
     bf16 = [c for c in probe.cases(ctx) if c["dtype"] == "bf16"]
     assert sorted((c["kernel"], c["provider"]) for c in bf16) == [
@@ -139,7 +125,7 @@ def test_cpu_sweep_small_torch_only_within_its_cache_bound():
             [(1, t) for t in tokens]
         waived = [c for c in cases if c not in runnable]
         assert [(c["kernel"], c["provider"]) for c in waived] == [("decode", "triton")]
-        assert probe.waiver(waived[0].params, ctx) == A.TRITON_ON_CPU
+        assert probe.waiver(waived[0].params, ctx) == TRITON_ON_CPU
 
 
 def test_bad_options_are_one_clear_error():
@@ -245,19 +231,6 @@ def test_end_to_end_host_timer_tiny():
         assert r["time_ms_median"] > 0 and r["n_samples"] >= 3 and r["copies"] == 3
 
 
-class CallsTimer(FakeTimer):
-    """Calls fn `calls` times (one per sample, as the host timer does on the CPU)."""
-
-    def __init__(self, calls):
-        super().__init__()
-        self.calls = calls
-
-    def time(self, fn, *, launches_per_sample=1, **kwargs):
-        for _ in range(self.calls):
-            fn()
-        return Timing([1.0] * self.calls, "calls", launches_per_sample)
-
-
 def test_successive_calls_walk_every_copy(monkeypatch):
     seen = []
     real = torch.nn.functional.scaled_dot_product_attention
@@ -268,7 +241,7 @@ def test_successive_calls_walk_every_copy(monkeypatch):
 
     copy = A.decode_bytes_read(2, 64, 6, 2, 64, "bf16")
     dev = dataclasses.replace(cpu_device(), l2_cache_bytes=3 * copy // 2)   # 2x cache = 3 copies
-    ctx = ProbeContext(device=dev, timer=CallsTimer(6),
+    ctx = ProbeContext(device=dev, timer=CallingTimer(6),   # one call a sample on the CPU
                        options={**TINY_HEADS, "kernels": ["decode"], "batches": [2],
                                 "contexts": [64], "providers": ["torch_sdpa"]})
     probe = A.AttentionProbe()
@@ -279,7 +252,7 @@ def test_successive_calls_walk_every_copy(monkeypatch):
     timed = seen[1:]                                   # after the validation call
     assert len(timed) == 6 and len(set(timed)) == 3   # each copy twice, in turn
     assert timed[:3] == timed[3:]
-    assert probe._pools == {}                          # the case's last provider frees them
+    assert len(probe.pools) == 0                       # the case's last provider frees them
 
 
 def test_wrong_output_is_recorded_invalid(monkeypatch):

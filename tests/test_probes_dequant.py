@@ -4,32 +4,18 @@ import dataclasses
 
 import pytest
 import torch
+from probe_helpers import CallingTimer, gpu_info, run_all
 
-from ridgeline.device import DeviceInfo, cpu_device
+from ridgeline.device import cpu_device
 from ridgeline.errors import Waived
 from ridgeline.probes import DEFAULT_PROBES, REGISTRY, get_probe
 from ridgeline.probes import dequant as D
 from ridgeline.probes.base import ProbeContext
+from ridgeline.probes.gemv import TRITON_ON_CPU
 from ridgeline.records import fit_ready
 from ridgeline.runner import case_matches
 from ridgeline.sizing.precision import INT4_GROUP_SIZE, Precision
 from ridgeline.timing import FakeTimer, HostTimer
-
-
-def gpu_info(l2=50 * 2**20) -> DeviceInfo:
-    return DeviceInfo(id="cuda:0", kind="cuda", name="test gpu", memory_bytes=80 * 2**30,
-                      multiprocessors=132, l2_cache_bytes=l2, compute_capability="9.0",
-                      dtypes={"fp32": True, "bf16": True, "fp16": True, "fp8_e4m3": True})
-
-
-def run_all(probe, ctx):
-    records, waived = [], []
-    for case in probe.cases(ctx):
-        try:
-            records += probe.run(case, ctx)
-        except Waived as w:
-            waived.append((case.params, w.reason))
-    return records, waived
 
 
 # --- work counts ----------------------------------------------------------------------
@@ -123,7 +109,7 @@ def test_cpu_sweeps_are_small_and_waive_triton_once_per_dtype():
         assert max(c["n"] * c["k"] for c in runnable) <= 2048 * 2048
         waived = [c for c in cases if c not in runnable]
         assert sorted(c["dtype"] for c in waived) == ["int4", "int8"]
-        assert all(probe.waiver(c.params, ctx) == D.TRITON_ON_CPU for c in waived)
+        assert all(probe.waiver(c.params, ctx) == TRITON_ON_CPU for c in waived)
 
 
 def test_int4_needs_k_a_multiple_of_the_group():
@@ -175,19 +161,6 @@ def test_host_timer_tiny_quick():
         assert r["time_ms_median"] > 0 and r["n_samples"] >= 3
 
 
-class CallingTimer(FakeTimer):
-    """Calls fn `calls` times, as warm-up and samples would, and returns fake samples."""
-
-    def __init__(self, calls):
-        super().__init__()
-        self.calls = calls
-
-    def time(self, fn, **kwargs):
-        for _ in range(self.calls - 1):
-            fn()
-        return super().time(fn, **kwargs)
-
-
 def test_consecutive_calls_cycle_through_every_copy(monkeypatch):
     seen = []
     real = D.dequantize
@@ -202,12 +175,12 @@ def test_consecutive_calls_cycle_through_every_copy(monkeypatch):
                                 "providers": ["torch_dequant"], "max_copies": 3})
     probe = D.DequantProbe()
     [case] = probe.cases(ctx)
-    ptrs = [q.data_ptr() for q in probe._pool(ctx, "int4", 256, 48)["weights"]]
+    ptrs = [q.data_ptr() for q in probe.pool(ctx, case.params)["weights"]]
     [rec] = probe.run(case, ctx)
     # validation reads copy 0; then every timed call takes the next copy, round the ring
     assert len(set(ptrs)) == 3 and rec["copies"] == 3
     assert seen == [ptrs[0]] + [ptrs[i % 3] for i in range(5)]
-    assert probe._pools == {}   # freed after its shape's last case
+    assert len(probe.pools) == 0   # freed after its shape's last case
 
 
 def test_wrong_output_is_recorded_invalid(monkeypatch):

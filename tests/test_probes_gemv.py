@@ -1,40 +1,24 @@
-"""The decode GEMV probe: exact work counts, sweep and waivers, end-to-end runs on the CPU."""
+"""The decode GEMV probe: exact work counts, sweep and waivers, end-to-end runs on the CPU;
+also the rotation rules it shares with the other rotating probes (ridgeline.probes.rotation)."""
 
 import dataclasses
 import math
 
 import pytest
 import torch
+from probe_helpers import CallingTimer, gpu_info, run_all
 
-from ridgeline.device import DeviceInfo, cpu_device
+from ridgeline.device import cpu_device
 from ridgeline.errors import Waived
 from ridgeline.probes import get_probe
 from ridgeline.probes import gemv as G
+from ridgeline.probes import rotation as R
 from ridgeline.probes.base import ProbeContext
 from ridgeline.probes.matmul import fast_accum_tolerance
 from ridgeline.records import fit_ready
-from ridgeline.timing import FakeTimer, HostTimer, Timing
+from ridgeline.timing import FakeTimer, HostTimer
 
 MB = 10**6
-
-
-def gpu_info(cc="9.0", kind="cuda", gfx=None, l2=50 * 2**20, fp8=True) -> DeviceInfo:
-    dtypes = {"fp32": True, "bf16": True, "fp16": True, "fp8_e4m3": fp8 and kind == "cuda"}
-    if kind == "rocm":
-        dtypes["fp8_e4m3fnuz"] = fp8
-    return DeviceInfo(id="cuda:0", kind=kind, name="test gpu", memory_bytes=80 * 2**30,
-                      multiprocessors=132, l2_cache_bytes=l2, compute_capability=cc,
-                      gfx_arch=gfx, dtypes=dtypes)
-
-
-def run_all(probe, ctx):
-    records, waived = [], []
-    for case in probe.cases(ctx):
-        try:
-            records += probe.run(case, ctx)
-        except Waived as w:
-            waived.append((case.params, w.reason))
-    return records, waived
 
 
 # --- work counts ----------------------------------------------------------------------
@@ -58,26 +42,29 @@ def test_work_counts_exact():
 
 def test_rotation_copies():
     w = 4096 * 4096 * 2                                        # 33.5 MB
-    assert G.rotation_copies(w, 50 * 2**20, 80 * 2**30) == math.ceil(4 * 50 * 2**20 / w) == 7
-    assert G.rotation_copies(8192 * 28672 * 2, 50 * 2**20, 80 * 2**30) == 1   # already >> L2
-    assert G.rotation_copies(w, 50 * 2**20, 3 * w) == 1        # half of free memory holds one
-    assert G.rotation_copies(w, 50 * 2**20, w) == 0            # not even one: the probe waives
-    assert G.rotation_copies(w, 50 * 2**20, 80 * 2**30, max_copies=3) == 3
-    assert G.rotation_copies(w, 50 * 2**20, 80 * 2**30, factor=8) == 13
+    assert R.rotation_copies(w, 50 * 2**20, 80 * 2**30) == math.ceil(4 * 50 * 2**20 / w) == 7
+    assert R.rotation_copies(8192 * 28672 * 2, 50 * 2**20, 80 * 2**30) == 1   # already >> L2
+    assert R.rotation_copies(w, 50 * 2**20, 3 * w) == 1        # half of free memory holds one
+    assert R.rotation_copies(w, 50 * 2**20, w) == 0            # not even one: the probe waives
+    assert R.rotation_copies(w, 50 * 2**20, 80 * 2**30, max_copies=3) == 3
+    assert R.rotation_copies(w, 50 * 2**20, 80 * 2**30, factor=8) == 13
 
 
 def test_launches_cycle_all_copies():
-    assert G.launches_per_sample(5, "cpu") == 5
+    assert G.launches_per_sample(5, "cpu") == 5                # a CPU sample: one rotation
     for copies in (1, 2, 6, 16, 20):
         launches = G.launches_per_sample(copies, "cuda")
         assert launches % copies == 0 and launches >= 16 and launches - copies < 16
+        # the one-call-a-sample probes differ on the CPU only
+        assert R.launches_per_sample(copies, "cuda", cpu_whole_rotation=False) == launches
+    assert R.launches_per_sample(5, "cpu", cpu_whole_rotation=False) == 1
 
 
 def test_cache_bytes():
-    assert G.cache_bytes_for(gpu_info(l2=50 * 2**20)) == 50 * 2**20
-    assert G.cache_bytes_for(gpu_info(l2=None)) == G.DEFAULT_CACHE_BYTES
+    assert R.cache_bytes_for(gpu_info(l2=50 * 2**20)) == 50 * 2**20
+    assert R.cache_bytes_for(gpu_info(l2=None)) == R.DEFAULT_CACHE_BYTES
     mi300 = gpu_info(kind="rocm", gfx="gfx942", l2=4 * 2**20)
-    assert G.cache_bytes_for(mi300) == 256 * 2**20             # Infinity Cache, not the L2
+    assert R.cache_bytes_for(mi300) == 256 * 2**20             # Infinity Cache, not the L2
     assert G.fp8_name(mi300) == "fp8_e4m3fnuz" and G.fp8_name(gpu_info()) == "fp8_e4m3"
 
 
@@ -175,22 +162,8 @@ def test_end_to_end_host_timer_tiny():
         assert r["time_ms_median"] > 0 and r["n_samples"] >= 3 and r["copies"] == 4
 
 
-class OneSampleTimer(FakeTimer):
-    """Runs exactly one sample: `launches_per_sample` back-to-back calls, as a graph would."""
-
-    def time(self, fn, *, launches_per_sample=1, **kwargs):
-        self.calls_before = len(SEEN)
-        for _ in range(launches_per_sample):
-            fn()
-        return Timing([1.0], "one-sample", launches_per_sample)
-
-
-SEEN: list = []
-
-
 def test_each_sample_cycles_through_every_copy(monkeypatch):
-    seen = SEEN
-    seen.clear()
+    seen = []
     real = torch.matmul
 
     def spy(a, b):
@@ -199,8 +172,7 @@ def test_each_sample_cycles_through_every_copy(monkeypatch):
 
     w_bytes = G.weight_bytes(48, 64, "bf16")
     dev = dataclasses.replace(cpu_device(), l2_cache_bytes=3 * w_bytes // 2)   # 2x cache = 3 copies
-    timer = OneSampleTimer()
-    ctx = ProbeContext(device=dev, timer=timer,
+    ctx = ProbeContext(device=dev, timer=CallingTimer(),   # one sample, as a graph replays it
                        options={"shapes": [[64, 48]], "batches": [2], "dtypes": ["bf16"],
                                 "providers": ["torch"]})
     probe = G.GemvProbe()
@@ -208,9 +180,9 @@ def test_each_sample_cycles_through_every_copy(monkeypatch):
     monkeypatch.setattr(torch, "matmul", spy)
     [rec] = probe.run(case, ctx)
     assert rec["copies"] == 3 and rec["launches_per_sample"] == 3
-    sample = seen[timer.calls_before:]
+    sample = seen[1:]                                   # after the validation call
     assert len(sample) == 3 and len(set(sample)) == 3   # one sample reads every copy once
-    assert probe._pools == {}                      # the last case of its shape frees the weights
+    assert len(probe.pools) == 0                   # the last case of its shape frees the weights
 
 
 def test_wrong_output_is_recorded_invalid(monkeypatch):

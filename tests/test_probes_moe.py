@@ -4,8 +4,9 @@ import dataclasses
 
 import pytest
 import torch
+from probe_helpers import CallingTimer, gpu_info, run_all
 
-from ridgeline.device import DeviceInfo, cpu_device
+from ridgeline.device import cpu_device
 from ridgeline.errors import Waived
 from ridgeline.probes import DEFAULT_PROBES, REGISTRY, get_probe
 from ridgeline.probes import moe as M
@@ -15,25 +16,6 @@ from ridgeline.probes.matmul import fast_accum_tolerance
 from ridgeline.records import fit_ready
 from ridgeline.runner import case_matches
 from ridgeline.timing import FakeTimer, HostTimer
-
-
-def gpu_info(cc="9.0", kind="cuda", gfx=None, fp8=True) -> DeviceInfo:
-    dtypes = {"fp32": True, "bf16": True, "fp16": True, "fp8_e4m3": fp8 and kind == "cuda"}
-    if kind == "rocm":
-        dtypes["fp8_e4m3fnuz"] = fp8
-    return DeviceInfo(id="cuda:0", kind=kind, name="test gpu", memory_bytes=141 * 2**30,
-                      multiprocessors=132, l2_cache_bytes=50 * 2**20, compute_capability=cc,
-                      gfx_arch=gfx, dtypes=dtypes)
-
-
-def run_all(probe, ctx):
-    records, waived = [], []
-    for case in probe.cases(ctx):
-        try:
-            records += probe.run(case, ctx)
-        except Waived as w:
-            waived.append((case.params, w.reason))
-    return records, waived
 
 
 # --- work counts ----------------------------------------------------------------------
@@ -177,19 +159,6 @@ def test_host_timer_tiny_quick():
     assert r["timer"] == "host-clock" and r["status"] == "ok" and r["n_samples"] >= 3
 
 
-class CallingTimer(FakeTimer):
-    """Calls fn `calls` times, as warm-up and samples would, and returns fake samples."""
-
-    def __init__(self, calls):
-        super().__init__()
-        self.calls = calls
-
-    def time(self, fn, **kwargs):
-        for _ in range(self.calls - 1):
-            fn()
-        return super().time(fn, **kwargs)
-
-
 def test_consecutive_calls_cycle_through_every_copy(monkeypatch):
     seen = []
     real = M._loop_mm
@@ -202,11 +171,11 @@ def test_consecutive_calls_cycle_through_every_copy(monkeypatch):
                        options={**TINY, "tokens": [2], "providers": ["torch_loop"]})
     probe = M.MoeProbe()
     [case] = probe.cases(ctx)
-    ptrs = [w.data_ptr() for w in probe._pool(ctx, "bf16", 3, 96, 80)["weights"]]
+    ptrs = [w.data_ptr() for w in probe.pool(ctx, case.params)["weights"]]
     probe.run(case, ctx)
     assert len(set(ptrs)) == 3
     assert seen == [ptrs[0]] + [ptrs[i % 3] for i in range(4)]   # validation, then the ring
-    assert probe._pools == {}
+    assert len(probe.pools) == 0
 
 
 def test_wrong_output_is_recorded_invalid(monkeypatch):
@@ -259,7 +228,7 @@ class CaptureFails(FakeTimer):
 
 
 def test_graph_capture_failure_is_timed_call_by_call_and_said(monkeypatch):
-    monkeypatch.setattr(M, "launches_for", lambda copies, kind: 16)   # as on a GPU
+    monkeypatch.setattr(M, "launches_per_sample", lambda copies, kind: 16)   # as on a GPU
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
     timer = CaptureFails()
     ctx = ProbeContext(device=cpu_device(), timer=timer,
@@ -279,7 +248,32 @@ def test_other_timer_errors_are_not_hidden(monkeypatch):
     probe = M.MoeProbe()
     with pytest.raises(RuntimeError, match="illegal memory access"):
         probe.run(probe.cases(ctx)[0], ctx)
-    assert probe._pools == {}
+    assert len(probe.pools) == 0
+
+
+def test_a_case_waived_when_planned_leaves_the_pool_to_its_runnable_cases(monkeypatch):
+    """Without torch._grouped_mm its (one) waived case must not count as a run of the shape:
+    the torch_loop cases build the experts once and free them after the last of them."""
+    monkeypatch.delattr(torch, "_grouped_mm", raising=False)
+    ctx = ProbeContext(device=cpu_device(), timer=FakeTimer(), options={**TINY, "tokens": [1, 2]})
+    probe = M.MoeProbe()
+    builds = []
+    real = probe.build_pool
+
+    def counted(ctx, params):
+        builds.append(params["tokens_per_expert"])
+        return real(ctx, params)
+    monkeypatch.setattr(probe, "build_pool", counted)
+    cases = probe.cases(ctx)
+    assert [c["provider"] for c in cases] == ["torch_loop", "torch_grouped_mm", "torch_loop"]
+    held = []
+    for case in cases:
+        try:
+            probe.run(case, ctx)
+        except Waived:
+            assert case["provider"] == "torch_grouped_mm"
+        held.append(len(probe.pools))
+    assert builds == [1] and held == [1, 1, 0]
 
 
 def test_memory_too_small_waives(monkeypatch):

@@ -36,10 +36,11 @@ Kernel (`_dequant_gemv_kernel`), the layout of ridgeline.kernels.gemv: grid
   applied before the partials are stored, so the reduction only sums and casts).
 
 Configs: `candidate_configs` lists a few tiles per batch class (block_k clamped to
-G for int4), with the split-K rule of ridgeline.kernels.gemv (`split_for`);
-`select_config` times them with triton.testing.do_bench once per (device, dtypes,
-group, batch class, N, K, budget) on a GPU ("quick": the first, untimed; under
-TRITON_INTERPRET=1 always the first).
+G for int4), expanded by budget with the split-K rule of ridgeline.kernels.gemv
+(`budget_candidates`, `split_for`); `select_config` times them with
+triton.testing.do_bench (gemv's `time_configs`) once per (device, dtypes, group, batch
+class, N, K, budget) on a GPU ("quick": the first, untimed; under TRITON_INTERPRET=1
+always the first). Launch geometry and the reduction pass are gemv's too.
 
 Run:
     from ridgeline.kernels.dequant_gemv import dequant_gemv
@@ -59,10 +60,10 @@ import triton.language as tl
 
 from ridgeline.errors import RidgelineError
 from ridgeline.kernels.gemv import (
-    MAX_SPLIT_K, GemvConfig, sm_count, splitk_reduce_kernel, batch_class, split_for,
+    HALF_DTYPES, TUNE_MS, GemvConfig, batch_class, budget_candidates,
+    check_forced_config, plan_launch, reduce_partials, sm_count, time_configs,
 )
 
-HALF_DTYPES = (torch.bfloat16, torch.float16)
 MIN_DOT_K = 32  # an int4 tile of BLOCK_K weights feeds dots of BLOCK_K/2 >= 16
 
 
@@ -244,25 +245,12 @@ def candidate_configs(batch: int, n: int, k: int, group_size: int | None = None,
         64: [C(64, 128, 64, 4, 4), C(128, 64, 64, 4, 4)],
         512: [C(128, 64, 128, 8, 4), C(128, 128, 64, 8, 3)],
     }
-    if budget not in ("quick", "default", "full"):
-        raise ValueError(f"dequant_gemv: tuning budget must be quick, default or full, "
-                         f"got {budget!r}")
     row = list(dict.fromkeys(_fit_group(c, group_size) for c in rows[batch_class(batch)]))
-    if budget == "quick":  # the first tile, split by the rule, untimed
-        return [replace(row[0], split_k=split_for(row[0], batch, n, k, sm_count))]
-    if budget == "default":
-        row = row[:2]
-    out: list[GemvConfig] = []
-    for cfg in row:
-        out.append(cfg)
-        split = split_for(cfg, batch, n, k, sm_count)
-        if split > 1:
-            out.append(replace(cfg, split_k=split))
-    return out
+    return budget_candidates(row, batch, n, k, sm_count, budget, default_keep=2,
+                             kernel="dequant_gemv")
 
 
 _TUNED: dict[tuple, GemvConfig] = {}
-_TUNE_MS = {"default": (2.0, 10.0), "full": (5.0, 25.0)}   # do_bench (warmup, rep) per candidate
 
 
 def select_config(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,
@@ -276,23 +264,13 @@ def select_config(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,
         if budget == "quick" or len(cands) == 1 or x.device.type != "cuda" or _interpreting():
             _TUNED[key] = cands[0]
         else:
-            _TUNED[key] = _time_candidates(cands, x, q, scale, gs, *_TUNE_MS[budget])
+            _TUNED[key] = _time_candidates(cands, x, q, scale, gs, *TUNE_MS[budget])
     return _TUNED[key]
 
 
 def _time_candidates(cands, x, q, scale, group_size, warmup_ms: float, rep_ms: float):
-    timed, errors = [], []
-    for cfg in cands:
-        try:
-            ms = triton.testing.do_bench(lambda: _launch(x, q, scale, group_size, cfg),
-                                         warmup=warmup_ms, rep=rep_ms, return_mode="median")
-        except Exception as exc:  # e.g. out of shared memory on a smaller GPU
-            errors.append(f"{cfg}: {type(exc).__name__}")
-            continue
-        timed.append((float(ms), cfg))
-    if not timed:
-        raise RidgelineError("dequant_gemv: no candidate config ran here: " + "; ".join(errors))
-    return min(timed, key=lambda p: p[0])[1]
+    return time_configs(cands, lambda cfg: _launch(x, q, scale, group_size, cfg), warmup_ms,
+                        rep_ms, kernel="dequant_gemv")[0][1]
 
 
 def _launch(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, group_size: int | None,
@@ -300,26 +278,19 @@ def _launch(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, group_size: i
     B, K = x.shape
     N = q.shape[0]
     int4 = weight_kind(q) == "int4"
-    y = torch.empty((B, N), dtype=x.dtype, device=x.device)
-    split = max(1, cfg.split_k)
-    # BLOCK_K-aligned ranges: only the very last block is ragged, and (int4) no tile
+    # BLOCK_K-aligned split ranges: only the very last block is ragged, and (int4) no tile
     # straddles a group
-    k_split = triton.cdiv(triton.cdiv(K, split), cfg.block_k) * cfg.block_k
-    grid = (triton.cdiv(B, cfg.block_b), triton.cdiv(N, cfg.block_n), split)
-    out = y if split == 1 else torch.empty((split, B, N), dtype=torch.float32, device=x.device)
-    _dequant_gemv_kernel[grid](
-        x, q, scale, out, B, N, K, k_split,
+    plan = plan_launch(x, N, cfg)
+    _dequant_gemv_kernel[plan.grid](
+        x, q, scale, plan.out, B, N, K, plan.k_split,
         x.stride(0), q.stride(0), scale.stride(0), N, B * N,
-        INT4=int4, GROUP=group_size if int4 else 1, IS_SPLIT=split > 1,
+        INT4=int4, GROUP=group_size if int4 else 1, IS_SPLIT=plan.split > 1,
         UPCAST_DOT=_interpreting(),
         BLOCK_B=cfg.block_b, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
-    if split > 1:
-        block = 1024
-        splitk_reduce_kernel[(triton.cdiv(B * N, block),)](
-            out, out, y, B, N, N, split, HAS_SCALE=False, BLOCK=block, num_warps=4)
-    return y
+    # scales were applied before the partials were stored: the reduction only sums
+    return reduce_partials(plan, plan.out, has_scale=False)
 
 
 def dequant_gemv(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, *,
@@ -329,10 +300,7 @@ def dequant_gemv(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, *,
     _check_inputs(x, q, scale, group_size)
     gs = group_size if weight_kind(q) == "int4" else None
     if config is not None:
-        if config.block_b == 1 and x.shape[0] != 1:
-            raise DequantGemvInputError("dequant_gemv: block_b=1 (the CUDA-core path) needs B=1")
-        if not 1 <= config.split_k <= MAX_SPLIT_K:
-            raise DequantGemvInputError(f"dequant_gemv: split_k must be 1..{MAX_SPLIT_K}")
+        check_forced_config(config, x.shape[0], DequantGemvInputError, "dequant_gemv")
         if gs and (gs % config.block_k or (config.block_b > 1 and config.block_k < MIN_DOT_K)):
             raise DequantGemvInputError(f"dequant_gemv: int4 block_k={config.block_k} must "
                                         f"divide group_size={gs} (and be >= {MIN_DOT_K} on the "

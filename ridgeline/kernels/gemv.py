@@ -64,6 +64,11 @@ the lists are short and B and the split count are not compile-time constants.
 Under TRITON_INTERPRET=1 the first candidate is used, untimed. Set
 RIDGELINE_GEMV_VERBOSE=1 to print every candidate's time when a class is tuned.
 
+Shared with ridgeline.kernels.dequant_gemv, which has this kernel's layout: GemvConfig,
+the split-K rule and reduction, the budgets' candidate lists (`budget_candidates`), the
+timing of candidates (`time_configs`), the checks of a forced config
+(`check_forced_config`) and the launch geometry (`plan_launch`, `reduce_partials`).
+
 Interpreter note: Triton's CPU interpreter computes a bf16 `tl.dot` on the
 raw 16-bit patterns (numpy has no bf16; triton 3.x stores it as uint16), so
 under the interpreter the tensor-core path upcasts both operands to fp32
@@ -84,7 +89,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import triton
@@ -327,16 +332,20 @@ def split_for(cfg: GemvConfig, batch: int, n: int, k: int, sm_count: int) -> int
     return split
 
 
-def candidate_configs(batch: int, n: int, k: int, sm_count: int = 132,
-                      budget: str = "full") -> list[GemvConfig]:
-    """The shape-pruned list the tuner times under `budget`; the first is the default."""
+def budget_candidates(row: list[GemvConfig], batch: int, n: int, k: int, sm_count: int,
+                      budget: str, default_keep: int, kernel: str = "gemv") -> list[GemvConfig]:
+    """The configs a tuning budget times, from a row of tiles (presumed best first).
+
+    quick: the first tile, split by the rule (untimed); default: the first `default_keep`
+    tiles; full: the whole row; each tile followed by its split-K variant where the rule
+    splits it here.
+    """
     if budget not in TUNE_BUDGETS:
-        raise ValueError(f"gemv: tuning budget must be one of {TUNE_BUDGETS}, got {budget!r}")
-    row = _table_row(batch)
+        raise ValueError(f"{kernel}: tuning budget must be one of {TUNE_BUDGETS}, got {budget!r}")
     if budget == "quick":
         return [replace(row[0], split_k=split_for(row[0], batch, n, k, sm_count))]
     if budget == "default":
-        row = row[:PRUNED_BASES[batch_class(batch)]]
+        row = row[:default_keep]
     configs: list[GemvConfig] = []
     for cfg in row:
         configs.append(cfg)
@@ -344,6 +353,13 @@ def candidate_configs(batch: int, n: int, k: int, sm_count: int = 132,
         if split > 1:
             configs.append(replace(cfg, split_k=split))
     return configs
+
+
+def candidate_configs(batch: int, n: int, k: int, sm_count: int = 132,
+                      budget: str = "full") -> list[GemvConfig]:
+    """The shape-pruned list the tuner times under `budget`; the first is the default."""
+    return budget_candidates(_table_row(batch), batch, n, k, sm_count, budget,
+                             default_keep=PRUNED_BASES[batch_class(batch)])
 
 
 def shape_class(batch: int, n: int, k: int, sm_count: int) -> tuple[str, str]:
@@ -369,7 +385,7 @@ def sm_count(device: str) -> int:
 
 # tuning class -> (winning config with split_k=1, whether it splits); filled by select_config
 _TUNED: dict[tuple, tuple[GemvConfig, bool]] = {}
-_TUNE_MS = {"default": (2.0, 10.0), "full": (5.0, 25.0)}   # do_bench (warmup, rep) per candidate
+TUNE_MS = {"default": (2.0, 10.0), "full": (5.0, 25.0)}   # do_bench (warmup, rep) per candidate
 
 
 def tune_key(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor | None,
@@ -396,7 +412,7 @@ def select_config(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor | None =
         if budget == "quick" or len(cands) == 1 or not _can_time(x):
             best = cands[0]
         else:
-            best = _time_candidates(cands, x, w, scale, *_TUNE_MS[budget])
+            best = _time_candidates(cands, x, w, scale, *TUNE_MS[budget])
         _TUNED[key] = (replace(best, split_k=1), best.split_k > 1)
     base, splits = _TUNED[key]
     return replace(base, split_k=split_for(base, batch, n, k, sm) if splits else 1)
@@ -442,25 +458,74 @@ def precompile(cands: list[GemvConfig], x, w, scale, max_workers: int = 8) -> No
             t.join(max(0.0, deadline - time.monotonic()))
 
 
-def _time_candidates(cands: list[GemvConfig], x, w, scale, warmup_ms: float = 2.0,
-                     rep_ms: float = 10.0) -> GemvConfig:
-    precompile(cands, x, w, scale)
+def time_configs(cands: list[GemvConfig], launch: Callable[[GemvConfig], Any],
+                 warmup_ms: float, rep_ms: float,
+                 kernel: str = "gemv") -> list[tuple[float, GemvConfig]]:
+    """(median ms, config) of every candidate that runs here, fastest first (ties keep the
+    list's order); `launch(cfg)` is one whole launch. None runs: one clear error."""
     timed: list[tuple[float, GemvConfig]] = []
     errors: list[str] = []
     for cfg in cands:
         try:
-            ms = triton.testing.do_bench(lambda: _launch(x, w, scale, cfg), warmup=warmup_ms,
+            ms = triton.testing.do_bench(functools.partial(launch, cfg), warmup=warmup_ms,
                                          rep=rep_ms, return_mode="median")
         except Exception as exc:  # e.g. OutOfResources (shared memory) on a smaller GPU
             errors.append(f"{cfg}: {type(exc).__name__}")
             continue
         timed.append((float(ms), cfg))
     if not timed:
-        raise RidgelineError("gemv: no candidate config compiled here: " + "; ".join(errors))
+        raise RidgelineError(f"{kernel}: no candidate config compiled and ran here: "
+                             + "; ".join(errors))
+    return sorted(timed, key=lambda p: p[0])
+
+
+def _time_candidates(cands: list[GemvConfig], x, w, scale, warmup_ms: float = 2.0,
+                     rep_ms: float = 10.0) -> GemvConfig:
+    precompile(cands, x, w, scale)
+    timed = time_configs(cands, lambda cfg: _launch(x, w, scale, cfg), warmup_ms, rep_ms)
     if os.environ.get("RIDGELINE_GEMV_VERBOSE"):
         print("gemv tune", tuple(x.shape), tuple(w.shape), w.dtype,
-              ", ".join(f"{c}={t * 1e3:.1f}us" for t, c in sorted(timed, key=lambda p: p[0])))
-    return min(timed, key=lambda p: p[0])[1]
+              ", ".join(f"{c}={t * 1e3:.1f}us" for t, c in timed))
+    return timed[0][1]
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """How one launch of a GEMV kernel (this one or dequant_gemv's) is cut and where it writes."""
+
+    y: torch.Tensor           # (B, N) result, in x's dtype
+    out: torch.Tensor         # what the main kernel writes: y, or fp32 partials (split, B, N)
+    split: int
+    k_split: int              # K per split
+    grid: tuple[int, int, int]
+
+
+def plan_launch(x: torch.Tensor, n: int, cfg: GemvConfig) -> LaunchPlan:
+    """Grid (batch tiles, N tiles, splits) and outputs of a launch of `cfg` on x (B, K)."""
+    batch, k = x.shape
+    y = torch.empty((batch, n), dtype=x.dtype, device=x.device)
+    split = max(1, cfg.split_k)
+    # each split covers a BLOCK_K-aligned range, so only the very last block is ragged
+    k_split = triton.cdiv(triton.cdiv(k, split), cfg.block_k) * cfg.block_k
+    grid = (triton.cdiv(batch, cfg.block_b), triton.cdiv(n, cfg.block_n), split)
+    out = y if split == 1 else torch.empty((split, batch, n), dtype=torch.float32,
+                                           device=x.device)
+    return LaunchPlan(y, out, split, k_split, grid)
+
+
+def reduce_partials(plan: LaunchPlan, scale_arg: torch.Tensor, has_scale: bool,
+                    warmup: bool = False) -> torch.Tensor:
+    """plan.y: after a split launch, its partials summed (times the scale) by the reduction
+    pass; warmup=True only compiles that pass."""
+    if plan.split > 1:
+        batch, n = plan.y.shape
+        block = 1024
+        grid = (triton.cdiv(batch * n, block),)
+        reduce = (functools.partial(splitk_reduce_kernel.warmup, grid=grid) if warmup
+                  else splitk_reduce_kernel[grid])
+        reduce(plan.out, scale_arg, plan.y, batch, n, n, plan.split,
+               HAS_SCALE=has_scale, BLOCK=block, num_warps=4)
+    return plan.y
 
 
 def _launch(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor | None,
@@ -468,33 +533,29 @@ def _launch(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor | None,
     """Launch `cfg` (main kernel, then the split-K reduction); warmup=True only compiles."""
     B, K = x.shape
     N = w.shape[0]
-    y = torch.empty((B, N), dtype=x.dtype, device=x.device)
-    split = max(1, cfg.split_k)
-    # each split covers a BLOCK_K-aligned range, so only the very last block is ragged
-    k_split = triton.cdiv(triton.cdiv(K, split), cfg.block_k) * cfg.block_k
-    grid = (triton.cdiv(B, cfg.block_b), triton.cdiv(N, cfg.block_n), split)
+    plan = plan_launch(x, N, cfg)
     has_scale = scale is not None
     scale_arg = scale if has_scale else w  # never read when HAS_SCALE is False
-    out = y if split == 1 else torch.empty((split, B, N), dtype=torch.float32, device=x.device)
-    main = functools.partial(_gemv_kernel.warmup, grid=grid) if warmup else _gemv_kernel[grid]
+    main = (functools.partial(_gemv_kernel.warmup, grid=plan.grid) if warmup
+            else _gemv_kernel[plan.grid])
     main(
-        x, w, scale_arg, out, B, N, K, k_split,
+        x, w, scale_arg, plan.out, B, N, K, plan.k_split,
         x.stride(0), w.stride(0), N, B * N,
-        HAS_SCALE=has_scale, IS_SPLIT=split > 1, EVEN_K=(K % cfg.block_k == 0),
+        HAS_SCALE=has_scale, IS_SPLIT=plan.split > 1, EVEN_K=(K % cfg.block_k == 0),
         UPCAST_DOT=_interpreting(),
         BLOCK_B=cfg.block_b, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
-    if split > 1:
-        block = 1024
-        reduce_grid = (triton.cdiv(B * N, block),)
-        reduce = (functools.partial(splitk_reduce_kernel.warmup, grid=reduce_grid) if warmup
-                  else splitk_reduce_kernel[reduce_grid])
-        reduce(
-            out, scale_arg, y, B, N, N, split,
-            HAS_SCALE=has_scale, BLOCK=block, num_warps=4,
-        )
-    return y
+    return reduce_partials(plan, scale_arg, has_scale, warmup)
+
+
+def check_forced_config(config: GemvConfig, batch: int, error: type[Exception],
+                        kernel: str = "gemv") -> None:
+    """A config given by the caller fits this batch: `error` with the kernel's name if not."""
+    if config.block_b == 1 and batch != 1:
+        raise error(f"{kernel}: block_b=1 (the CUDA-core path) needs B=1")
+    if not 1 <= config.split_k <= MAX_SPLIT_K:
+        raise error(f"{kernel}: split_k must be 1..{MAX_SPLIT_K}")
 
 
 def gemv(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor | None = None, *,
@@ -507,9 +568,6 @@ def gemv(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor | None = None, *,
     """
     _check_inputs(x, w, scale)
     if config is not None:
-        if config.block_b == 1 and x.shape[0] != 1:
-            raise GemvInputError("gemv: block_b=1 (the CUDA-core path) needs B=1")
-        if not 1 <= config.split_k <= MAX_SPLIT_K:
-            raise GemvInputError(f"gemv: split_k must be 1..{MAX_SPLIT_K}")
+        check_forced_config(config, x.shape[0], GemvInputError)
     cfg = config or select_config(x, w, scale, budget)
     return _launch(x, w, scale, cfg)

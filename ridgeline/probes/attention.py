@@ -43,10 +43,10 @@ Sweep (per dtype: bf16, and fp16 on a GPU except with --quick):
     CPU prefill  tokens (128, 512, 1024), batch 1; quick: 128, 512
 A case whose working set does not fit in half the free memory is waived with the sizes.
 
-Honest timing:
+Honest timing (the rules ridgeline.probes.rotation keeps for the four rotating probes):
 - Caches: each case rotates through `copies` sets of (q, K, V) whose total is at least
-  `rotate_factor` (4 on GPUs, 2 on the CPU) times the last-level cache (sized as the GEMV
-  probe does: ridgeline.probes.gemv.cache_bytes_for). The first set is random; the others
+  `rotate_factor` (4 on GPUs, 2 on the CPU) times the last-level cache
+  (rotation.cache_bytes_for). The first set is random; the others
   are copies of it (other memory, the same values: a cache cannot tell, and filling them
   costs a copy, not a random draw).
   GPU: flush_cache=False and each sample is a whole number of rotations, at least 16
@@ -65,7 +65,7 @@ Honest timing:
 Options (ctx.options, or ctx.options["attention"]), for tests and the API:
     kernels: ["decode", "prefill"]   dtypes: ["bf16", ...]   providers: ["torch_sdpa", ...]
     batches, contexts (decode)   prefill_tokens, prefill_batch (prefill)
-    q_heads, kv_heads, head_dim   rotate_factor, max_copies   warmup_ms, rep_ms, min_reps
+    q_heads, kv_heads, head_dim   rotate_factor, max_copies   warmup_ms, rep_ms, min_reps, max_reps
     block_n, num_splits (the Triton kernel's tile and split count; default: its heuristic)
 
 Run: `ridgeline profile --probes attention [--quick]`; tests: tests/test_probes_attention.py.
@@ -73,16 +73,16 @@ Run: `ridgeline profile --probes attention [--quick]`; tests: tests/test_probes_
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import math
-from collections import Counter
 from typing import Any
 
 from ridgeline.dtypes import bytes_per_element, torch_dtype
-from ridgeline.errors import RidgelineError, Waived
-from ridgeline.probes.base import Case, Probe, ProbeContext
-from ridgeline.probes.gemv import TRITON_ON_CPU, cache_bytes_for, rotation_copies
+from ridgeline.errors import RidgelineError
+from ridgeline.probes import rotation
+from ridgeline.probes.base import Case, ProbeContext
+from ridgeline.probes.gemv import triton_waiver
+from ridgeline.probes.rotation import Rotation, RotatingProbe
 from ridgeline.records import make_record
 from ridgeline.timing import Work
 
@@ -106,9 +106,10 @@ CPU_MAX_KV_BYTES = 64 * 2**20     # CPU SDPA streams ~0.5 GB/s in bf16 on 2 core
 CPU_PREFILL_TOKENS = (128, 512, 1024)
 CPU_QUICK_PREFILL_TOKENS = (128, 512)
 
-MIN_GPU_LAUNCHES = 16             # launches per graph-replayed sample, at most this many rounds
-MIN_SAMPLE_BYTES = 2**30          # ... or enough rounds for this much working set
-MEMORY_FRACTION = 0.5             # of the free memory the rotated copies may take
+MIN_SAMPLE_BYTES = 2**30          # GPU: fewer than 16 launches once a sample moves this much
+# CPU timer budgets (not quick, quick); a GPU's are rotation.GPU_BUDGET
+CPU_BUDGET = {False: {"warmup_ms": 5.0, "rep_ms": 40.0, "min_reps": 3},
+              True: {"warmup_ms": 2.0, "rep_ms": 15.0, "min_reps": 3}}
 REFERENCE_BYTES = {True: 2**30, False: 256 * 2**20}   # fp32 reference temporaries (GPU, CPU)
 
 # |out - ref| <= rtol * (|ref| + rms(row)): the output is rounded once, and flash kernels
@@ -176,27 +177,17 @@ def prefill_batch(tokens: int, device_kind: str) -> int:
 
 
 def launches_per_sample(copies: int, copy_bytes: int, device_kind: str) -> int:
-    """GPU: whole rotations, >= MIN_GPU_LAUNCHES launches or >= MIN_SAMPLE_BYTES of working
-    set, whichever needs fewer rounds; CPU: 1 (the copies rotate across samples)."""
-    if device_kind == "cpu":
-        return 1
-    rounds = min(math.ceil(MIN_GPU_LAUNCHES / copies),
-                 math.ceil(MIN_SAMPLE_BYTES / (copies * copy_bytes)))
-    return copies * max(1, rounds)
+    """GPU: whole rotations, >= 16 launches or >= MIN_SAMPLE_BYTES of working set, whichever
+    needs fewer rounds (a 34 GB cache is not replayed 16 times). CPU: 1, the copies rotate
+    across samples: the host clock has no launch gap to hide, and successive calls walk
+    the copies, so a set comes back only after the others (>= the cache) went by."""
+    return rotation.launches_per_sample(copies, device_kind, cpu_whole_rotation=False,
+                                        copy_bytes=copy_bytes, enough_bytes=MIN_SAMPLE_BYTES)
 
 
 def timing_budget(device_kind: str, quick: bool) -> dict[str, float]:
     """Timer budgets per case (see the module docstring for what a run then costs)."""
-    if device_kind == "cpu":
-        return ({"warmup_ms": 2.0, "rep_ms": 15.0, "min_reps": 3} if quick
-                else {"warmup_ms": 5.0, "rep_ms": 40.0, "min_reps": 3})
-    return {"warmup_ms": 5.0, "rep_ms": 15.0} if quick else {"warmup_ms": 10.0, "rep_ms": 40.0}
-
-
-def _options(ctx: ProbeContext) -> dict[str, Any]:
-    opts = ctx.options or {}
-    nested = opts.get("attention")
-    return nested if isinstance(nested, dict) else opts
+    return rotation.timing_budget(device_kind, quick, CPU_BUDGET)
 
 
 def _heads(opts: dict[str, Any]) -> dict[str, int]:
@@ -207,20 +198,11 @@ def _heads(opts: dict[str, Any]) -> dict[str, int]:
     return heads
 
 
-class AttentionProbe(Probe):
+class AttentionProbe(RotatingProbe):
     name = "attention"
     description = "decode attention over a KV cache and causal prefill, against batch and length"
 
-    def __init__(self) -> None:
-        self._pools: dict[tuple, dict[str, Any]] = {}
-        self._uses_left: Counter = Counter()
-
     # --- what runs here --------------------------------------------------------------
-
-    def available(self, ctx: ProbeContext) -> str | None:
-        if importlib.util.find_spec("torch") is None:
-            return "torch is not installed"
-        return None
 
     def waiver(self, params: dict[str, Any], ctx: ProbeContext) -> str | None:
         """Why this (kernel, provider, dtype) cannot run on ctx.device, or None."""
@@ -231,10 +213,8 @@ class AttentionProbe(Probe):
         if provider not in PROVIDERS.get(kernel, ()):
             return f"provider {provider} does not run {kernel} attention"
         if provider == "triton":
-            if dev.kind == "cpu":
-                return TRITON_ON_CPU
-            if importlib.util.find_spec("triton") is None:
-                return "triton is not installed"
+            if reason := triton_waiver(dev):
+                return reason
             if dtype == "fp32":
                 return "the Triton flash-decoding kernel takes bf16/fp16"
         if not dev.supports(dtype):
@@ -244,7 +224,7 @@ class AttentionProbe(Probe):
         return None
 
     def cases(self, ctx: ProbeContext) -> list[Case]:
-        opts = _options(ctx)
+        opts = self.options(ctx)
         kind = ctx.device.kind
         gpu = ctx.device.is_gpu
         heads = _heads(opts)
@@ -276,62 +256,38 @@ class AttentionProbe(Probe):
                 batch = int(opts.get("prefill_batch", prefill_batch(t, kind)))
                 points.append(("prefill", batch, t))
 
-        out: list[Case] = []
-        waived_seen: set[tuple] = set()
-        self._uses_left = Counter()
         # the CPU's default decode grid stays within its time budget
         kv_cap = None if gpu or "batches" in opts or "contexts" in opts else CPU_MAX_KV_BYTES
-        for dtype in dtypes:
-            for kernel, batch, context in points:
-                if kernel == "decode" and kv_cap and kv_cache_bytes(
-                        batch, context, heads["kv_heads"], heads["head_dim"], dtype) > kv_cap:
-                    continue
-                for provider in PROVIDERS[kernel]:
-                    if only and provider not in only:
+
+        def params():
+            for dtype in dtypes:
+                for kernel, batch, context in points:
+                    if kernel == "decode" and kv_cap and kv_cache_bytes(
+                            batch, context, heads["kv_heads"], heads["head_dim"], dtype) > kv_cap:
                         continue
-                    params = {"kernel": kernel, "provider": provider, "dtype": dtype,
-                              "batch": batch, "context": context,
-                              "tokens": 1 if kernel == "decode" else context, **heads}
-                    reason = self.waiver(params, ctx)
-                    if reason:  # one waived case per (kernel, dtype, provider, reason)
-                        if (kernel, dtype, provider, reason) in waived_seen:
-                            continue
-                        waived_seen.add((kernel, dtype, provider, reason))
-                    else:
-                        self._uses_left[self._key(params)] += 1
-                    out.append(Case(params))
-        return out
+                    for provider in PROVIDERS[kernel]:
+                        if not only or provider in only:
+                            yield {"kernel": kernel, "provider": provider, "dtype": dtype,
+                                   "batch": batch, "context": context,
+                                   "tokens": 1 if kernel == "decode" else context, **heads}
+        return self.plan(ctx, params(), waive_by=("kernel", "dtype", "provider"))
 
     # --- one case --------------------------------------------------------------------
 
-    @staticmethod
-    def _key(params: dict[str, Any]) -> tuple:
+    def pool_key(self, params: dict[str, Any]) -> tuple:
         """The providers of one case share its inputs."""
         return tuple(params[k] for k in ("kernel", "dtype", "batch", "context", "q_heads",
                                          "kv_heads", "head_dim"))
 
-    def run(self, case: Case, ctx: ProbeContext) -> list[dict[str, Any]]:
-        reason = self.waiver(case.params, ctx)
-        if reason:
-            raise Waived(reason)
-        key = self._key(case.params)
-        try:
-            pool = self._pool(ctx, case.params)
-            rec = self._measure(ctx, pool, case.params)
-        finally:
-            self._release_if_done(key)
-        return [rec]
-
-    def _measure(self, ctx: ProbeContext, pool: dict[str, Any],
-                 p: dict[str, Any]) -> dict[str, Any]:
+    def measure(self, ctx: ProbeContext, pool: Rotation, p: dict[str, Any]) -> dict[str, Any]:
         from ridgeline.validation.transformer import attention, sdpa_has_gqa
 
-        opts = _options(ctx)
+        opts = self.options(ctx)
         kernel, provider, dtype = p["kernel"], p["provider"], p["dtype"]
         batch, context = int(p["batch"]), int(p["context"])
         hq, hkv, d = int(p["q_heads"]), int(p["kv_heads"]), int(p["head_dim"])
         causal = kernel == "prefill"
-        qs, ks, vs, copies = pool["q"], pool["k"], pool["v"], pool["copies"]
+        qs, ks, vs, copies = pool["q"], pool["k"], pool["v"], pool.copies
         config = num_splits = None
         gqa = "none" if hq == hkv else ("native" if sdpa_has_gqa() else "repeat")
 
@@ -360,17 +316,11 @@ class AttentionProbe(Probe):
         validated, max_err = check_output(y.reshape(ref.shape), ref, rtol)
         del y, ref
 
-        counter = itertools.count()
-
-        def fn():
-            return call(next(counter) % copies)
-
         fl, br, bw = work(kernel, batch, context, hq, hkv, d, dtype)
-        budget = {**timing_budget(ctx.device.kind, ctx.quick),
-                  **{key: opts[key] for key in ("warmup_ms", "rep_ms", "min_reps") if key in opts}}
-        launches = launches_per_sample(copies, pool["copy_bytes"], ctx.device.kind)
-        timing = ctx.timer.time(fn, work=Work(bytes=br + bw, flops=fl), flush_cache=False,
-                                launches_per_sample=launches, **budget)
+        timing = rotation.time_rotating(
+            ctx, call, copies, Work(bytes=br + bw, flops=fl),
+            launches=launches_per_sample(copies, pool.copy_bytes, ctx.device.kind),
+            budget=rotation.with_overrides(timing_budget(ctx.device.kind, ctx.quick), opts))
         rec = make_record(
             probe="attention", provider=provider, kernel=kernel, dtype=dtype, timing=timing,
             validated=validated, bytes_read=br, bytes_written=bw, flops=fl,
@@ -379,39 +329,28 @@ class AttentionProbe(Probe):
             q_heads=hq, kv_heads=hkv, head_dim=d,
         )
         kv = kv_cache_bytes(batch, context, hkv, d, dtype)
-        seconds = rec["time_ms_median"] * 1e-3
         rec.update({
-            "kv_bytes": kv, "kv_bw_GBps": kv / seconds / 1e9 if seconds > 0 else None,
+            "kv_bytes": kv, "kv_bw_GBps": rotation.rate_GBps(kv, rec),
             "causal": causal, "gqa": gqa, "config": config, "num_splits": num_splits,
-            "copies": copies, "rotation_bytes": copies * pool["copy_bytes"],
-            "cache_bytes": pool["cache_bytes"], "rtol": rtol,
+            **pool.fields(), "rtol": rtol,
         })
         return rec
 
     # --- rotated inputs --------------------------------------------------------------
 
-    def _pool(self, ctx: ProbeContext, p: dict[str, Any]) -> dict[str, Any]:
-        key = self._key(p)
-        if key in self._pools:
-            return self._pools[key]
-        self._drop_all()  # free the previous case's inputs before sizing this one
+    def build_pool(self, ctx: ProbeContext, p: dict[str, Any]) -> Rotation:
         import torch
 
-        opts = _options(ctx)
         kernel, dtype = p["kernel"], p["dtype"]
         batch, context = int(p["batch"]), int(p["context"])
         hq, hkv, d = int(p["q_heads"]), int(p["kv_heads"]), int(p["head_dim"])
         q_len = 1 if kernel == "decode" else context
         copy_bytes = work(kernel, batch, context, hq, hkv, d, dtype)[1]   # q, K, V
-        cache = cache_bytes_for(ctx.device)
-        factor = float(opts.get("rotate_factor", 4.0 if ctx.device.is_gpu else 2.0))
-        free = ctx.free_memory_bytes()
-        copies = rotation_copies(copy_bytes, cache, free, factor, MEMORY_FRACTION,
-                                 max_copies=opts.get("max_copies"))
-        if copies < 1:
-            raise Waived(f"{kernel} batch {batch} x {context} tokens needs "
-                         f"{copy_bytes / 1e9:.2f} GB of q, K, V; half of the "
-                         f"{free / 1e9:.2f} GB free is less")
+        pool = rotation.size_rotation(
+            ctx, self.options(ctx), copy_bytes,
+            lambda need, free: (f"{kernel} batch {batch} x {context} tokens needs "
+                                f"{need / 1e9:.2f} GB of q, K, V; half of the "
+                                f"{free / 1e9:.2f} GB free is less"))
         dev = ctx.torch_device
         tdtype = torch_dtype(dtype)
         gen = torch.Generator(device=dev)
@@ -419,30 +358,12 @@ class AttentionProbe(Probe):
         q0 = torch.randn(batch, hq, q_len, d, generator=gen, device=dev, dtype=tdtype)
         k0 = torch.randn(batch, hkv, context, d, generator=gen, device=dev, dtype=tdtype)
         v0 = torch.randn(batch, hkv, context, d, generator=gen, device=dev, dtype=tdtype)
-        pool = {"q": [q0], "k": [k0], "v": [v0], "copies": copies, "copy_bytes": copy_bytes,
-                "cache_bytes": cache}
-        for _ in range(copies - 1):  # other memory, same values: see the module docstring
+        pool.inputs = {"q": [q0], "k": [k0], "v": [v0]}
+        for _ in range(pool.copies - 1):  # other memory, same values: see the module docstring
             pool["q"].append(q0.clone())
             pool["k"].append(k0.clone())
             pool["v"].append(v0.clone())
-        self._pools[key] = pool
         return pool
-
-    def _release_if_done(self, key: tuple) -> None:
-        if key in self._uses_left:
-            self._uses_left[key] -= 1
-            if self._uses_left[key] <= 0:
-                del self._uses_left[key]
-                self._drop_all()
-
-    def _drop_all(self) -> None:
-        if not self._pools:
-            return
-        self._pools.clear()
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()  # so free-memory sizing (here and in later probes) is true
 
 
 # --- reference and check --------------------------------------------------------------

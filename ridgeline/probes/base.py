@@ -62,6 +62,14 @@ class ProbeContext:
         return free_memory_bytes(self.device)
 
 
+def probe_options(ctx: ProbeContext, name: str) -> dict[str, Any]:
+    """The overrides of probe `name`: ctx.options[name] when that is a dict, else ctx.options
+    (a test or the API may give one probe's options flat)."""
+    opts = ctx.options or {}
+    nested = opts.get(name)
+    return nested if isinstance(nested, dict) else opts
+
+
 class Probe(ABC):
     name: str = ""
     description: str = ""
@@ -69,6 +77,10 @@ class Probe(ABC):
     def available(self, ctx: ProbeContext) -> str | None:
         """None when the probe can run here, else the reason it is waived."""
         return None
+
+    def options(self, ctx: ProbeContext) -> dict[str, Any]:
+        """This probe's overrides (see probe_options)."""
+        return probe_options(ctx, self.name)
 
     @abstractmethod
     def cases(self, ctx: ProbeContext) -> list[Case]:

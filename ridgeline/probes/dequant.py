@@ -29,13 +29,12 @@ Providers:
   quantized weight is read once and dequantized in registers); its config is
   chosen before timing under the budget `tune` and recorded as `config`.
 
-Honest timing, as the decode GEMV probe (ridgeline.probes.gemv, whose rotation
-helpers this uses; call counts and budgets as ridgeline.probes.moe): each case
-rotates through `copies` quantized weights (with their scales) totalling >=
-`rotate_factor` (4 on GPUs, 2 on the CPU) x the last-level cache; on a GPU every
-sample cycles through all of them in a CUDA graph of >= 16 launches, on the CPU a
-sample is one call and consecutive calls take the copies in turn
-(ridgeline.probes.moe.launches_for). Before timing, the output is checked against
+Honest timing, as the decode GEMV probe (ridgeline.probes.rotation; calls per sample and
+budgets as ridgeline.probes.moe): each case rotates through `copies` quantized weights
+(with their scales) totalling >= `rotate_factor` (4 on GPUs, 2 on the CPU) x the
+last-level cache; on a GPU every sample cycles through all of them in a CUDA graph of
+>= 16 launches, on the CPU a sample is one call and consecutive calls take the copies
+in turn (`launches_per_sample`). Before timing, the output is checked against
 an fp64 reference from the same quantized operands (|y - ref| <= 2^-6 (|ref| +
 rms(ref))); `validated` records it. On a GPU a case takes 10 ms warm-up + 40 ms of
 samples (--quick 5 + 15); the default sweep (3 shapes x 7 batches x 2 dtypes x 2
@@ -52,19 +51,17 @@ Run: `ridgeline profile --probes dequant [--quick]`; tests: tests/test_probes_de
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import math
-from collections import Counter
 from typing import Any
 
 from ridgeline.dtypes import bytes_per_element
-from ridgeline.errors import Waived
-from ridgeline.probes.base import Case, Probe, ProbeContext
+from ridgeline.probes import rotation
+from ridgeline.probes.base import Case, ProbeContext
 from ridgeline.probes.gemv import (
-    RTOL, TRITON_ON_CPU, check_output, gemv_fp64_reference, cache_bytes_for, rotation_copies,
+    RTOL, check_output, gemv_fp64_reference, triton_waiver, tune_budget,
 )
-from ridgeline.probes.moe import BUDGET_KEYS, launches_for, timing_budget
+from ridgeline.probes.rotation import Rotation, RotatingProbe
 from ridgeline.records import make_record
 from ridgeline.sizing.precision import INT4_GROUP_SIZE, SCALE_BYTES
 from ridgeline.timing import Work
@@ -83,6 +80,10 @@ CPU_SHAPES = [(1024, 1024)]
 CPU_QUICK_SHAPES = [(1024, 1024)]
 CPU_BATCHES = [1, 4, 16, 64]
 CPU_QUICK_BATCHES = [1, 8]
+# CPU timer budgets (not quick, quick): a sample is one call of up to ~50 ms (the int4
+# unpack alone is ~20 ms), as the moe probe's; a GPU's are rotation.GPU_BUDGET
+CPU_BUDGET = {False: rotation.SLOW_CALL_CPU_BUDGET, True: rotation.SLOW_CALL_CPU_BUDGET}
+WEIGHT_SEED = 2000   # copy i of a weight is drawn from seed WEIGHT_SEED + i
 
 
 # --- work counts (pure) -------------------------------------------------------------
@@ -163,24 +164,21 @@ def make_weight(n: int, k: int, dtype: str, gen, dev):
     return q, scale.to(torch.float16)
 
 
-def _options(ctx: ProbeContext) -> dict[str, Any]:
-    opts = ctx.options or {}
-    nested = opts.get("dequant")
-    return nested if isinstance(nested, dict) else opts
+def timing_budget(device_kind: str, quick: bool) -> dict[str, float]:
+    """Timer budgets per case (see CPU_BUDGET)."""
+    return rotation.timing_budget(device_kind, quick, CPU_BUDGET)
 
 
-class DequantProbe(Probe):
+def launches_per_sample(copies: int, device_kind: str) -> int:
+    """Calls per sample. GPU: a graph cycling through every copy (>= 16 launches). CPU: one
+    call, consecutive calls taking the copies in turn: a sample of `copies` torch_dequant
+    calls (tens of ms each on a small CPU) would be slow, and no launch gap needs hiding."""
+    return rotation.launches_per_sample(copies, device_kind, cpu_whole_rotation=False)
+
+
+class DequantProbe(RotatingProbe):
     name = "dequant"
     description = "weight-only int8/int4 decode GEMV (dequantization cost) against batch size"
-
-    def __init__(self) -> None:
-        self._pools: dict[tuple, dict[str, Any]] = {}
-        self._uses_left: Counter = Counter()
-
-    def available(self, ctx: ProbeContext) -> str | None:
-        if importlib.util.find_spec("torch") is None:
-            return "torch is not installed"
-        return None
 
     def waiver(self, params: dict[str, Any], ctx: ProbeContext) -> str | None:
         """Why this (provider, dtype, shape) cannot run on ctx.device, or None."""
@@ -192,14 +190,11 @@ class DequantProbe(Probe):
         if dtype == "int4" and k % INT4_GROUP_SIZE:
             return f"int4 groups of {INT4_GROUP_SIZE} need K a multiple of {INT4_GROUP_SIZE}"
         if provider == "triton":
-            if ctx.device.kind == "cpu":
-                return TRITON_ON_CPU
-            if importlib.util.find_spec("triton") is None:
-                return "triton is not installed"
+            return triton_waiver(ctx.device)
         return None
 
     def cases(self, ctx: ProbeContext) -> list[Case]:
-        opts = _options(ctx)
+        opts = self.options(ctx)
         if ctx.device.kind == "cpu":
             shapes = CPU_QUICK_SHAPES if ctx.quick else CPU_SHAPES
             batches = CPU_QUICK_BATCHES if ctx.quick else CPU_BATCHES
@@ -210,44 +205,26 @@ class DequantProbe(Probe):
         batches = [int(b) for b in opts.get("batches", batches)]
         dtypes = list(opts.get("dtypes", DTYPES))
         only = set(opts.get("providers", [])) or None
+        return self.plan(ctx, ({"provider": provider, "dtype": dtype, "k": k, "n": n,
+                                "batch": batch, "group_size": group_size_for(dtype, k)}
+                               for dtype, (k, n), batch, provider
+                               in itertools.product(dtypes, shapes, batches, PROVIDERS)
+                               if not only or provider in only))
 
-        out: list[Case] = []
-        waived_seen: set[tuple] = set()
-        self._uses_left = Counter()
-        for dtype, (k, n), batch, provider in itertools.product(dtypes, shapes, batches,
-                                                                PROVIDERS):
-            if only and provider not in only:
-                continue
-            params = {"provider": provider, "dtype": dtype, "k": k, "n": n, "batch": batch,
-                      "group_size": group_size_for(dtype, k)}
-            reason = self.waiver(params, ctx)
-            if reason:  # one waived case per (dtype, provider, reason), not a wall of them
-                if (dtype, provider, reason) in waived_seen:
-                    continue
-                waived_seen.add((dtype, provider, reason))
-            else:
-                self._uses_left[(dtype, k, n)] += 1
-            out.append(Case(params))
-        return out
+    # --- one case --------------------------------------------------------------------
 
-    def run(self, case: Case, ctx: ProbeContext) -> list[dict[str, Any]]:
-        reason = self.waiver(case.params, ctx)
-        if reason:
-            raise Waived(reason)
-        dtype, k, n = case["dtype"], int(case["k"]), int(case["n"])
-        try:
-            pool = self._pool(ctx, dtype, k, n)
-            rec = self._measure(ctx, pool, case["provider"], dtype, k, n, int(case["batch"]))
-        finally:
-            self._release_if_done(dtype, k, n)
-        return [rec]
+    def pool_key(self, params: dict[str, Any]) -> tuple:
+        """The providers and batch sizes of one weight share its copies."""
+        return (params["dtype"], int(params["k"]), int(params["n"]))
 
-    def _measure(self, ctx, pool, provider, dtype, k, n, batch) -> dict[str, Any]:
+    def measure(self, ctx: ProbeContext, pool: Rotation, params: dict[str, Any]) -> dict[str, Any]:
         import torch
 
-        opts = _options(ctx)
+        provider = params["provider"]
+        dtype, k, n = self.pool_key(params)
+        batch = int(params["batch"])
         dev = ctx.torch_device
-        copies, weights, scales = pool["copies"], pool["weights"], pool["scales"]
+        copies, weights, scales = pool.copies, pool["weights"], pool["scales"]
         group = group_size_for(dtype, k)
         gen = torch.Generator(device=dev)
         gen.manual_seed(7 * batch + 3)
@@ -260,7 +237,7 @@ class DequantProbe(Probe):
         else:
             from ridgeline.kernels.dequant_gemv import dequant_gemv, select_config
 
-            tune = str(opts.get("tune") or ("quick" if ctx.quick else "default"))
+            tune = tune_budget(ctx, self.name)
             cfg = select_config(x, weights[0], scales[0], group, tune)  # once, before timing
 
             def call(i):
@@ -273,18 +250,13 @@ class DequantProbe(Probe):
         validated, max_err = check_output(y, ref, rtol)
         del y, ref
 
-        counter = itertools.count()
-
-        def fn():
-            return call(next(counter) % copies)
-
         br, bw, fl = bytes_read(batch, n, k, dtype, group), bytes_written(batch, n), \
             flops(batch, n, k)
-        budget = {**timing_budget(ctx.device.kind, ctx.quick),
-                  **{key: opts[key] for key in BUDGET_KEYS if key in opts}}
-        timing = ctx.timer.time(fn, work=Work(bytes=br + bw, flops=fl), flush_cache=False,
-                                launches_per_sample=launches_for(copies, ctx.device.kind),
-                                **budget)
+        timing = rotation.time_rotating(
+            ctx, call, copies, Work(bytes=br + bw, flops=fl),
+            launches=launches_per_sample(copies, ctx.device.kind),
+            budget=rotation.with_overrides(timing_budget(ctx.device.kind, ctx.quick),
+                                           self.options(ctx)))
         rec = make_record(
             probe="dequant", provider=provider, kernel="gemv", dtype=dtype, timing=timing,
             validated=validated, bytes_read=br, bytes_written=bw, flops=fl,
@@ -293,60 +265,22 @@ class DequantProbe(Probe):
             group_size=group,
         )
         wb = weight_bytes(n, k, dtype)
-        seconds = rec["time_ms_median"] * 1e-3
         rec.update({
             "out_dtype": ACT_DTYPE, "weight_bytes": wb, "scale_bytes": scale_bytes(n, k, group),
-            "weight_bw_GBps": wb / seconds / 1e9 if seconds > 0 else None,
-            "copies": copies, "rotation_bytes": copies * pool["copy_bytes"],
-            "cache_bytes": pool["cache_bytes"], "config": config, "tune_budget": tune,
+            "weight_bw_GBps": rotation.rate_GBps(wb, rec),
+            **pool.fields(), "config": config, "tune_budget": tune,
             "rtol": rtol,
         })
         return rec
 
     # --- rotated weights -------------------------------------------------------------
 
-    def _pool(self, ctx: ProbeContext, dtype: str, k: int, n: int) -> dict[str, Any]:
-        key = (dtype, k, n)
-        if key in self._pools:
-            return self._pools[key]
-        self._drop_all()
-        import torch
-
-        opts = _options(ctx)
-        copy_bytes = weight_bytes(n, k, dtype) + scale_bytes(n, k, group_size_for(dtype, k))
-        cache = cache_bytes_for(ctx.device)
-        factor = float(opts.get("rotate_factor", 2.0 if ctx.device.kind == "cpu" else 4.0))
-        free = ctx.free_memory_bytes()
-        copies = rotation_copies(copy_bytes, cache, free, factor, max_copies=opts.get("max_copies"))
-        if copies < 1:
-            raise Waived(f"one {k}x{n} {dtype} weight needs {copy_bytes / 1e9:.2f} GB; "
-                         f"{free / 1e9:.2f} GB free")
+    def build_pool(self, ctx: ProbeContext, params: dict[str, Any]) -> Rotation:
+        dtype, k, n = self.pool_key(params)
         dev = ctx.torch_device
-        gen = torch.Generator(device=dev)
-        weights, scales = [], []
-        for i in range(copies):
-            gen.manual_seed(2000 + i)
-            q, s = make_weight(n, k, dtype, gen, dev)
-            weights.append(q)
-            scales.append(s)
-        pool = {"weights": weights, "scales": scales, "copies": copies,
-                "copy_bytes": copy_bytes, "cache_bytes": cache}
-        self._pools[key] = pool
-        return pool
-
-    def _release_if_done(self, dtype: str, k: int, n: int) -> None:
-        key = (dtype, k, n)
-        if key in self._uses_left:
-            self._uses_left[key] -= 1
-            if self._uses_left[key] <= 0:
-                del self._uses_left[key]
-                self._drop_all()
-
-    def _drop_all(self) -> None:
-        if not self._pools:
-            return
-        self._pools.clear()
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        return rotation.weight_rotation(   # int8/int4 weights and their fp16 scales
+            ctx, self.options(ctx),
+            weight_bytes(n, k, dtype) + scale_bytes(n, k, group_size_for(dtype, k)),
+            lambda need, free: (f"one {k}x{n} {dtype} weight needs {need / 1e9:.2f} GB; "
+                                f"{free / 1e9:.2f} GB free"),
+            WEIGHT_SEED, lambda gen: make_weight(n, k, dtype, gen, dev))

@@ -29,14 +29,15 @@ Providers:
   `tune` ("quick" with --quick: no timing; "default": a pruned list), recorded
   as `config` and `tune_budget`.
 
-Honest timing:
+Honest timing (the rules ridgeline.probes.rotation keeps for the four rotating probes):
 - Caches: each case rotates through `copies` weight copies whose total is at
   least `rotate_factor` (4 on GPUs, 2 on the CPU) times the last-level cache
   (ctx.device.l2_cache_bytes; at least 256 MiB on ROCm, whose Infinity Cache
   torch does not report), bounded by half the free memory. The timer gets
   flush_cache=False and launches_per_sample = a multiple of `copies` (at least
   16 on a GPU), so every sample cycles through all copies inside one CUDA graph
-  and no host launch gap is timed.
+  and no host launch gap is timed. On the CPU too a sample is one whole rotation
+  (`launches_per_sample`).
 - Validation: before timing, the output for copy 0 is compared with an fp64
   reference computed from the dequantized operands the provider actually saw
   (|y - ref| <= rtol * (|ref| + rms(ref)), rtol from the output dtype).
@@ -48,7 +49,7 @@ Honest timing:
 Options (ctx.options, or ctx.options["gemv"]), for tests and the CLI:
     shapes: [[K, N], ...]     batches: [1, 2, ...]     dtypes: ["bf16", ...]
     providers: ["torch", ...]  rotate_factor: float     max_copies: int
-    warmup_ms, rep_ms, min_reps: timer budgets    tune: "quick" | "default" | "full"
+    warmup_ms, rep_ms, min_reps, max_reps: timer budgets    tune: "quick" | "default" | "full"
 
 Run: `ridgeline profile --probes gemv [--quick]`; tests: tests/test_probes_gemv.py.
 """
@@ -56,15 +57,14 @@ Run: `ridgeline profile --probes gemv [--quick]`; tests: tests/test_probes_gemv.
 from __future__ import annotations
 
 import importlib.util
-import itertools
-import math
-from collections import Counter
 from typing import Any
 
 from ridgeline.dtypes import bytes_per_element, fp8_format, from_torch, is_fp8, torch_dtype
 from ridgeline.errors import Waived
-from ridgeline.probes.base import Case, Probe, ProbeContext
+from ridgeline.probes import rotation
+from ridgeline.probes.base import Case, ProbeContext, probe_options
 from ridgeline.probes.matmul import FAST_ACCUM, fast_accum_tolerance
+from ridgeline.probes.rotation import Rotation, RotatingProbe
 from ridgeline.records import make_record
 from ridgeline.timing import Work
 
@@ -80,11 +80,9 @@ CPU_SHAPES = [(1024, 1024), (2048, 4096), (4096, 4096), (4096, 14336)]
 CPU_QUICK_SHAPES = [(1024, 1024), (2048, 4096)]
 CPU_BATCHES = [2**i for i in range(7)]  # 1 .. 64
 CPU_QUICK_BATCHES = [1, 4, 16]
-
-MIN_GPU_LAUNCHES = 16      # launches per graph-replayed sample, at least
-ROCM_MIN_CACHE_BYTES = 256 * 2**20   # MI300X Infinity Cache; torch reports only the 4 MB L2
-DEFAULT_CACHE_BYTES = 256 * 2**20
-MEMORY_FRACTION = 0.5      # of the free memory the weight copies may take
+# CPU timer budgets (not quick, quick); a GPU's are rotation.GPU_BUDGET
+CPU_BUDGET = {False: {}, True: {"warmup_ms": 5.0, "rep_ms": 20.0, "min_reps": 3}}
+WEIGHT_SEED = 1000   # copy i of a weight is drawn from seed WEIGHT_SEED + i
 
 TRITON_ON_CPU = "Triton kernels need a GPU; the interpreter is for correctness tests only"
 
@@ -119,30 +117,12 @@ def flops(batch: int, n: int, k: int) -> int:
     return 2 * batch * n * k
 
 
-def rotation_copies(copy_bytes: int, cache_bytes: int, free_bytes: int,
-                    factor: float = 4.0, mem_fraction: float = MEMORY_FRACTION,
-                    max_copies: int | None = None) -> int:
-    """Copies so their total is >= factor x cache, bounded by memory; 0 if one does not fit."""
-    want = max(1, math.ceil(factor * cache_bytes / copy_bytes))
-    if max_copies:
-        want = min(want, int(max_copies))
-    afford = int(mem_fraction * free_bytes // copy_bytes)
-    return max(0, min(want, afford))
-
-
 def launches_per_sample(copies: int, device_kind: str) -> int:
-    """A multiple of `copies` (each sample reads every copy); >= 16 launches on a GPU graph."""
-    if device_kind == "cpu":
-        return copies
-    return copies * math.ceil(MIN_GPU_LAUNCHES / copies)
-
-
-def cache_bytes_for(device) -> int:
-    """The last-level cache the rotated weights must exceed."""
-    l2 = device.l2_cache_bytes or (32 * 2**20 if device.kind == "cpu" else DEFAULT_CACHE_BYTES)
-    if device.kind == "rocm":
-        l2 = max(l2, ROCM_MIN_CACHE_BYTES)
-    return int(l2)
+    """A multiple of `copies`: each sample reads every copy, >= 16 launches on a GPU graph.
+    On the CPU too a sample is a whole rotation: the CPU shapes' calls take about a
+    millisecond, so a sample of every copy stays short (the other rotating probes' calls
+    take up to 50 ms, and take one call a sample)."""
+    return rotation.launches_per_sample(copies, device_kind, cpu_whole_rotation=True)
 
 
 def fp8_name(device) -> str:
@@ -151,52 +131,42 @@ def fp8_name(device) -> str:
 
 
 def timing_budget(device_kind: str, quick: bool) -> dict[str, float]:
-    """Timer budgets per case. A GPU sample is a graph of >= 16 launches (~0.2-3 ms), so
-    15-40 ms of samples is 10-200 of them; with 200 cases in the default sweep, the
-    timer's own 25 + 100 ms would make the GEMV probe alone take about half a minute."""
-    if device_kind == "cpu":
-        return {"warmup_ms": 5.0, "rep_ms": 20.0, "min_reps": 3} if quick else {}
-    return {"warmup_ms": 5.0, "rep_ms": 15.0} if quick else {"warmup_ms": 10.0, "rep_ms": 40.0}
+    """Timer budgets per case: rotation.GPU_BUDGET on a GPU; on the CPU, --quick's short
+    one, else the timer's own defaults."""
+    return rotation.timing_budget(device_kind, quick, CPU_BUDGET)
 
 
-def tune_budget(ctx: ProbeContext) -> str:
-    """The Triton tuner's budget: options["tune"], else quick under --quick, else default."""
-    return str(_options(ctx).get("tune") or ("quick" if ctx.quick else "default"))
+def tune_budget(ctx: ProbeContext, probe: str = "gemv") -> str:
+    """A Triton tuner's budget: the probe's options["tune"], else quick under --quick, else
+    default (the dequant probe's fused kernel takes it the same way)."""
+    return str(probe_options(ctx, probe).get("tune") or ("quick" if ctx.quick else "default"))
+
+
+def triton_waiver(device) -> str | None:
+    """Why a Triton provider cannot run on `device` (the CPU, no triton), or None."""
+    if device.kind == "cpu":
+        return TRITON_ON_CPU
+    if importlib.util.find_spec("triton") is None:
+        return "triton is not installed"
+    return None
 
 
 def providers_for(dtype: str) -> list[str]:
     return ["torch_scaled_mm", "triton"] if is_fp8(dtype) else ["torch", "triton"]
 
 
-def _options(ctx: ProbeContext) -> dict[str, Any]:
-    opts = ctx.options or {}
-    nested = opts.get("gemv")
-    return nested if isinstance(nested, dict) else opts
-
-
-class GemvProbe(Probe):
+class GemvProbe(RotatingProbe):
     name = "gemv"
     description = "decode GEMV y = x @ W.T against batch size on LLM weight shapes"
 
-    def __init__(self) -> None:
-        self._pools: dict[tuple, dict[str, Any]] = {}
-        self._uses_left: Counter = Counter()
-
     # --- what runs here --------------------------------------------------------------
-
-    def available(self, ctx: ProbeContext) -> str | None:
-        if importlib.util.find_spec("torch") is None:
-            return "torch is not installed"
-        return None
 
     def waiver(self, params: dict[str, Any], ctx: ProbeContext) -> str | None:
         """Why this (provider, dtype, shape) cannot run on ctx.device, or None."""
         dev, provider, dtype = ctx.device, params["provider"], params["dtype"]
         if provider == "triton":
-            if dev.kind == "cpu":
-                return TRITON_ON_CPU
-            if importlib.util.find_spec("triton") is None:
-                return "triton is not installed"
+            if reason := triton_waiver(dev):
+                return reason
             if dtype == "fp32":
                 return "the Triton GEMV takes bf16/fp16/fp8 weights"
         if dtype not in DTYPES:
@@ -220,7 +190,7 @@ class GemvProbe(Probe):
         return None
 
     def cases(self, ctx: ProbeContext) -> list[Case]:
-        opts = _options(ctx)
+        opts = self.options(ctx)
         dev = ctx.device
         if dev.kind == "cpu":
             shapes = CPU_QUICK_SHAPES if ctx.quick else CPU_SHAPES
@@ -234,49 +204,26 @@ class GemvProbe(Probe):
         batches = [int(b) for b in opts.get("batches", batches)]
         dtypes = list(opts.get("dtypes", dtypes))
         only = set(opts.get("providers", [])) or None
-
-        out: list[Case] = []
-        waived_seen: set[tuple] = set()
-        self._uses_left = Counter()
-        for dtype in dtypes:
-            for k, n in shapes:
-                for batch in batches:
-                    for provider in providers_for(dtype):
-                        if only and provider not in only:
-                            continue
-                        params = {"provider": provider, "dtype": dtype, "k": k, "n": n,
-                                  "batch": batch}
-                        reason = self.waiver(params, ctx)
-                        if reason:  # one waived case per (dtype, provider, reason), not a wall
-                            if (dtype, provider, reason) in waived_seen:
-                                continue
-                            waived_seen.add((dtype, provider, reason))
-                        else:
-                            self._uses_left[(dtype, k, n)] += 1
-                        out.append(Case(params))
-        return out
+        return self.plan(ctx, ({"provider": provider, "dtype": dtype, "k": k, "n": n,
+                                "batch": batch}
+                               for dtype in dtypes for k, n in shapes for batch in batches
+                               for provider in providers_for(dtype)
+                               if not only or provider in only))
 
     # --- one case --------------------------------------------------------------------
 
-    def run(self, case: Case, ctx: ProbeContext) -> list[dict[str, Any]]:
-        reason = self.waiver(case.params, ctx)
-        if reason:
-            raise Waived(reason)
-        provider, dtype = case["provider"], case["dtype"]
-        k, n, batch = int(case["k"]), int(case["n"]), int(case["batch"])
-        try:
-            pool = self._pool(ctx, dtype, k, n)
-            rec = self._measure(ctx, pool, provider, dtype, k, n, batch)
-        finally:
-            self._release_if_done(dtype, k, n)
-        return [rec]
+    def pool_key(self, params: dict[str, Any]) -> tuple:
+        """The providers and batch sizes of one weight share its copies."""
+        return (params["dtype"], int(params["k"]), int(params["n"]))
 
-    def _measure(self, ctx, pool, provider, dtype, k, n, batch) -> dict[str, Any]:
+    def measure(self, ctx: ProbeContext, pool: Rotation, params: dict[str, Any]) -> dict[str, Any]:
         import torch
 
-        opts = _options(ctx)
+        provider, dtype = params["provider"], params["dtype"]
+        k, n, batch = int(params["k"]), int(params["n"]), int(params["batch"])
+        opts = self.options(ctx)
         dev = ctx.torch_device
-        copies, weights, scales = pool["copies"], pool["weights"], pool["scales"]
+        copies, weights, scales = pool.copies, pool["weights"], pool["scales"]
         gen = torch.Generator(device=dev)
         gen.manual_seed(7 * batch + 1)
         act = "bf16" if is_fp8(dtype) else dtype
@@ -310,20 +257,14 @@ class GemvProbe(Probe):
         validated, max_err = check_output(y, ref, rtol)
         del y, ref
 
-        counter = itertools.count()
-
-        def fn():
-            return call(next(counter) % copies)
-
         br = bytes_read(batch, n, k, dtype, act, scales="per_tensor" if scale_kind == "tensorwise"
                         else "per_channel")
         bw = bytes_written(batch, n, out_dtype)
         fl = flops(batch, n, k)
-        budget = {**timing_budget(ctx.device.kind, ctx.quick),
-                  **{key: opts[key] for key in ("warmup_ms", "rep_ms", "min_reps") if key in opts}}
-        launches = launches_per_sample(copies, ctx.device.kind)
-        timing = ctx.timer.time(fn, work=Work(bytes=br + bw, flops=fl), flush_cache=False,
-                                launches_per_sample=launches, **budget)
+        timing = rotation.time_rotating(
+            ctx, call, copies, Work(bytes=br + bw, flops=fl),
+            launches=launches_per_sample(copies, ctx.device.kind),
+            budget=rotation.with_overrides(timing_budget(ctx.device.kind, ctx.quick), opts))
         wb = weight_bytes(n, k, dtype)
         rec = make_record(
             probe="gemv", provider=provider, kernel="gemv", dtype=dtype, timing=timing,
@@ -331,63 +272,24 @@ class GemvProbe(Probe):
             telemetry=ctx.telemetry(), max_abs_error=max_err,
             m=batch, n=n, k=k, batch=batch,
         )
-        seconds = rec["time_ms_median"] * 1e-3
         rec.update({
             "act_dtype": act, "out_dtype": out_dtype, "scale_kind": scale_kind,
-            "weight_bytes": wb, "weight_bw_GBps": wb / seconds / 1e9 if seconds > 0 else None,
-            "copies": copies, "rotation_bytes": copies * pool["copy_bytes"],
-            "cache_bytes": pool["cache_bytes"], "config": config, "rtol": rtol,
+            "weight_bytes": wb, "weight_bw_GBps": rotation.rate_GBps(wb, rec),
+            **pool.fields(), "config": config, "rtol": rtol,
             "fast_accum": fast_accum, "tune_budget": tune,
         })
         return rec
 
     # --- rotated weights -------------------------------------------------------------
 
-    def _pool(self, ctx: ProbeContext, dtype: str, k: int, n: int) -> dict[str, Any]:
-        key = (dtype, k, n)
-        if key in self._pools:
-            return self._pools[key]
-        self._drop_all()  # free the previous shape before sizing this one
-        import torch
-
-        opts = _options(ctx)
-        copy_bytes = weight_bytes(n, k, dtype) + (n * 4 if is_fp8(dtype) else 0)
-        cache = cache_bytes_for(ctx.device)
-        factor = float(opts.get("rotate_factor", 2.0 if ctx.device.kind == "cpu" else 4.0))
-        free = ctx.free_memory_bytes()
-        copies = rotation_copies(copy_bytes, cache, free, factor, max_copies=opts.get("max_copies"))
-        if copies < 1:
-            raise Waived(f"one {k}x{n} {dtype} weight needs {copy_bytes / 1e9:.2f} GB; "
-                         f"{free / 1e9:.2f} GB free")
+    def build_pool(self, ctx: ProbeContext, params: dict[str, Any]) -> Rotation:
+        dtype, k, n = self.pool_key(params)
         dev = ctx.torch_device
-        gen = torch.Generator(device=dev)
-        weights, scales = [], []
-        for i in range(copies):
-            gen.manual_seed(1000 + i)
-            w, s = _make_weight(n, k, dtype, gen, dev)
-            weights.append(w)
-            scales.append(s)
-        pool = {"weights": weights, "scales": scales, "copies": copies,
-                "copy_bytes": copy_bytes, "cache_bytes": cache}
-        self._pools[key] = pool
-        return pool
-
-    def _release_if_done(self, dtype: str, k: int, n: int) -> None:
-        key = (dtype, k, n)
-        if key in self._uses_left:
-            self._uses_left[key] -= 1
-            if self._uses_left[key] <= 0:
-                del self._uses_left[key]
-                self._drop_all()
-
-    def _drop_all(self) -> None:
-        if not self._pools:
-            return
-        self._pools.clear()
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()  # so free-memory sizing (here and in later probes) is true
+        return rotation.weight_rotation(
+            ctx, self.options(ctx), weight_bytes(n, k, dtype) + (n * 4 if is_fp8(dtype) else 0),
+            lambda need, free: (f"one {k}x{n} {dtype} weight needs {need / 1e9:.2f} GB; "
+                                f"{free / 1e9:.2f} GB free"),
+            WEIGHT_SEED, lambda gen: _make_weight(n, k, dtype, gen, dev))
 
 
 def _make_weight(n: int, k: int, dtype: str, gen, dev):

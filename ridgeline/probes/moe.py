@@ -34,14 +34,14 @@ Providers:
 fp8 runs where the device has fp8 matmuls (sm_89+, MI300 as fp8_e4m3fnuz); on the
 CPU it is one waived record per provider.
 
-Honest timing (helpers shared with ridgeline.probes.gemv): every case rotates
+Honest timing (ridgeline.probes.rotation, as the GEMV probe): every case rotates
 through `copies` problem sets, each its own expert weights and token rows, the
 weights totalling >= `rotate_factor` (4 on GPUs, 2 on the CPU) x the last-level
 cache (one set of Mixtral's experts is 0.5-1 GB: one copy on a GPU). On a GPU a
 sample cycles through all copies in a CUDA graph of >= 16 launches (a grouped op
 that syncs with the host cannot be captured: it is timed call by call, said in
 `timing_note`); on the CPU a sample is one call and consecutive calls take the
-copies in turn (`launches_for`; `copies` slow bf16 calls a sample would take
+copies in turn (`launches_per_sample`; `copies` slow bf16 calls a sample would take
 seconds). Before timing, every expert's output is checked against an fp64
 reference from the same (dequantized) operands, |y - ref| <= rtol (|ref| +
 rms(ref)) with the GEMV probe's bf16 rtol (+ the fast accumulation allowance for
@@ -60,18 +60,16 @@ Run: `ridgeline profile --probes moe [--quick]`; tests: tests/test_probes_moe.py
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-from collections import Counter
 from typing import Any
 
 from ridgeline.dtypes import bytes_per_element, is_fp8, torch_dtype
 from ridgeline.errors import Waived
-from ridgeline.probes.base import Case, Probe, ProbeContext
-from ridgeline.probes.gemv import (
-    RTOL, check_output, gemv_fp64_reference, cache_bytes_for, fp8_name, launches_per_sample, rotation_copies,
-)
+from ridgeline.probes import rotation
+from ridgeline.probes.base import Case, ProbeContext
+from ridgeline.probes.gemv import RTOL, check_output, fp8_name, gemv_fp64_reference
 from ridgeline.probes.matmul import FAST_ACCUM, fast_accum_tolerance, unsupported_reason
+from ridgeline.probes.rotation import Rotation, RotatingProbe
 from ridgeline.records import make_record
 from ridgeline.timing import Work
 
@@ -91,11 +89,11 @@ CPU_TOKENS = [1, 4, 16, 64]
 CPU_QUICK_SHAPES = [(512, 1024)]
 CPU_QUICK_TOKENS = [1, 16]
 
-# GPU: the GEMV probe's budgets (a sample is a graph of >= 16 launches, up to ~1 TFLOP
-# each). CPU: a sample is one call (launches_for) of 1-50 ms; the reps are capped too,
-# since a call estimated fast on a busy shared CPU can run 50x slower a moment later
-TIMING = {"cpu": ({"warmup_ms": 5.0, "rep_ms": 30.0, "min_reps": 3, "max_reps": 20},) * 2,
-          "gpu": ({"warmup_ms": 10.0, "rep_ms": 40.0}, {"warmup_ms": 5.0, "rep_ms": 15.0})}
+# CPU timer budgets (not quick, quick): a sample is one call (launches_per_sample) of
+# 1-50 ms, rotation.SLOW_CALL_CPU_BUDGET. GPU: rotation.GPU_BUDGET, the GEMV probe's (a
+# sample is a graph of >= 16 launches, up to ~1 TFLOP each).
+CPU_BUDGET = {False: rotation.SLOW_CALL_CPU_BUDGET, True: rotation.SLOW_CALL_CPU_BUDGET}
+WEIGHT_SEED = 3000   # copy i of the experts is drawn from seed WEIGHT_SEED + i
 
 
 # --- work counts (pure) -------------------------------------------------------------
@@ -128,45 +126,30 @@ def flops(experts: int, tokens: int, k: int, n: int) -> int:
     return 2 * experts * tokens * k * n
 
 
-BUDGET_KEYS = ("warmup_ms", "rep_ms", "min_reps", "max_reps")   # option overrides
-
-
 def timing_budget(device_kind: str, quick: bool) -> dict[str, float]:
-    """Timer budgets per case (see TIMING)."""
-    return dict(TIMING["cpu" if device_kind == "cpu" else "gpu"][int(bool(quick))])
+    """Timer budgets per case (see CPU_BUDGET)."""
+    return rotation.timing_budget(device_kind, quick, CPU_BUDGET)
 
 
-def launches_for(copies: int, device_kind: str) -> int:
+def launches_per_sample(copies: int, device_kind: str) -> int:
     """Calls per sample. GPU: a graph cycling through every copy (>= 16 launches). CPU: one
     call; consecutive calls still cycle through the copies (fn takes the next one), so
     each call's operands were evicted by the others' >= factor x LLC since last read, and
     a sample is not `copies` slow bf16 calls (seconds each on a small CPU)."""
-    return 1 if device_kind == "cpu" else launches_per_sample(copies, device_kind)
-
-
-def _options(ctx: ProbeContext) -> dict[str, Any]:
-    opts = ctx.options or {}
-    nested = opts.get("moe")
-    return nested if isinstance(nested, dict) else opts
+    return rotation.launches_per_sample(copies, device_kind, cpu_whole_rotation=False)
 
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0][:160]
 
 
-class MoeProbe(Probe):
+class MoeProbe(RotatingProbe):
     name = "moe"
     description = "MoE expert GEMMs (per-expert loop vs grouped GEMM) against tokens per expert"
 
     def __init__(self) -> None:
-        self._pools: dict[tuple, dict[str, Any]] = {}
-        self._uses_left: Counter = Counter()
+        super().__init__()
         self._refused: dict[tuple[str, str], str] = {}   # (provider, dtype) -> reason
-
-    def available(self, ctx: ProbeContext) -> str | None:
-        if importlib.util.find_spec("torch") is None:
-            return "torch is not installed"
-        return None
 
     def waiver(self, params: dict[str, Any], ctx: ProbeContext) -> str | None:
         """Why this (provider, dtype, shape) cannot run here, or None (a trial call may
@@ -192,7 +175,7 @@ class MoeProbe(Probe):
         return self._refused.get((provider, dtype))
 
     def cases(self, ctx: ProbeContext) -> list[Case]:
-        opts = _options(ctx)
+        opts = self.options(ctx)
         dev = ctx.device
         if dev.kind == "cpu":
             shapes = CPU_QUICK_SHAPES if ctx.quick else CPU_SHAPES
@@ -207,45 +190,27 @@ class MoeProbe(Probe):
         dtypes = list(opts.get("dtypes", dtypes))
         experts = int(opts.get("experts", EXPERTS))
         only = set(opts.get("providers", [])) or None
-
-        out: list[Case] = []
-        waived_seen: set[tuple] = set()
-        self._uses_left = Counter()
-        for dtype, (k, n), t, provider in itertools.product(dtypes, shapes, tokens, PROVIDERS):
-            if only and provider not in only:
-                continue
-            params = {"provider": provider, "dtype": dtype, "experts": experts,
-                      "tokens_per_expert": t, "k": k, "n": n}
-            reason = self.waiver(params, ctx)
-            if reason:  # one waived case per (dtype, provider, reason)
-                if (dtype, provider, reason) in waived_seen:
-                    continue
-                waived_seen.add((dtype, provider, reason))
-            else:
-                self._uses_left[(dtype, experts, k, n)] += 1
-            out.append(Case(params))
-        return out
+        return self.plan(ctx, ({"provider": provider, "dtype": dtype, "experts": experts,
+                                "tokens_per_expert": t, "k": k, "n": n}
+                               for dtype, (k, n), t, provider
+                               in itertools.product(dtypes, shapes, tokens, PROVIDERS)
+                               if not only or provider in only))
 
     # --- one case --------------------------------------------------------------------
 
-    def run(self, case: Case, ctx: ProbeContext) -> list[dict[str, Any]]:
-        reason = self.waiver(case.params, ctx)
-        key = (case["dtype"], int(case["experts"]), int(case["k"]), int(case["n"]))
-        try:
-            if reason:
-                raise Waived(reason)
-            pool = self._pool(ctx, *key)
-            return [self._measure(ctx, pool, case["provider"], *key,
-                                  int(case["tokens_per_expert"]))]
-        finally:
-            self._release_if_done(key)
+    def pool_key(self, params: dict[str, Any]) -> tuple:
+        """The providers and token counts of one expert shape share its copies."""
+        return (params["dtype"], int(params["experts"]), int(params["k"]), int(params["n"]))
 
-    def _measure(self, ctx, pool, provider, dtype, experts, k, n, tokens) -> dict[str, Any]:
+    def measure(self, ctx: ProbeContext, pool: Rotation, params: dict[str, Any]) -> dict[str, Any]:
         import torch
 
-        opts = _options(ctx)
+        provider = params["provider"]
+        dtype, experts, k, n = self.pool_key(params)
+        tokens = int(params["tokens_per_expert"])
+        opts = self.options(ctx)
         dev = ctx.torch_device
-        copies = pool["copies"]
+        copies = pool.copies
         gen = torch.Generator(device=dev)
         gen.manual_seed(7 * tokens + 5)
         xs = [torch.randn(experts, tokens, k, generator=gen, device=dev, dtype=torch.bfloat16)
@@ -274,31 +239,27 @@ class MoeProbe(Probe):
         validated, max_err = check_output(y.view(experts, tokens, n), ref, rtol)
         del y, ref, x_ref
 
-        counter = itertools.count()
-
-        def fn():
-            return call(next(counter) % copies)
-
         br = bytes_read(experts, tokens, k, n, dtype, scale_kind or "rowwise")
         bw = bytes_written(experts, tokens, n)
         fl = flops(experts, tokens, k, n)
-        budget = {**timing_budget(ctx.device.kind, ctx.quick),
-                  **{key: opts[key] for key in BUDGET_KEYS if key in opts}}
-        launches = launches_for(copies, ctx.device.kind)
+        budget = rotation.with_overrides(timing_budget(ctx.device.kind, ctx.quick), opts)
+        launches = launches_per_sample(copies, ctx.device.kind)
         work = Work(bytes=br + bw, flops=fl)
         graph_note = None
         try:
-            timing = ctx.timer.time(fn, work=work, flush_cache=False,
-                                    launches_per_sample=launches, **budget)
+            timing = rotation.time_rotating(ctx, call, copies, work, launches=launches,
+                                            budget=budget)
         except RuntimeError as exc:
             # a grouped GEMM that syncs with the host (torch's fallback off sm_90/sm_100)
-            # cannot be captured in a graph: time its calls one by one instead
+            # cannot be captured in a graph: time its calls one by one instead, flushing
+            # the cache between samples where one rotation does not beat 4x of it
             if launches == 1 or "captur" not in str(exc).lower():
                 raise
             torch.cuda.synchronize()
             graph_note = f"not graph-capturable ({_first_line(exc)}): timed call by call"
-            timing = ctx.timer.time(fn, work=work, flush_cache=copies * pool["copy_bytes"]
-                                    < 4 * pool["cache_bytes"], launches_per_sample=1, **budget)
+            timing = rotation.time_rotating(
+                ctx, call, copies, work, launches=1, budget=budget,
+                flush_cache=pool.rotation_bytes < 4 * pool.cache_bytes)
         rec = make_record(
             probe="moe", provider=provider, kernel="grouped_gemm", dtype=dtype, timing=timing,
             validated=validated, bytes_read=br, bytes_written=bw, flops=fl,
@@ -306,63 +267,25 @@ class MoeProbe(Probe):
             experts=experts, tokens_per_expert=tokens, m=tokens, k=k, n=n,
         )
         wb = weight_bytes(experts, k, n, dtype)
-        seconds = rec["time_ms_median"] * 1e-3
         rec.update({
             "act_dtype": dtype, "out_dtype": OUT_DTYPE, "scale_kind": scale_kind,
-            "weight_bytes": wb, "weight_bw_GBps": wb / seconds / 1e9 if seconds > 0 else None,
-            "copies": copies, "rotation_bytes": copies * pool["copy_bytes"],
-            "cache_bytes": pool["cache_bytes"], "rtol": rtol,
+            "weight_bytes": wb, "weight_bw_GBps": rotation.rate_GBps(wb, rec),
+            **pool.fields(), "rtol": rtol,
             "fast_accum": FAST_ACCUM if fp8 else None, "timing_note": graph_note,
         })
         return rec
 
     # --- rotated expert weights ------------------------------------------------------
 
-    def _pool(self, ctx: ProbeContext, dtype: str, experts: int, k: int, n: int) -> dict:
-        key = (dtype, experts, k, n)
-        if key in self._pools:
-            return self._pools[key]
-        self._drop_all()
-        import torch
-
-        opts = _options(ctx)
-        fp8 = is_fp8(dtype)
-        copy_bytes = weight_bytes(experts, k, n, dtype) + (experts * n * 4 if fp8 else 0)
-        cache = cache_bytes_for(ctx.device)
-        factor = float(opts.get("rotate_factor", 2.0 if ctx.device.kind == "cpu" else 4.0))
-        free = ctx.free_memory_bytes()
-        copies = rotation_copies(copy_bytes, cache, free, factor, max_copies=opts.get("max_copies"))
-        if copies < 1:
-            raise Waived(f"{experts} experts of {k}x{n} {dtype} need {copy_bytes / 1e9:.2f} GB; "
-                         f"{free / 1e9:.2f} GB free")
+    def build_pool(self, ctx: ProbeContext, params: dict[str, Any]) -> Rotation:
+        dtype, experts, k, n = self.pool_key(params)
         dev = ctx.torch_device
-        gen = torch.Generator(device=dev)
-        weights, scales = [], []
-        for i in range(copies):
-            gen.manual_seed(3000 + i)
-            w, s = _make_experts(experts, n, k, dtype, gen, dev)
-            weights.append(w)
-            scales.append(s)
-        pool = {"weights": weights, "scales": scales, "copies": copies,
-                "copy_bytes": copy_bytes, "cache_bytes": cache}
-        self._pools[key] = pool
-        return pool
-
-    def _release_if_done(self, key: tuple) -> None:
-        if key in self._uses_left:
-            self._uses_left[key] -= 1
-            if self._uses_left[key] <= 0:
-                del self._uses_left[key]
-                self._drop_all()
-
-    def _drop_all(self) -> None:
-        if not self._pools:
-            return
-        self._pools.clear()
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        return rotation.weight_rotation(   # (E, N, K) weights, fp8: (E, N) fp32 scales
+            ctx, self.options(ctx),
+            weight_bytes(experts, k, n, dtype) + (experts * n * 4 if is_fp8(dtype) else 0),
+            lambda need, free: (f"{experts} experts of {k}x{n} {dtype} need "
+                                f"{need / 1e9:.2f} GB; {free / 1e9:.2f} GB free"),
+            WEIGHT_SEED, lambda gen: _make_experts(experts, n, k, dtype, gen, dev))
 
 
 def _op_name(provider: str, dtype: str) -> str:
