@@ -16,12 +16,17 @@ serving results"):
     tokens_per_s                  api.static_batch(batch, input_len, output_len) tokens_per_s
     output_tokens_per_s_per_gpu   api.static_batch(...)                         tokens_per_s_per_gpu
     latency_ms                    api.static_batch(...)                         latency_s x 1e3
-    ttft_ms                       api.prefill(input_tokens=input_len, batch)    time_s x 1e3
+    ttft_ms                       api.prefill(input_tokens=input_len, batch,     (time_s + the
+                                  serving_engine)                               preset's request
+                                                                                overhead) x 1e3
     output_tokens_per_s           api.simulate(closed loop: `requests` clients,  output_tokens_per_s
-                                  one request each, all at t = 0)
+                                  one request each, all at t = 0; serving_engine)
 
-Every call forces the row's TP and precision (weights, GEMM activations, KV cache). Per
-row and per category:
+Every call forces the row's TP and precision (weights, GEMM activations, KV cache). A row
+whose `engine` has a preset in ridgeline/data/engines.json (vllm, sglang, trtllm) passes it
+as `serving_engine` where the API takes one (prefill and simulate: its sourced overheads and
+all-reduce); `api.static_batch` takes none, and gpt-fast has no preset: those rows run on the
+hardware alone (`serving_engine_for`). Per row and per category:
 
     error      = |predicted - measured| / measured
     optimistic = predicted faster than measured (a rate above, a time below the measurement)
@@ -146,6 +151,14 @@ def _gpu(name: str, derate: bool):
     return api.load_gpu(name, derate=derate)
 
 
+@lru_cache(maxsize=None)
+def serving_engine_for(engine: str) -> str | None:
+    """The engine-layer preset of a row's engine (vllm, sglang, trtllm), None without one."""
+    from ridgeline.sizing.engine import preset_names
+
+    return engine if engine in preset_names() and engine != "none" else None
+
+
 def predict(row: Row, derate: bool = True) -> float:
     """The planner's value of the row's metric, on the GPU's datasheet (see the docstring)."""
     from ridgeline import api
@@ -153,9 +166,13 @@ def predict(row: Row, derate: bool = True) -> float:
     gpu = _gpu(row.gpu, derate)
     precision = api.PrecisionOptions(weights=row.weights, activations=row.activations,
                                      kv=row.kv)
+    layer = serving_engine_for(row.engine)
     if row.metric == "ttft_ms":
-        return api.prefill(row.model, gpu, input_tokens=row.input_len, batch=row.batch,
-                           precision=precision, tp=row.tp).time_s * 1e3
+        step = api.prefill(row.model, gpu, input_tokens=row.input_len, batch=row.batch,
+                           precision=precision, tp=row.tp, serving_engine=layer)
+        # a lone request's TTFT: the engine's per-request overhead on top of the pass
+        request_s = api.load_engine(layer).request_overhead_s if layer else 0.0
+        return (step.time_s + request_s) * 1e3
     if row.metric == "output_tokens_per_s":
         engine = api.EngineConfig(max_num_seqs=row.max_num_seqs or
                                   api.EngineConfig.max_num_seqs)
@@ -163,7 +180,7 @@ def predict(row: Row, derate: bool = True) -> float:
                                     output_p95=row.output_len, output_p50=row.output_len)
         n = row.requests
         sim = api.simulate(row.model, gpu, lengths, precision=precision, tp=row.tp,
-                           engine=engine,
+                           engine=engine, serving_engine=layer,
                            load=api.LoadOptions(concurrency=(row.concurrency or n,), requests=n))
         return float(sim.detail["points"][0]["output_tokens_per_s"])
     run = api.static_batch(row.model, gpu, batch=row.batch, input_len=row.input_len,

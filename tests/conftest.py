@@ -26,8 +26,8 @@ KERNEL_DEVICE = "cuda" if HAS_GPU else "cpu"
 PLANNER_TESTS = frozenset({
     "test_api", "test_benchmarks_published", "test_commands_calibrate", "test_commands_fleet",
     "test_commands_plan", "test_commands_simulate", "test_docs",
-    "test_docs_interconnect", "test_dtypes", "test_reports", "test_reports_curve",
-    "test_reports_fleet",
+    "test_docs_interconnect", "test_dtypes", "test_published_efficiency", "test_reports",
+    "test_reports_curve", "test_reports_fleet",
     "test_roofline_efficiency", "test_roofline_interconnect", "test_roofline_interconnect_fit",
     "test_roofline_model",
     "test_roofline_model_fit", "test_roofline_profile", "test_roofline_sections",

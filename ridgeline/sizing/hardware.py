@@ -13,6 +13,13 @@ profile's model notes say by how much and from where ("derated: bf16 peak x0.803
 which real kernels do not reach, and says that instead. The vendor's own figures stay in
 the profile's `datasheet` key. The --compare-datasheet twin is derated the same way.
 
+Derating also brings the published kernel efficiencies (ridgeline.published_efficiency:
+decode and prefill attention, MoE experts, from public kernel benchmarks of the SKU or of
+the closest part of its generation) as the profile's `efficiency` section, each relative to
+the derated roofline (so the derating is not counted twice); `Hardware.notes` names each
+source ("kernel efficiency (published): decode attention ... from FlashInfer blog ...").
+`derate=False` leaves them out too: they are published achievable fractions as well.
+
 A measured ceiling that is not verified (roofline.trust: no plateau, too few
 points, noisy) is named in `Hardware.warnings`; `ridgeline plan --profile`
 refuses it unless --allow-unverified (`refuse_untrusted`). Datasheet profiles
@@ -39,7 +46,7 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
 
-from ridgeline import datasheets
+from ridgeline import datasheets, published_efficiency
 from ridgeline.datasheets import Achievable
 from ridgeline.errors import RidgelineError
 from ridgeline.roofline.efficiency import efficiency_note
@@ -52,6 +59,8 @@ from ridgeline.sizing.options import option
 SOURCES = ("measured", "reference", "datasheet")
 NOT_DERATED_NOTE = ("NOT derated (--no-derate): datasheet peaks at 100%, which real kernels do "
                     "not reach")
+NOT_DERATED_EFFICIENCY_NOTE = ("kernel efficiency: published kernel efficiencies not applied "
+                               "(--no-derate): attention and MoE priced at the roofline")
 DATASHEET_ALLREDUCE_ALPHA_US = 10.0
 _PCIE_GBPS = {"gen3": 16.0, "gen4": 32.0, "gen5": 64.0, "gen6": 128.0}
 
@@ -194,6 +203,11 @@ def datasheet_profile(entry: dict[str, Any], *, derate: bool = True) -> dict[str
     prof["ceilings"] = Ceilings({"read": bandwidth}, dict(peaks)).to_dict()
     section = ModelSection.datasheet(bandwidth, peaks, DEFAULT_LATENCY_FLOOR_US)
     prof["model"] = replace(section, notes=model_notes).to_dict()
+    if derate:  # published kernel efficiencies, relative to this derated roofline
+        efficiency = published_efficiency.datasheet_efficiency(
+            entry, RooflineModel.from_profile(prof))
+        if efficiency:
+            prof["efficiency"] = efficiency
     inter: dict[str, Any] = {}
     link_bidir = (entry.get("nvlink_GBps_bidirectional")
                   or entry.get("infinity_fabric_GBps_bidirectional"))
@@ -238,6 +252,8 @@ def hardware_from_datasheet(entry: dict[str, Any], *, derate: bool = True) -> Ha
     prof = datasheet_profile(entry, derate=derate)
     hw = hardware_from_profile(prof, source="datasheet")
     hw.notes = _datasheet_notes(entry, ModelSection.of(prof).notes or [])
+    hw.notes += (published_efficiency.efficiency_notes(prof.get("efficiency"), entry.get("sku"))
+                 if derate else [NOT_DERATED_EFFICIENCY_NOTE])
     hw.sku = entry.get("sku")
     hw.derate_datasheet = derate
     return hw

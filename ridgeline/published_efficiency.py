@@ -1,0 +1,227 @@
+"""Published kernel efficiencies: what attention and MoE kernels reach on a GPU nobody profiled.
+
+A measured profile carries kernel-efficiency curves (ridgeline.roofline.efficiency); a
+datasheet has none, so a datasheet plan would price decode/prefill attention and MoE experts
+at the bare roofline. This module turns public kernel benchmarks
+(ridgeline/data/published_efficiency.json, each number with its source) into the same
+section for a datasheet profile (sizing.hardware.datasheet_profile calls it):
+
+    profile["efficiency"] = datasheet_efficiency(entry, model)   # model: its derated roofline
+    efficiency_notes(profile["efficiency"], entry["sku"])       # one line per curve, sourced
+
+One published point of a curve, on the part it was measured on (M), for target GPU T:
+
+    flops, bytes = the planner's own counts of the point's shape (sizing.latency's formulas)
+    t_M          = the published time (time_us), or bytes / (fraction x the source's peak
+                   GB/s) (bandwidth_fraction), or the benchmark's FLOPs / TFLOP/s (TFLOPS)
+    t_T          = t_M x raw(T) / raw(M),  raw(X) = max(flops / peak_X, bytes / bw_X) on X's
+                   datasheet (100%): the same share of the binding peak (1 when T is M)
+    efficiency   = model.predict(flops, bytes, dtype) / t_T
+
+`model` is T's derated datasheet roofline (what the planner prices with), so the efficiency
+is relative to the derated figures and the derating is not counted twice: the planner's time
+t_roofline / efficiency is t_T. A SKU without its own measurement takes the measured part of
+its vendor generation (the file's `generations`) whose datasheet bandwidth is closest, and
+its note says so. Pure Python; tests: tests/test_published_efficiency.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from ridgeline import datasheets
+from ridgeline.errors import RidgelineError
+from ridgeline.roofline.efficiency import CURVES
+
+DATA_FILE = "data/published_efficiency.json"
+VALUE_KINDS = ("bandwidth_fraction", "TFLOPS", "time_us")
+_WHAT = {name: spec.what for name, spec in CURVES.items()}  # "decode attention", ...
+
+
+@lru_cache(maxsize=1)
+def load_published() -> dict[str, Any]:
+    """The bundled file, checked (RidgelineError naming the entry on a malformed one)."""
+    data = json.loads(resources.files("ridgeline").joinpath(DATA_FILE).read_text())
+    check(data)
+    return data
+
+
+def _bad(where: str, what: str) -> RidgelineError:
+    return RidgelineError(f"{DATA_FILE} {where}: {what}")
+
+
+def check(data: dict[str, Any]) -> None:
+    """Every entry names a known curve, a datasheet SKU in a generation, the curve's axes,
+    positive points and a source with a URL."""
+    gens = data.get("generations")
+    if not isinstance(gens, dict) or not gens:
+        raise _bad("generations", "missing")
+    for curve, by_sku in (data.get("curves") or {}).items():
+        if curve not in CURVES:
+            raise _bad(curve, f"not a curve ({', '.join(CURVES)})")
+        for sku, by_dtype in by_sku.items():
+            if datasheets.by_sku(sku) is None or datasheets.by_sku(sku)["sku"] != sku:
+                raise _bad(f"{curve}.{sku}", "not a datasheet SKU")
+            if generation_of(sku, gens) is None:
+                raise _bad(f"{curve}.{sku}", "in no generation")
+            for dtype, e in by_dtype.items():
+                where = f"{curve}.{sku}.{dtype}"
+                if list(e.get("axes") or []) != list(CURVES[curve].axes):
+                    raise _bad(where, f"axes must be {list(CURVES[curve].axes)}")
+                kind = (e.get("value") or {}).get("kind")
+                if kind not in VALUE_KINDS:
+                    raise _bad(where, f"value kind must be one of {VALUE_KINDS}")
+                src = e.get("source") or {}
+                if not str(src.get("url", "")).startswith("https://") or not src.get("where"):
+                    raise _bad(where, "needs a source with an https url and where")
+                pts = e.get("points") or []
+                if not pts or not all(isinstance(p.get("value"), (int, float))
+                                      and p["value"] > 0 for p in pts):
+                    raise _bad(where, "needs points with positive values")
+
+
+def generation_of(sku: str, generations: dict[str, list[str]] | None = None) -> str | None:
+    gens = generations if generations is not None else load_published()["generations"]
+    return next((g for g, skus in gens.items() if sku in skus), None)
+
+
+def resolve(curve: str, sku: str) -> tuple[str, dict[str, Any]] | None:
+    """(measured SKU, {dtype: entry}) for `curve` on `sku`: its own measurement, else the
+    measured part of the same generation with the closest datasheet bandwidth; None."""
+    by_sku = load_published()["curves"].get(curve) or {}
+    if sku in by_sku:
+        return sku, by_sku[sku]
+    gen = generation_of(sku)
+    own = datasheets.by_sku(sku)
+    peers = [s for s in by_sku if gen is not None and generation_of(s) == gen]
+    if not peers or own is None:
+        return None
+    bw = float(own["memory_bandwidth_GBps"])
+    best = min(peers, key=lambda s: abs(math.log(
+        float(datasheets.by_sku(s)["memory_bandwidth_GBps"]) / bw)))
+    return best, by_sku[best]
+
+
+# -- one point: the planner's work, the measured time ---------------------------------------
+
+def point_work(curve: str, shape: dict[str, Any], point: dict[str, Any]
+               ) -> tuple[dict[str, float], list[tuple[float, float]]]:
+    """(axis coordinates, [(flops, bytes) per kernel]) of one published point, counted as
+    sizing.latency counts that kernel (decode: one kernel; prefill: causal, no prior cache;
+    MoE: the gate/up and down GEMMs of the loaded experts)."""
+    b = float(shape.get("dtype_bytes", 2))
+    if curve == "attention_decode":
+        B, c = float(point["batch"]), float(point["context"])
+        hq, hkv, d = shape["q_heads"], shape["kv_heads"], shape["head_dim"]
+        return ({"batch": B, "context": c},
+                [(4.0 * B * c * hq * d, B * c * 2 * hkv * d * b + B * 2 * hq * d * b)])
+    if curve == "attention_prefill":
+        s = float(point["tokens"])
+        B = float(shape["total_tokens"]) / s
+        hq, hkv, d = shape["q_heads"], shape["kv_heads"], shape["head_dim"]
+        return ({"tokens": s}, [(4.0 * B * hq * d * s * (s + 1) / 2.0,
+                                 B * s * 2 * hkv * d * b + B * s * 2 * hq * d * b)])
+    if curve == "moe":
+        from ridgeline.sizing.latency import expected_experts_loaded  # the planner's count
+
+        m = float(point["batch"])
+        e, k, h, ie = shape["experts"], shape["top_k"], shape["hidden"], shape["intermediate"]
+        loaded = expected_experts_loaded(e, k, m)
+        pairs = m * k
+        return ({"tokens_per_expert": pairs / loaded},
+                [(2.0 * pairs * h * 2 * ie, loaded * h * 2 * ie * b + pairs * (h + 2 * ie) * b),
+                 (2.0 * pairs * ie * h, loaded * ie * h * b + pairs * (ie + h) * b)])
+    raise RidgelineError(f"no published work count for curve {curve!r}")
+
+
+def measured_time_s(entry: dict[str, Any], point: dict[str, Any]) -> float:
+    """The published time of one point on the part it was measured on."""
+    value, how = float(point["value"]), entry["value"]
+    if how["kind"] == "time_us":
+        return value * 1e-6
+    if how["kind"] == "bandwidth_fraction":
+        s = entry["shape"]
+        # the bytes the source counts: those the kernel reads (KV and q), not the output
+        B, c = float(point["batch"]), float(point["context"])
+        read = B * c * 2 * s["kv_heads"] * s["head_dim"] * s["dtype_bytes"] \
+            + B * s["q_heads"] * s["head_dim"] * s["dtype_bytes"]
+        return read / (value * float(how["peak_GBps"]) * 1e9)
+    # TFLOPS, FLOPs as flash-attention's benchmark counts them (causal: half of 4 B s^2 H d)
+    s, tokens = entry["shape"], float(point["tokens"])
+    batch = float(s["total_tokens"]) / tokens
+    flops = 4.0 * batch * tokens ** 2 * s["q_heads"] * s["head_dim"] / 2.0
+    return flops / (value * 1e12)
+
+
+def _raw_time_s(sheet: dict[str, Any], dtype: str, work: list[tuple[float, float]]) -> float:
+    """Roofline time at 100% of a datasheet's peaks (no floor): the share-of-peak yardstick."""
+    peak = datasheets.matmul_peak_TFLOPS(sheet, dtype) or datasheets.matmul_peak_TFLOPS(
+        sheet, "bf16")
+    bw = float(sheet["memory_bandwidth_GBps"])
+    return sum(max(f / (peak * 1e12), by / (bw * 1e9)) for f, by in work)
+
+
+# -- the section ---------------------------------------------------------------------------
+
+def curve_points(curve: str, entry: dict[str, Any], measured_sku: str,
+                 target: dict[str, Any], model: Any, dtype: str) -> list[dict[str, Any]]:
+    """fit_efficiency-shaped points of one entry for the target datasheet and its model."""
+    measured = datasheets.by_sku(measured_sku)
+    out = []
+    for p in entry["points"]:
+        coords, work = point_work(curve, entry["shape"], p)
+        t_m = measured_time_s(entry, p)
+        scale = 1.0 if target.get("sku") == measured_sku else (
+            _raw_time_s(target, dtype, work) / _raw_time_s(measured, dtype, work))
+        t_t = t_m * scale
+        roof_s = sum(model.predict(f, by, dtype).time_s for f, by in work)
+        out.append({**{a: coords[a] for a in CURVES[curve].axes},
+                    "efficiency": roof_s / t_t, "time_ms": t_t * 1e3,
+                    "roofline_ms": roof_s * 1e3, "provider": entry.get("provider")})
+    return out
+
+
+def datasheet_efficiency(target: dict[str, Any], model: Any) -> dict[str, Any]:
+    """profile["efficiency"] for a datasheet entry from the published measurements of its SKU,
+    else of its generation ({} when there are none); `model` is its derated roofline."""
+    sku = str(target.get("sku") or "")
+    section: dict[str, Any] = {}
+    for curve in CURVES:
+        found = resolve(curve, sku) if sku else None
+        if found is None:
+            continue
+        measured_sku, by_dtype = found
+        curves: dict[str, Any] = {}
+        for dtype, e in by_dtype.items():
+            for d in [dtype, *e.get("also", [])]:
+                curves[d] = {"axes": list(CURVES[curve].axes), "providers": [e["provider"]],
+                             "points": curve_points(curve, e, measured_sku, target, model, d),
+                             "source": dict(e["source"]), "measured_on": measured_sku,
+                             "published": True}
+        section[curve] = curves
+    return section
+
+
+def efficiency_notes(section: dict[str, Any] | None, sku: str | None) -> list[str]:
+    """One line per curve for Hardware.notes: where a published curve comes from (and that it
+    was not measured on this GPU when another part's stands in), or that there is none."""
+    notes = []
+    for curve in CURVES:
+        by_dtype = (section or {}).get(curve) or {}
+        if not by_dtype:
+            notes.append(f"kernel efficiency (published): no measurement of {_WHAT[curve]} "
+                         "found for this GPU generation: priced at the roofline (optimistic)")
+            continue
+        first = next(iter(by_dtype.values()))
+        src, measured = first.get("source") or {}, str(first.get("measured_on") or "")
+        sheet = datasheets.by_sku(measured) if measured else None
+        on = sheet["name"] if sheet else measured or "another GPU"
+        mine = "" if measured == sku else ", not measured on this GPU"
+        notes.append(f"kernel efficiency (published): {_WHAT[curve]} ({', '.join(by_dtype)}) "
+                     f"from {src.get('name', '?')}, {src.get('url', '?')}, measured on "
+                     f"{on}{mine}")
+    return notes
