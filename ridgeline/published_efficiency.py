@@ -35,10 +35,14 @@ from typing import Any
 
 from ridgeline import datasheets
 from ridgeline.errors import RidgelineError
-from ridgeline.roofline.efficiency import CURVES
+from ridgeline.roofline.efficiency import CURVES, kv_bytes_per_seq
 
 DATA_FILE = "data/published_efficiency.json"
 VALUE_KINDS = ("bandwidth_fraction", "TFLOPS", "time_us")
+# the axes the sources publish their points on (the curve's own axes are derived from them:
+# decode attention's KV bytes per sequence from the context and the source's head layout)
+SOURCE_AXES = {"attention_decode": ("batch", "context"), "attention_prefill": ("tokens",),
+               "moe": ("tokens_per_expert",), "dequant": ("batch",)}
 _WHAT = {name: spec.what for name, spec in CURVES.items()}  # "decode attention", ...
 
 
@@ -70,8 +74,8 @@ def check(data: dict[str, Any]) -> None:
                 raise _bad(f"{curve}.{sku}", "in no generation")
             for dtype, e in by_dtype.items():
                 where = f"{curve}.{sku}.{dtype}"
-                if list(e.get("axes") or []) != list(CURVES[curve].axes):
-                    raise _bad(where, f"axes must be {list(CURVES[curve].axes)}")
+                if list(e.get("axes") or []) != list(SOURCE_AXES[curve]):
+                    raise _bad(where, f"axes must be {list(SOURCE_AXES[curve])}")
                 kind = (e.get("value") or {}).get("kind")
                 if kind not in VALUE_KINDS:
                     raise _bad(where, f"value kind must be one of {VALUE_KINDS}")
@@ -117,7 +121,7 @@ def point_work(curve: str, shape: dict[str, Any], point: dict[str, Any]
     if curve == "attention_decode":
         B, c = float(point["batch"]), float(point["context"])
         hq, hkv, d = shape["q_heads"], shape["kv_heads"], shape["head_dim"]
-        return ({"batch": B, "context": c},
+        return ({"batch": B, "kv_bytes_per_seq": kv_bytes_per_seq(c, hkv, d, b)},
                 [(4.0 * B * c * hq * d, B * c * 2 * hkv * d * b + B * 2 * hq * d * b)])
     if curve == "attention_prefill":
         s = float(point["tokens"])

@@ -16,6 +16,10 @@ from ridgeline.sizing.models import load_model
 from ridgeline.sizing.precision import Precision
 
 
+# FlashInfer's Figure 9 layout (Llama-2-70B at TP 2): K and V of 4 heads x 128, 2 B each
+FLASHINFER_KV_PER_TOKEN = 2 * 4 * 128 * 2
+
+
 def _entries():
     for curve, by_sku in pe.load_published()["curves"].items():
         for sku, by_dtype in by_sku.items():
@@ -31,7 +35,7 @@ def test_the_file_parses_and_every_entry_names_its_source():
         src = e["source"]
         assert src["url"].startswith("https://") and src["where"] and src["name"], (curve, sku)
         assert e["conversion"] and e["provider"]
-        assert e["axes"] == list(CURVES[curve].axes)
+        assert e["axes"] == list(pe.SOURCE_AXES[curve])
         assert all(p["value"] > 0 for p in e["points"])
         if "github.com" in src["url"] and "/pull/" not in src["url"]:
             assert len(src["commit"]) == 40 and src["commit"] in src["url"]   # pinned
@@ -82,7 +86,8 @@ def test_the_datasheet_profile_carries_a_valid_efficiency_section():
                          ("attention_prefill", "bf16"), ("moe", "bf16")]:
         assert eff.has(curve, dtype), (curve, dtype)
     assert not eff.has("dequant", "int4")
-    assert 0 < eff.factor("attention_decode", "bf16", batch=64, context=1024) < 1
+    assert 0 < eff.factor("attention_decode", "bf16", batch=64,
+                          kv_bytes_per_seq=1024 * FLASHINFER_KV_PER_TOKEN) < 1
     # --no-derate: no published efficiency either
     bare = datasheet_profile(datasheets.by_sku("h100-sxm5-80gb"), derate=False)
     assert "efficiency" not in bare and Efficiency.of(bare).curves == {}
@@ -100,7 +105,8 @@ def test_efficiency_is_relative_to_the_derated_roofline():
     f_bw = datasheets.achievable_fractions(sheet).bandwidth.fraction
     prof = datasheet_profile(sheet)
     u = 0.885  # Figure 9, H100 SXM, batch 64 x 8192
-    p = _point(prof["efficiency"], "attention_decode", "bf16", batch=64, context=8192)
+    p = _point(prof["efficiency"], "attention_decode", "bf16", batch=64,
+               kv_bytes_per_seq=8192 * FLASHINFER_KV_PER_TOKEN)
     # q and the output add 32 x 128 x 2 B per sequence to ~16 MB of KV: under 0.1%
     assert p["efficiency"] == pytest.approx(u * 3352 / (sheet["memory_bandwidth_GBps"] * f_bw),
                                             rel=1e-3)
@@ -121,12 +127,12 @@ def test_another_part_of_the_generation_takes_the_same_share_of_its_peak():
     h200 = datasheets.by_sku("h200-sxm-141gb")
     f_bw = datasheets.achievable_fractions(h200).bandwidth.fraction
     p = _point(datasheet_profile(h200)["efficiency"], "attention_decode", "bf16",
-               batch=64, context=8192)
+               batch=64, kv_bytes_per_seq=8192 * FLASHINFER_KV_PER_TOKEN)
     share = 0.885 * 3352 / h100["memory_bandwidth_GBps"]     # of the H100 SXM's datasheet
     assert p["efficiency"] == pytest.approx(share / f_bw, rel=1e-3)
     # and its time is the H100's scaled by the bandwidth ratio
     q = _point(datasheet_profile(h100)["efficiency"], "attention_decode", "bf16",
-               batch=64, context=8192)
+               batch=64, kv_bytes_per_seq=8192 * FLASHINFER_KV_PER_TOKEN)
     assert p["time_ms"] == pytest.approx(
         q["time_ms"] * h100["memory_bandwidth_GBps"] / h200["memory_bandwidth_GBps"], rel=1e-9)
 

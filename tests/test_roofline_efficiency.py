@@ -40,22 +40,23 @@ def test_fit_divides_the_roofline_time_by_the_measured_time_fastest_provider(tmp
     model = RooflineModel.from_profile(prof)
     flops, moved = 4.0 * 8 * 4096 * 32 * 128, 8 * 4096 * 2 * 8 * 128 * 2.0
     roof_ms = model.predict(flops, moved, "bf16").time_s * 1e3
+    shape = dict(batch=8, context=4096, q_heads=32, kv_heads=8, head_dim=128)
     records = [
-        _record("attention", "decode", "torch_sdpa", 4 * roof_ms, flops, moved, batch=8,
-                context=4096),
-        _record("attention", "decode", "triton", 2 * roof_ms, flops, moved, batch=8,
-                context=4096),
+        _record("attention", "decode", "torch_sdpa", 4 * roof_ms, flops, moved, **shape),
+        _record("attention", "decode", "triton", 2 * roof_ms, flops, moved, **shape),
         # an unvalidated record is never fitted, however fast
-        _record("attention", "decode", "bad", roof_ms / 10, flops, moved, batch=8, context=4096,
-                validated=False),
+        _record("attention", "decode", "bad", roof_ms / 10, flops, moved, validated=False,
+                **shape),
         _record("gemv", None, "torch", 1.0, 1.0, 1.0, batch=1),  # another probe: ignored
     ]
     eff = fit_efficiency(records, prof)
     curve = eff["attention_decode"]["bf16"]
-    assert curve["axes"] == ["batch", "context"]
+    assert curve["axes"] == ["batch", "kv_bytes_per_seq"]
     assert curve["providers"] == ["torch_sdpa", "triton"]
     (point,) = curve["points"]
     assert point["provider"] == "triton"
+    # the KV bytes each sequence holds: context x 2 x kv_heads x head_dim x 2 B (bf16)
+    assert (point["batch"], point["kv_bytes_per_seq"]) == (8, 4096 * 2 * 8 * 128 * 2)
     assert point["efficiency"] == pytest.approx(0.5)
     assert point["roofline_ms"] == pytest.approx(roof_ms)
     assert set(eff) == {"attention_decode"}
@@ -77,15 +78,24 @@ def test_no_curve_probe_records_no_section(tmp_path):
                           _profile_dict(tmp_path)) == {}
 
 
+KV_PER_TOKEN = 2 * 8 * 128 * 2  # llama-3.1-8b bf16: K and V bytes per cached token
+
+
 def _grid_curve(values):
-    """A (batch, context) curve from {(batch, context): efficiency}."""
+    """A (batch, kv_bytes_per_seq) curve from {(batch, context of llama-3.1-8b): efficiency}."""
+    return {"axes": ["batch", "kv_bytes_per_seq"],
+            "points": [{"batch": b, "kv_bytes_per_seq": c * KV_PER_TOKEN, "efficiency": e}
+                       for (b, c), e in values.items()]}
+
+
+def _tokens_curve(values):
     return {"axes": ["batch", "context"],
             "points": [{"batch": b, "context": c, "efficiency": e} for (b, c), e in values.items()]}
 
 
 def test_interpolation_is_multilinear_in_log2_and_held_at_the_edges():
-    curve = Curve.of(_grid_curve({(1, 1024): 0.2, (1, 4096): 0.6, (16, 1024): 0.4,
-                                  (16, 4096): 0.8}))
+    curve = Curve.of(_tokens_curve({(1, 1024): 0.2, (1, 4096): 0.6, (16, 1024): 0.4,
+                                    (16, 4096): 0.8}))
     assert curve.at(batch=1, context=1024) == pytest.approx(0.2)
     assert curve.at(batch=1, context=2048) == pytest.approx(0.4)   # halfway in log2
     assert curve.at(batch=4, context=2048) == pytest.approx(0.5)   # the centre of the square
@@ -95,7 +105,7 @@ def test_interpolation_is_multilinear_in_log2_and_held_at_the_edges():
 
 
 def test_a_missing_corner_is_left_out_and_a_lone_point_is_the_nearest():
-    curve = Curve.of(_grid_curve({(1, 1024): 0.2, (1, 4096): 0.6, (16, 1024): 0.4}))
+    curve = Curve.of(_tokens_curve({(1, 1024): 0.2, (1, 4096): 0.6, (16, 1024): 0.4}))
     # (16, 4096) failed: the three measured corners, reweighted
     assert curve.at(batch=4, context=2048) == pytest.approx((0.2 + 0.6 + 0.4) / 3)
     # the nearest measured shape in log2: (16, 1024) is 2 doublings away, (1, 4096) 4
@@ -116,8 +126,10 @@ def test_factor_is_capped_at_one_and_none_when_not_measured():
 def test_malformed_efficiency_section_is_one_line(tmp_path):
     path = synthetic_profile(tmp_path / "p.json")
     data = json.loads(path.read_text())
-    data["efficiency"] = {"attention_decode": {"bf16": {"axes": ["batch", "context"], "points": [
-        {"batch": 1, "context": 512, "efficiency": -0.5}]}}}
+    data["efficiency"] = {"attention_decode": {"bf16": {"axes": ["batch", "kv_bytes_per_seq"],
+                                                        "points": [{"batch": 1,
+                                                                    "kv_bytes_per_seq": 2**20,
+                                                                    "efficiency": -0.5}]}}}
     path.write_text(json.dumps(data))
     with pytest.raises(ProfileError, match=r"efficiency\.attention_decode\.bf16\.points\[0\]"
                                            r"\.efficiency.*negative"):
@@ -139,7 +151,7 @@ def test_the_planner_divides_attention_by_the_measured_efficiency(tmp_path):
     spec, p = load_model("llama-3.1-8b"), Precision()
     bare = hardware_from_profile(_profile_dict(tmp_path))
     measured = hardware_from_profile(_profile_dict(tmp_path, HALF))
-    # context 8192 (+1 new token) sits at the 0.25 edge; 512 + 1 just above the 0.5 edge
+    # context 8192 (8191 cached + the new token) sits at the 0.25 edge
     a, b = decode_step_time(spec, p, bare, 8, 8191), decode_step_time(spec, p, measured, 8, 8191)
     assert _attention_s(b) == pytest.approx(4 * _attention_s(a))
     assert b.time_s - a.time_s == pytest.approx(3 * _attention_s(a))
@@ -174,6 +186,7 @@ def test_the_report_shows_each_curve_with_its_range():
     table = efficiency_table({"efficiency": HALF})
     rows = {(r[0], r[1]): r for r in table.rows}
     decode = rows[("decode attention", "bf16")]
-    assert decode[2:7] == ["4", "0.25", "batch=1 context=8192", "0.50", "batch=1 context=512"]
+    assert decode[2:7] == ["4", "0.25", f"batch=1 kv_bytes_per_seq={8192 * KV_PER_TOKEN}", "0.50",
+                           f"batch=1 kv_bytes_per_seq={512 * KV_PER_TOKEN}"]
     assert ("prefill attention", "bf16") in rows
     assert not efficiency_table({})

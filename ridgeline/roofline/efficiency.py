@@ -3,7 +3,7 @@ dequantizing GEMVs really get, as curves over their shape.
 
     profile["efficiency"] = fit_efficiency(records, profile)     # after ceilings and model
     eff = Efficiency.of(profile)
-    eff.factor("attention_decode", "bf16", batch=64, context=4096)   # 0.42, or None
+    eff.factor("attention_decode", "bf16", batch=64, kv_bytes_per_seq=2**24)  # 0.42, or None
 
 One measured case of a curve's probe gives
 
@@ -18,16 +18,23 @@ roofline stays a bound.
 
 Curves (CURVES; the probe's record fields named by `axes`):
 
-    attention_decode   attention probe, kernel "decode"   axes batch, context
+    attention_decode   attention probe, kernel "decode"   axes batch, kv_bytes_per_seq
     attention_prefill  attention probe, kernel "prefill"  axes tokens
     moe                moe probe, kernel "grouped_gemm"   axes tokens_per_expert
     dequant            dequant probe, kernel "gemv"       axes batch (dtype = weight dtype)
 
+Decode attention's second axis is the K and V bytes each sequence holds, context x 2 x
+kv_heads x head_dim x bytes per element, not its context in tokens: a decode kernel's
+efficiency follows the bytes it streams per sequence and the sequences it spreads them
+over, whatever the head layout (FlashInfer measures the same utilization for 64 x 1k MHA
+as for 64 x 8k GQA with 8x fewer KV heads), so a curve measured on one layout prices another.
+
 Each is stored per dtype (the record's `dtype`; the roofline is priced in its
 `compute_dtype` where the record has one, as the weight-only dequant records do):
 
-    {"attention_decode": {"bf16": {"axes": ["batch", "context"], "providers": [...],
-                                   "points": [{"batch": 1, "context": 512, "efficiency": 0.31,
+    {"attention_decode": {"bf16": {"axes": ["batch", "kv_bytes_per_seq"], "providers": [...],
+                                   "points": [{"batch": 1, "kv_bytes_per_seq": 2097152,
+                                               "efficiency": 0.31,
                                                "time_ms": .., "roofline_ms": .., "provider": ..},
                                               ...]}}}
 
@@ -43,10 +50,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
+from ridgeline import dtypes
 from ridgeline.records import fit_ready
 from ridgeline.roofline.sections import positive
+
+
+def kv_bytes_per_seq(context: float, kv_heads: float, head_dim: float, kv_bytes: float) -> float:
+    """K and V bytes one sequence holds: context x 2 x kv_heads x head_dim x bytes."""
+    return context * 2.0 * kv_heads * head_dim * kv_bytes
+
+
+def _decode_axes(r: dict[str, Any]) -> dict[str, float]:
+    return {"batch": float(r["batch"]),
+            "kv_bytes_per_seq": kv_bytes_per_seq(float(r["context"]), float(r["kv_heads"]),
+                                                 float(r["head_dim"]),
+                                                 dtypes.bytes_per_element(str(r["dtype"])))}
 
 
 @dataclass(frozen=True)
@@ -55,11 +75,18 @@ class CurveSpec:
     kernel: str
     axes: tuple[str, ...]
     what: str  # in words, for notes and reports
+    # the axis values of a record (default: its fields of the same names)
+    coordinates: Callable[[dict[str, Any]], dict[str, float]] | None = None
+
+    def coordinates_of(self, r: dict[str, Any]) -> dict[str, float]:
+        if self.coordinates is not None:
+            return self.coordinates(r)
+        return {a: float(r[a]) for a in self.axes}
 
 
 CURVES: dict[str, CurveSpec] = {
-    "attention_decode": CurveSpec("attention", "decode", ("batch", "context"),
-                                  "decode attention"),
+    "attention_decode": CurveSpec("attention", "decode", ("batch", "kv_bytes_per_seq"),
+                                  "decode attention", _decode_axes),
     "attention_prefill": CurveSpec("attention", "prefill", ("tokens",), "prefill attention"),
     "moe": CurveSpec("moe", "grouped_gemm", ("tokens_per_expert",), "MoE expert GEMMs"),
     "dequant": CurveSpec("dequant", "gemv", ("batch",), "weight-only dequantizing GEMV"),
@@ -69,8 +96,9 @@ SECTION = "efficiency"
 
 def _case_key(r: dict[str, Any], spec: CurveSpec) -> tuple | None:
     try:
-        return (str(r["dtype"]),) + tuple(float(r[a]) for a in spec.axes)
-    except (KeyError, TypeError, ValueError):
+        coords = spec.coordinates_of(r)
+        return (str(r["dtype"]),) + tuple(coords[a] for a in spec.axes)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return None
 
 
@@ -103,7 +131,7 @@ def fit_efficiency(records: Iterable[dict[str, Any]], profile: dict[str, Any]) -
             compute = str(r.get("compute_dtype") or dtype)
             roof_s = model.predict(float(r.get("flops") or 0), moved, compute).time_s
             measured_s = float(r["time_ms_median"]) * 1e-3
-            point = {a: r[a] for a in spec.axes}
+            point = {a: v for a, v in zip(spec.axes, key[1:])}
             point.update({"efficiency": roof_s / measured_s, "time_ms": measured_s * 1e3,
                           "roofline_ms": roof_s * 1e3, "provider": r.get("provider")})
             curve = curves.setdefault(dtype, {"axes": list(spec.axes), "points": [],

@@ -212,17 +212,18 @@ class StepModel:
         return t
 
     def _decode_efficiency(self, seqs: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """(log2 contexts, efficiency) of the measured decode-attention curve at batch `seqs`
-        (roofline.efficiency: multilinear in log2, so linear in log2 context at a fixed
-        batch); None when the profile has none (or the model is MLA: another kernel)."""
+        """(log2 KV bytes per sequence, efficiency) of the measured decode-attention curve at
+        batch `seqs` (roofline.efficiency: multilinear in log2, so linear in log2 bytes at a
+        fixed batch); None when the profile has none (or the model is MLA: another kernel)."""
         if seqs in self._decode_eff:
             return self._decode_eff[seqs]
         curve = None if self.spec.is_mla else self._pr.efficiency.curve(
             "attention_decode", self._pr.base_dtype)
         out = None
         if curve is not None:
-            xs = curve.grid("context")
-            out = (np.log2(xs), np.array([min(1.0, curve.at(batch=seqs, context=x)) for x in xs]))
+            xs = curve.grid("kv_bytes_per_seq")
+            out = (np.log2(xs), np.array([min(1.0, curve.at(batch=seqs, kv_bytes_per_seq=x))
+                                          for x in xs]))
         self._decode_eff[seqs] = out
         return out
 
@@ -233,7 +234,8 @@ class StepModel:
         if eff is None:
             return 1.0
         per_seq = np.maximum(np.asarray(context_sum, dtype=np.float64) / seqs, 1.0)
-        return np.interp(np.log2(per_seq), eff[0], eff[1])
+        kv_per_token = self._coef(seqs)[1]  # K and V bytes per cached token
+        return np.interp(np.log2(per_seq * kv_per_token), eff[0], eff[1])
 
     def decode_attention_s(self, seqs: int, context_sum: float) -> float:
         """Decode attention of all layers: `seqs` queries over `context_sum` cached tokens."""
