@@ -115,4 +115,4 @@ def test_api_doc_names_exist_and_its_example_runs(capsys):
     example = doc.split("```python\n", 1)[1].split("```", 1)[0]
     example = "\n".join(line for line in example.splitlines() if "load_profile" not in line)
     exec(compile(example, "docs/api.md", "exec"), {})   # noqa: S102 - the documented example
-    assert capsys.readouterr().out.split()[:2] == ["4", "372"]  # on the simulated curve
+    assert capsys.readouterr().out.split()[:2] == ["8", "504"]  # on the simulated curve
