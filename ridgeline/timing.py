@@ -229,6 +229,28 @@ class Timer(ABC):
     def synchronize(self) -> None:
         """Wait for queued device work (no-op on the CPU)."""
 
+    def time_alternating(self, fns: dict[str, Callable[[], Any]], *, rounds: int,
+                         warmup_ms: float = DEFAULT_WARMUP_MS, rep_ms: float = DEFAULT_REP_MS
+                         ) -> dict[str, list[Timing]]:
+        """Each of `fns` timed in `rounds` alternating rounds (a, b, a, b, ...): one Timing
+        per round and name, so a drift of the machine slower than a round hits them alike.
+        The first round warms up and sizes the samples as `time` does (a `rounds`-th of the
+        budget); the later rounds take the same number of samples with no warm-up."""
+        out: dict[str, list[Timing]] = {name: [] for name in fns}
+        counts: dict[str, int] = {}
+        clock = getattr(self, "clock", None)
+        flush = getattr(self, "_flush", None)
+        for r in range(rounds):
+            for name, fn in fns.items():
+                if r == 0 or clock is None:  # a timer without a clock (fake) times afresh
+                    t = self.time(fn, warmup_ms=warmup_ms, rep_ms=rep_ms / rounds, min_reps=1)
+                    counts[name] = len(t.samples_ms)
+                else:
+                    t = Timing(sample_ms(fn, clock, n_warmup=0, n_rep=counts[name],
+                                         before_sample=flush), out[name][0].timer)
+                out[name].append(t)
+        return out
+
 
 class EventTimer(Timer):
     """Device events (CUDA or HIP through torch.cuda) around each sample."""

@@ -6,6 +6,7 @@ import pytest
 
 from ridgeline.cli import main
 from ridgeline.validation import measure
+from ridgeline.validation.measure import PAIRED_ROUNDS, paired_difference_ms
 
 DOCUMENTED_KEYS = {"kind", "model", "weights", "device", "profile", "layers_measured",
                    "layers_total", "scaled", "points", "summary"}
@@ -178,10 +179,21 @@ def test_layers_cap_scales_to_the_full_depth(profile_path, tmp_path):
     assert rc == 0
     assert data["scaled"] is True and data["layers_measured"] == 1 and data["layers_total"] == 2
     (p,) = data["points"]
-    step = p["timing"]["time_ms_median"] * 1e-3
     head = p["timing_head"]["time_ms_median"] * 1e-3
+    # step and head are timed in alternating rounds; the median of the rounds' differences
+    # is what is scaled (a drift between two back-to-back timings would land 2x, or 32x)
+    layers = p["timing_head"]["step_minus_head_ms"] * 1e-3
     assert p["scaled"] and p["layers_measured"] == 1
-    assert p["measured_s"] == pytest.approx(head + max(step - head, 0.0) * 2, rel=1e-12)
+    assert p["measured_s"] == pytest.approx(head + max(layers, 0.0) * 2, rel=1e-12)
+    assert p["timing"]["n_samples"] >= 2 * PAIRED_ROUNDS  # every round's step samples kept
+
+
+def test_paired_difference_is_the_median_of_the_rounds_differences():
+    # a drift that slows both step and head in round 3 cancels in its difference
+    step, head = [10.0, 10.2, 15.1, 9.9, 10.1], [6.0, 6.1, 11.0, 6.0, 6.1]
+    assert paired_difference_ms(step, head) == pytest.approx(4.0)
+    assert paired_difference_ms([5.0, 7.0], [1.0, 1.0]) == pytest.approx(5.0)
+    assert paired_difference_ms([], []) == 0.0
 
 
 # ---------------------------------------------------------------- -o never loses data

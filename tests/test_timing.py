@@ -136,3 +136,19 @@ def test_event_timer_runs_the_shared_loop_without_a_gpu():
     timed = events[events.index("flush"):]
     assert timed == ["flush", "call", "call"] * 5
     assert events[:events.index("flush")] == ["call"] * (1 + 3 * 2 + 2 * 2)  # first, estimate, warm-up
+
+
+def test_time_alternating_interleaves_the_rounds_and_reuses_the_first_rounds_counts():
+    from ridgeline.timing import HostTimer
+
+    calls = []
+    timer = HostTimer(flush_bytes=2**20)
+    rounds = timer.time_alternating({"a": lambda: calls.append("a"),
+                                     "b": lambda: calls.append("b")}, rounds=3, rep_ms=3.0)
+    assert [len(rounds[n]) for n in "ab"] == [3, 3]
+    na, nb = len(rounds["a"][0].samples_ms), len(rounds["b"][0].samples_ms)
+    assert all(len(t.samples_ms) == na for t in rounds["a"])      # same count every round
+    assert all(len(t.samples_ms) == nb for t in rounds["b"])
+    # the later rounds only sample, alternating: a x na, b x nb, a x na, b x nb
+    assert calls[-2 * (na + nb):] == (["a"] * na + ["b"] * nb) * 2
+    assert calls[0] == "a" and "b" in calls[:-2 * (na + nb)]     # round 0: a then b, warmed

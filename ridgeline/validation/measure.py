@@ -31,7 +31,7 @@ with t_head the embedding + final norm + LM head timed alone in the same mode.
 from __future__ import annotations
 
 import gc
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
 from ridgeline.validation import footprint
@@ -104,6 +104,22 @@ class Skipped:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# A scaled point (fewer layers measured than the model has) multiplies step - head by
+# layers_total / layers_measured: 32x for one layer of an 8B model, whose LM head (1 GB)
+# outweighs the layer. Timed one after the other, a drift of the host's memory bandwidth
+# between the two (tens of percent within a minute on a shared VM) lands 32x in the result;
+# so they are timed in PAIRED_ROUNDS alternating rounds and each round's difference is
+# taken, the median of the differences scaled (drift slower than a round cancels).
+PAIRED_ROUNDS = 5
+
+
+def paired_difference_ms(step_ms: list[float], head_ms: list[float]) -> float:
+    """Median over alternating rounds of (step - head), in ms (rounds in the same order)."""
+    diffs = sorted(a - b for a, b in zip(step_ms, head_ms))
+    n = len(diffs)
+    return (diffs[n // 2] if n % 2 else 0.5 * (diffs[n // 2 - 1] + diffs[n // 2])) if n else 0.0
 
 
 def scale_to_depth(step_s: float, head_s: float, layers_measured: int, layers_total: int) -> float:
@@ -199,6 +215,28 @@ class Bench:
         out = fn()
         return timing, bool(torch.isfinite(out).all().item())
 
+    def _paired(self, step: Callable[[], Any], head: Callable[[], Any], mode: str):
+        """(step Timing, head Timing, median of the rounds' step - head in ms, finite): the
+        two timed in PAIRED_ROUNDS alternating rounds (Timer.time_alternating)."""
+        import torch
+
+        runs, outs, graphs = {"step": step, "head": head}, {}, []
+        if mode == "graph":
+            for name, fn in list(runs.items()):
+                graph, outs[name] = capture_graph(fn, self.device.index)
+                graphs.append(graph)
+                runs[name] = graph.replay
+        rounds = self.timer.time_alternating(runs, rounds=PAIRED_ROUNDS,
+                                             warmup_ms=self.warmup_ms, rep_ms=self.rep_ms)
+        out = outs["step"] if mode == "graph" else step()
+        finite = bool(torch.isfinite(out).all().item())
+        del graphs, outs
+        merged = {name: replace(ts[0], samples_ms=[x for t in ts for x in t.samples_ms])
+                  for name, ts in rounds.items()}
+        diff = paired_difference_ms([t.median_ms for t in rounds["step"]],
+                                    [t.median_ms for t in rounds["head"]])
+        return merged["step"], merged["head"], diff, finite
+
     def run_point(self, point: Point, layers: int, modes: list[str]) -> list[Measured | Skipped]:
         import torch
 
@@ -212,16 +250,22 @@ class Bench:
         try:
             for mode in modes:
                 try:
-                    timing, finite = self._time(lambda: model.forward(tokens, cache), mode)
-                    step_s = timing.median_ms * 1e-3
-                    head_stats, measured_s, notes = None, step_s, []
+                    head_stats, notes = None, []
                     if scaled:
-                        head_timing, _ = self._time(lambda: model.head_only(tokens), mode)
-                        head_stats = head_timing.stats()
-                        measured_s = scale_to_depth(step_s, head_timing.median_ms * 1e-3, layers,
+                        timing, head_timing, layers_ms, finite = self._paired(
+                            lambda: model.forward(tokens, cache), lambda: model.head_only(tokens),
+                            mode)
+                        # the paired rounds' median step - head: what is scaled
+                        head_stats = {**head_timing.stats(), "step_minus_head_ms": layers_ms}
+                        head_s = head_timing.median_ms * 1e-3
+                        measured_s = scale_to_depth(head_s + layers_ms * 1e-3, head_s, layers,
                                                     self.layers_total)
                         notes.append(f"{layers} of {self.layers_total} layers measured, "
-                                     "scaled to the full depth")
+                                     f"scaled to the full depth (step and head timed in "
+                                     f"{PAIRED_ROUNDS} alternating rounds)")
+                    else:
+                        timing, finite = self._time(lambda: model.forward(tokens, cache), mode)
+                        measured_s = timing.median_ms * 1e-3
                     if not finite:
                         notes.append("non-finite logits: point excluded from the error summary")
                     results.append(Measured(point.phase, mode, point.batch, point.context,
