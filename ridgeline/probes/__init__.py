@@ -25,8 +25,10 @@ REGISTRY: dict[str, str] = {
 }
 
 # What `ridgeline profile` runs when --probes is not given, in this order.
-DEFAULT_PROBES: tuple[str, ...] = ("hbm", "matmul", "gemv", "attention", "moe", "dequant", "launch",
-                                   "host_link", "p2p", "allreduce")
+# The roofline's own ceilings first (a run cut short by a time limit keeps them), then the
+# kernel-efficiency probes that are priced against them, then the multi-device ones.
+DEFAULT_PROBES: tuple[str, ...] = ("hbm", "matmul", "gemv", "launch", "host_link", "attention",
+                                   "moe", "dequant", "p2p", "allreduce")
 
 
 def parse_probe_list(text: str | None) -> list[str]:
