@@ -121,7 +121,8 @@ def point_work(curve: str, shape: dict[str, Any], point: dict[str, Any]
     if curve == "attention_decode":
         B, c = float(point["batch"]), float(point["context"])
         hq, hkv, d = shape["q_heads"], shape["kv_heads"], shape["head_dim"]
-        return ({"batch": B, "kv_bytes_per_seq": kv_bytes_per_seq(c, hkv, d, b)},
+        return ({"batch": B, "kv_bytes_per_seq": kv_bytes_per_seq(c, hkv, d, b),
+                 "q_per_kv": hq / hkv},
                 [(4.0 * B * c * hq * d, B * c * 2 * hkv * d * b + B * 2 * hq * d * b)])
     if curve == "attention_prefill":
         s = float(point["tokens"])

@@ -123,6 +123,13 @@ def test_cpu_sweep_small_torch_only_within_its_cache_bound():
         assert decode == {(b, s) for b in batches for s in contexts
                           if A.kv_cache_bytes(b, s, 8, 128, "bf16") <= 64 * MiB}
         assert (1, 4096 if not quick else 1024) in decode and len(decode) >= 4
+        # the full sweep measures every point at 2, 4 and 8 query heads per KV head (8 KV
+        # heads): CPU SDPA is compute-bound, so the ratio moves its efficiency per KV byte
+        ratios = {(c["batch"], c["context"], c["q_heads"] // c["kv_heads"])
+                  for c in runnable if c["kernel"] == "decode"}
+        assert ratios == {(b, s, r) for b, s in decode
+                          for r in ((4,) if quick else A.CPU_Q_PER_KV)}
+        assert {c["kv_heads"] for c in runnable} == {8}
         assert [(c["batch"], c["tokens"]) for c in runnable if c["kernel"] == "prefill"] == \
             [(1, t) for t in tokens]
         waived = [c for c in cases if c not in runnable]

@@ -87,7 +87,7 @@ def test_the_datasheet_profile_carries_a_valid_efficiency_section():
         assert eff.has(curve, dtype), (curve, dtype)
     assert not eff.has("dequant", "int4")
     assert 0 < eff.factor("attention_decode", "bf16", batch=64,
-                          kv_bytes_per_seq=1024 * FLASHINFER_KV_PER_TOKEN) < 1
+                          kv_bytes_per_seq=1024 * FLASHINFER_KV_PER_TOKEN, q_per_kv=8) < 1
     # --no-derate: no published efficiency either
     bare = datasheet_profile(datasheets.by_sku("h100-sxm5-80gb"), derate=False)
     assert "efficiency" not in bare and Efficiency.of(bare).curves == {}

@@ -51,12 +51,13 @@ def test_fit_divides_the_roofline_time_by_the_measured_time_fastest_provider(tmp
     ]
     eff = fit_efficiency(records, prof)
     curve = eff["attention_decode"]["bf16"]
-    assert curve["axes"] == ["batch", "kv_bytes_per_seq"]
+    assert curve["axes"] == ["batch", "kv_bytes_per_seq", "q_per_kv"]
     assert curve["providers"] == ["torch_sdpa", "triton"]
     (point,) = curve["points"]
     assert point["provider"] == "triton"
     # the KV bytes each sequence holds: context x 2 x kv_heads x head_dim x 2 B (bf16)
-    assert (point["batch"], point["kv_bytes_per_seq"]) == (8, 4096 * 2 * 8 * 128 * 2)
+    assert (point["batch"], point["kv_bytes_per_seq"], point["q_per_kv"]) == (
+        8, 4096 * 2 * 8 * 128 * 2, 4.0)
     assert point["efficiency"] == pytest.approx(0.5)
     assert point["roofline_ms"] == pytest.approx(roof_ms)
     assert set(eff) == {"attention_decode"}
@@ -186,7 +187,28 @@ def test_the_report_shows_each_curve_with_its_range():
     table = efficiency_table({"efficiency": HALF})
     rows = {(r[0], r[1]): r for r in table.rows}
     decode = rows[("decode attention", "bf16")]
-    assert decode[2:7] == ["4", "0.25", f"batch=1 kv_bytes_per_seq={8192 * KV_PER_TOKEN}", "0.50",
-                           f"batch=1 kv_bytes_per_seq={512 * KV_PER_TOKEN}"]
+    # 8192 and 512 tokens of 4 KiB of K and V each
+    assert decode[2:7] == ["4", "0.25", "batch=1 KV 32 MiB/seq", "0.50", "batch=1 KV 2 MiB/seq"]
     assert ("prefill attention", "bf16") in rows
     assert not efficiency_table({})
+
+
+def test_decode_attention_is_priced_at_the_models_query_heads_per_kv_head(tmp_path):
+    """A compute-bound decode kernel (CPU SDPA) gets less of the roofline the more query
+    heads share a KV head: the curve's q_per_kv axis, read at the model's own ratio per rank."""
+    def curve(eff_by_ratio):
+        return {"axes": ["batch", "kv_bytes_per_seq", "q_per_kv"],
+                "points": [{"batch": b, "kv_bytes_per_seq": kv, "q_per_kv": r, "efficiency": e}
+                           for r, e in eff_by_ratio.items() for b in (1, 64)
+                           for kv in (2**20, 2**26)]}
+    prof = _profile_dict(tmp_path, {"attention_decode": {"bf16": curve({2: 0.4, 8: 0.1})}})
+    hw = hardware_from_profile(prof)
+    spec, p = load_model("llama-3.1-8b"), Precision()           # 32 / 8 heads: ratio 4
+    bare = hardware_from_profile(_profile_dict(tmp_path))
+    ratio4 = _attention_s(decode_step_time(spec, p, hw, 8, 2000))
+    roof = _attention_s(decode_step_time(spec, p, bare, 8, 2000))
+    assert ratio4 == pytest.approx(roof / 0.25)                 # halfway in log2 from 2 to 8
+    # at TP=4 a rank holds 8 query heads and 2 KV heads: ratio 4 again
+    sm = StepModel(spec, p, hw, 4)
+    assert sm.step_s(8, 8 * 2001) == pytest.approx(
+        decode_step_time(spec, p, hw, 8, 2000, tp=4).time_s, rel=1e-9)

@@ -103,6 +103,11 @@ CPU_CONTEXTS = (256, 1024, 4096)
 CPU_QUICK_BATCHES = (1, 8)
 CPU_QUICK_CONTEXTS = (256, 1024)
 CPU_MAX_KV_BYTES = 64 * 2**20     # CPU SDPA streams ~0.5 GB/s in bf16 on 2 cores: bound the run
+# CPU SDPA runs decode compute-bound (about 4.5 GFLOP/s in bf16 on a 2-core host, whatever the
+# heads), so its efficiency per KV byte scales with the query heads per KV head: the full CPU
+# sweep measures three ratios (KV heads as HEADS); a GPU's decode kernels stream the KV and
+# its quick sweep needs one, HEADS' own
+CPU_Q_PER_KV = (2, 4, 8)
 CPU_PREFILL_TOKENS = (128, 512, 1024)
 CPU_QUICK_PREFILL_TOKENS = (128, 512)
 
@@ -259,17 +264,24 @@ class AttentionProbe(RotatingProbe):
         # the CPU's default decode grid stays within its time budget
         kv_cap = None if gpu or "batches" in opts or "contexts" in opts else CPU_MAX_KV_BYTES
 
+        # decode head layouts: HEADS (or the options'), and on the CPU's full sweep the
+        # other query-per-KV-head ratios of CPU_Q_PER_KV
+        layouts = [heads]
+        if not gpu and not ctx.quick and "q_heads" not in opts:
+            layouts = [{**heads, "q_heads": heads["kv_heads"] * r} for r in CPU_Q_PER_KV]
+
         def params():
             for dtype in dtypes:
                 for kernel, batch, context in points:
                     if kernel == "decode" and kv_cap and kv_cache_bytes(
                             batch, context, heads["kv_heads"], heads["head_dim"], dtype) > kv_cap:
                         continue
-                    for provider in PROVIDERS[kernel]:
-                        if not only or provider in only:
-                            yield {"kernel": kernel, "provider": provider, "dtype": dtype,
-                                   "batch": batch, "context": context,
-                                   "tokens": 1 if kernel == "decode" else context, **heads}
+                    for layout in layouts if kernel == "decode" else [heads]:
+                        for provider in PROVIDERS[kernel]:
+                            if not only or provider in only:
+                                yield {"kernel": kernel, "provider": provider, "dtype": dtype,
+                                       "batch": batch, "context": context,
+                                       "tokens": 1 if kernel == "decode" else context, **layout}
         return self.plan(ctx, params(), waive_by=("kernel", "dtype", "provider"))
 
     # --- one case --------------------------------------------------------------------

@@ -235,8 +235,16 @@ def efficiency_table(profile: dict[str, Any]) -> Table:
             lo = min(points, key=lambda p: p["efficiency"])
             hi = max(points, key=lambda p: p["efficiency"])
 
+            axes = curve.get("axes") or spec.axes  # as stored (a profile may predate an axis)
+
             def where(p: dict[str, Any]) -> str:
-                return " ".join(f"{a}={p.get(a)}" for a in spec.axes)
+                def show(a: str, v: Any) -> str:
+                    if not isinstance(v, (int, float)):
+                        return f"{a}={v}"
+                    if a == "kv_bytes_per_seq":
+                        return f"KV {v / 2**20:.3g} MiB/seq"
+                    return f"{a}={v:g}"
+                return " ".join(show(a, p.get(a)) for a in axes)
 
             table.rows.append([spec.what, dtype, str(len(points)), f"{lo['efficiency']:.2f}",
                                where(lo), f"{hi['efficiency']:.2f}", where(hi),

@@ -3,7 +3,7 @@ dequantizing GEMVs really get, as curves over their shape.
 
     profile["efficiency"] = fit_efficiency(records, profile)     # after ceilings and model
     eff = Efficiency.of(profile)
-    eff.factor("attention_decode", "bf16", batch=64, kv_bytes_per_seq=2**24)  # 0.42, or None
+    eff.factor("attention_decode", "bf16", batch=64, kv_bytes_per_seq=2**24, q_per_kv=4)
 
 One measured case of a curve's probe gives
 
@@ -18,7 +18,7 @@ roofline stays a bound.
 
 Curves (CURVES; the probe's record fields named by `axes`):
 
-    attention_decode   attention probe, kernel "decode"   axes batch, kv_bytes_per_seq
+    attention_decode   attention probe, kernel "decode"   axes batch, kv_bytes_per_seq, q_per_kv
     attention_prefill  attention probe, kernel "prefill"  axes tokens
     moe                moe probe, kernel "grouped_gemm"   axes tokens_per_expert
     dequant            dequant probe, kernel "gemv"       axes batch (dtype = weight dtype)
@@ -28,6 +28,9 @@ kv_heads x head_dim x bytes per element, not its context in tokens: a decode ker
 efficiency follows the bytes it streams per sequence and the sequences it spreads them
 over, whatever the head layout (FlashInfer measures the same utilization for 64 x 1k MHA
 as for 64 x 8k GQA with 8x fewer KV heads), so a curve measured on one layout prices another.
+Its third, q_per_kv = q_heads / kv_heads, carries a compute-bound kernel (CPU SDPA), whose
+efficiency per KV byte falls with the query heads each KV head serves; a curve measured at
+one ratio (a GPU's, a published one) is held constant along it.
 
 Each is stored per dtype (the record's `dtype`; the roofline is priced in its
 `compute_dtype` where the record has one, as the weight-only dequant records do):
@@ -66,7 +69,8 @@ def _decode_axes(r: dict[str, Any]) -> dict[str, float]:
     return {"batch": float(r["batch"]),
             "kv_bytes_per_seq": kv_bytes_per_seq(float(r["context"]), float(r["kv_heads"]),
                                                  float(r["head_dim"]),
-                                                 dtypes.bytes_per_element(str(r["dtype"])))}
+                                                 dtypes.bytes_per_element(str(r["dtype"]))),
+            "q_per_kv": float(r["q_heads"]) / float(r["kv_heads"])}
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,8 @@ class CurveSpec:
 
 
 CURVES: dict[str, CurveSpec] = {
-    "attention_decode": CurveSpec("attention", "decode", ("batch", "kv_bytes_per_seq"),
+    "attention_decode": CurveSpec("attention", "decode",
+                                  ("batch", "kv_bytes_per_seq", "q_per_kv"),
                                   "decode attention", _decode_axes),
     "attention_prefill": CurveSpec("attention", "prefill", ("tokens",), "prefill attention"),
     "moe": CurveSpec("moe", "grouped_gemm", ("tokens_per_expert",), "MoE expert GEMMs"),

@@ -18,7 +18,8 @@ never on datasheet peaks unless the hardware is a datasheet (field guide §3):
                  read once; FLOPs of the B x k routed token-expert pairs          (§5.4)
     elementwise  norms, rope, activation, residual, KV writes, sampling: bytes / bandwidth
     measured     where the profile has a measured efficiency curve (roofline.efficiency):
-    efficiency   decode attention (batch, KV bytes per sequence), prefill attention (tokens), MoE
+    efficiency   decode attention (batch, KV bytes per sequence, query heads per KV head),
+                 prefill attention (tokens), MoE
                  expert GEMMs (tokens per expert), weight-only int8/int4 GEMMs (batch) cost
                  t_roofline / efficiency(shape); without one they stay at the roofline
                  (optimistic), and hardware_from_profile's notes say so
@@ -219,7 +220,8 @@ def _attention_standard(pr: _Pricer, phase: str, m: float, seqs: int, new: int, 
         moved = seqs * ctx * 2 * hkv * d * kvb + m * 2 * hq * d * b  # K, V read; q in, out
         op = pr.work("attention", "attention", flops, moved, pr.base_dtype, 1, count)
         return ops + [pr.measured(op, "attention_decode", pr.base_dtype, batch=seqs,
-                                  kv_bytes_per_seq=max(ctx, 1) * 2 * hkv * d * kvb)]
+                                  kv_bytes_per_seq=max(ctx, 1) * 2 * hkv * d * kvb,
+                                  q_per_kv=hq / hkv)]
     span = prior + (new + 1) / 2.0
     if window:
         span = min(span, window)

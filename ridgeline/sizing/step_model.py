@@ -221,9 +221,13 @@ class StepModel:
             "attention_decode", self._pr.base_dtype)
         out = None
         if curve is not None:
+            s = self.spec
+            # query heads per KV head on one rank, as latency._attention_standard counts them
+            ratio = (s.num_attention_heads / self.tp) / (s.num_kv_heads / min(self.tp,
+                                                                                s.num_kv_heads))
             xs = curve.grid("kv_bytes_per_seq")
-            out = (np.log2(xs), np.array([min(1.0, curve.at(batch=seqs, kv_bytes_per_seq=x))
-                                          for x in xs]))
+            out = (np.log2(xs), np.array([min(1.0, curve.at(batch=seqs, kv_bytes_per_seq=x,
+                                                            q_per_kv=ratio)) for x in xs]))
         self._decode_eff[seqs] = out
         return out
 
