@@ -185,7 +185,7 @@ def test_layers_cap_scales_to_the_full_depth(profile_path, tmp_path):
     layers = p["timing_head"]["step_minus_head_ms"] * 1e-3
     assert p["scaled"] and p["layers_measured"] == 1
     assert p["measured_s"] == pytest.approx(head + max(layers, 0.0) * 2, rel=1e-12)
-    assert p["timing"]["n_samples"] >= 2 * PAIRED_ROUNDS  # every round's step samples kept
+    assert p["timing"]["n_samples"] >= PAIRED_ROUNDS  # at least one step sample per round, kept
 
 
 def test_paired_difference_is_the_median_of_the_rounds_differences():
