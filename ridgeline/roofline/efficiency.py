@@ -51,12 +51,13 @@ Tests: tests/test_roofline_efficiency.py.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from ridgeline import dtypes
-from ridgeline.records import fit_ready
+from ridgeline.records import fastest_per_case
 from ridgeline.roofline.sections import positive
 
 
@@ -118,20 +119,15 @@ def fit_efficiency(records: Iterable[dict[str, Any]], profile: dict[str, Any]) -
     model = RooflineModel.from_profile(profile)
     out: dict[str, Any] = {}
     for name, spec in CURVES.items():
-        best: dict[tuple, dict[str, Any]] = {}
+        mine = [r for r in records if r.get("kernel") == spec.kernel
+                and _case_key(r, spec) is not None]
+        cases = fastest_per_case(mine, spec.probe, lambda r: _case_key(r, spec))
         providers: dict[str, set[str]] = {}
-        for r in fit_ready(records, spec.probe):
-            if r.get("kernel") != spec.kernel or not positive(r.get("time_ms_median")):
-                continue
-            key = _case_key(r, spec)
-            if key is None:
-                continue
-            providers.setdefault(key[0], set()).add(str(r.get("provider")))
-            if key not in best or r["time_ms_median"] < best[key]["time_ms_median"]:
-                best[key] = r
+        for key, group in cases.items():
+            providers.setdefault(key[0], set()).update(str(r.get("provider")) for r in group)
         curves: dict[str, Any] = {}
-        for key, r in sorted(best.items()):
-            dtype = key[0]
+        for key, group in cases.items():
+            dtype, r = key[0], group[0]  # the fastest provider of the case
             moved = float(r.get("bytes_read") or 0) + float(r.get("bytes_written") or 0)
             compute = str(r.get("compute_dtype") or dtype)
             roof_s = model.predict(float(r.get("flops") or 0), moved, compute).time_s
@@ -166,10 +162,18 @@ class Curve:
                 pts.append((tuple(math.log2(float(p[a])) for a in axes), float(p["efficiency"])))
         return cls(axes, tuple(pts)) if pts and axes else None
 
+    @functools.cached_property
+    def _grids(self) -> list[list[float]]:
+        """Per axis, the measured log2 values, ascending (at() runs in the simulator's loop)."""
+        return [sorted({c[i] for c, _ in self.points}) for i in range(len(self.axes))]
+
+    @functools.cached_property
+    def _table(self) -> dict[tuple[float, ...], float]:
+        return dict(self.points)
+
     def grid(self, axis: str) -> list[float]:
         """The measured values along `axis`, ascending."""
-        i = self.axes.index(axis)
-        return [2.0 ** x for x in sorted({c[i] for c, _ in self.points})]
+        return [2.0 ** x for x in self._grids[self.axes.index(axis)]]
 
     def at(self, **coords: float) -> float:
         """The measured efficiency at these coordinates (interpolated, held at the edges)."""
@@ -179,10 +183,9 @@ class Curve:
             if not positive(v):
                 raise ValueError(f"efficiency curve needs {a} > 0, got {v!r}")
             q.append(math.log2(float(v)))
-        table = dict(self.points)
+        table = self._table
         brackets = []  # per axis: (lo, hi, weight of hi)
-        for i, x in enumerate(q):
-            grid = sorted({c[i] for c, _ in self.points})
+        for grid, x in zip(self._grids, q):
             x = min(max(x, grid[0]), grid[-1])
             hi = next((g for g in grid if g >= x), grid[-1])
             lo = max((g for g in grid if g <= x), default=grid[0])

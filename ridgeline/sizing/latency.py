@@ -44,7 +44,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ridgeline.errors import RidgelineError
-from ridgeline.roofline.efficiency import Efficiency
+from ridgeline.roofline.efficiency import Efficiency, kv_bytes_per_seq
 from ridgeline.roofline.interconnect import tp_allreduce_time
 from ridgeline.roofline.model import RooflineModel
 from ridgeline.sizing.engine import EngineProfile
@@ -220,7 +220,7 @@ def _attention_standard(pr: _Pricer, phase: str, m: float, seqs: int, new: int, 
         moved = seqs * ctx * 2 * hkv * d * kvb + m * 2 * hq * d * b  # K, V read; q in, out
         op = pr.work("attention", "attention", flops, moved, pr.base_dtype, 1, count)
         return ops + [pr.measured(op, "attention_decode", pr.base_dtype, batch=seqs,
-                                  kv_bytes_per_seq=max(ctx, 1) * 2 * hkv * d * kvb,
+                                  kv_bytes_per_seq=kv_bytes_per_seq(max(ctx, 1), hkv, d, kvb),
                                   q_per_kv=hq / hkv)]
     span = prior + (new + 1) / 2.0
     if window:

@@ -135,7 +135,7 @@ class StepModel:
         self._head: dict[int, float] = {}
         self._mla_decode: dict[int, float] = {}
         self._decode_coef: dict[int, tuple[float, float, float]] = {}
-        self._chunk_work: dict[Chunk, tuple[float, float]] = {}
+        self._chunk_work: dict[Chunk, tuple[float, float, float]] = {}
         self._kv_b: dict[int, float] = {}
         self._run: dict[int, tuple[float, float, float, float]] = {}
         self._decode_eff: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}
@@ -249,14 +249,18 @@ class StepModel:
         t = self.layers * self._attn.time_s(df * context_sum, db * context_sum + q)
         return t / float(self._decode_factor(seqs, context_sum))
 
-    def _chunk(self, new: int, prior: int) -> tuple[float, float]:
+    def _chunk(self, new: int, prior: int) -> tuple[float, float, float]:
+        """(FLOPs, bytes, FLOPs / the measured prefill-attention efficiency at `new` tokens,
+        1 where not measured) of one chunk's attention."""
         key = (new, prior)
         w = self._chunk_work.get(key)
         if w is None:
             attention = _attention_mla if self.spec.is_mla else _attention_standard
             op = next(o for o in attention(self._pr, "prefill", float(new), 1, new, prior, 1)
                       if o.name == "attention")
-            w = self._chunk_work[key] = (op.flops, op.bytes)
+            eff = self._pr.efficiency.factor("attention_prefill", self._pr.base_dtype,
+                                             tokens=new) or 1.0
+            w = self._chunk_work[key] = (op.flops, op.bytes, op.flops / eff)
         return w
 
     def prefill_attention_s(self, chunks: Sequence[Chunk]) -> float:
@@ -265,12 +269,10 @@ class StepModel:
             return 0.0
         flops = moved = slowed = 0.0
         for new, prior in chunks:
-            f, b = self._chunk(new, prior)
+            f, b, s = self._chunk(new, prior)
             flops += f
             moved += b
-            # measured prefill-attention efficiency of this chunk's length (1: not measured)
-            slowed += f / (self._pr.efficiency.factor("attention_prefill", self._pr.base_dtype,
-                                                      tokens=new) or 1.0)
+            slowed += s
         t = self.layers * self._attn.time_s(flops, moved)
         if flops > 0 and not self.spec.is_mla:
             t *= slowed / flops  # the chunks' FLOP-weighted efficiency, as one kernel
