@@ -42,7 +42,6 @@ Fewer than MIN_POINTS points is refused. Pure Python + numpy: no torch.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
@@ -61,9 +60,12 @@ from ridgeline.sizing.hardware import Hardware, HardwareOptions
 from ridgeline.sizing.memory import EngineConfig
 from ridgeline.sizing.models import ModelOptions, ModelSpec
 from ridgeline.sizing.options import build, check, option, option_like
-from ridgeline.sizing.precision import Precision, PrecisionOptions
+from ridgeline.sizing.precision import Precision, PrecisionOptions, require_supported
 from ridgeline.sizing.simulation.load import (ClosedLoop, LengthSource, Load, LognormalLengths,
                                               OpenLoop, Requests, Trace, make_requests)
+from ridgeline.sizing.simulation.measured import (AIPERF, AIPERF_SCALARS, _json_documents,
+                                                  _json_tool, aiperf_csv_blocks, read_file,
+                                                  read_measured)
 from ridgeline.sizing.simulation.options import LengthOptions
 from ridgeline.sizing.workload import ParallelOptions, Workload
 
@@ -176,53 +178,23 @@ def _block_avg(block: Any) -> Any:
     return block.get("avg") if isinstance(block, dict) else None
 
 
-# AIPerf CSV row names -> the JSON export's tags (exporters/csv_exporter.py writes both)
-_AIPERF_CSV_TAGS = {"Input Sequence Length": "input_sequence_length",
-                    "Output Sequence Length": "output_sequence_length",
-                    "Total Input Sequence Length": "total_isl",
-                    "Total Output Sequence Length": "total_osl", "Request Count": "request_count"}
-
-
-def _aiperf_csv_blocks(path: Path) -> dict[str, dict[str, Any]]:
-    """The length rows of an AIPerf CSV as {tag: {"avg", "p50", ...}} (sections as measured
-    reads them: a 'Metric,...' header row, then 'Name (unit),values' rows)."""
-    from ridgeline.sizing.simulation.measured import _split_header
-
-    blocks: dict[str, dict[str, Any]] = {}
-    columns: list[str] | None = None
-    with path.open(newline="", encoding="utf-8") as f:
-        for row in csv.reader(f):
-            if not row or not any(c.strip() for c in row):
-                columns = None
-                continue
-            if row[0].strip() == "Metric":
-                columns = [c.strip() for c in row]
-                continue
-            tag = _AIPERF_CSV_TAGS.get(_split_header(row[0])[0])
-            if columns is None or tag is None:
-                continue
-            block: dict[str, Any] = {}
-            for col, cell in zip(columns[1:], row[1:]):
-                try:
-                    block["avg" if col == "Value" else col] = float(cell)
-                except ValueError:
-                    continue
-            blocks[tag] = block
-    return blocks
+# AIPerf CSV rows of the lengths -> the JSON export's tags (exporters/csv_exporter.py writes
+# both); the totals' rows are measured's
+_AIPERF_CSV_LENGTHS = {"Input Sequence Length": "input_sequence_length",
+                       "Output Sequence Length": "output_sequence_length",
+                       **{AIPERF_SCALARS[t]: t
+                          for t in ("total_isl", "total_osl", "request_count")}}
 
 
 def file_lengths(path: str | Path) -> list[tuple[LengthSource | None, str]]:
     """(lengths, how) of each point of a result file, in simulation.measured.read_file order."""
-    from ridgeline.sizing.simulation.measured import _json_documents  # one JSON/JSONL reader
-
     path = Path(path)
     if path.suffix.lower() == ".csv":
-        return [_block_lengths(_aiperf_csv_blocks(path))]
+        return [_block_lengths(aiperf_csv_blocks(path, _AIPERF_CSV_LENGTHS))]
     out = []
     for doc in _json_documents(path):
-        is_aiperf = "input_config" in doc or isinstance(doc.get("time_to_first_token"), dict)
         out.append(_block_lengths({k: v for k, v in doc.items() if isinstance(v, dict)})
-                   if is_aiperf else _vllm_lengths(doc, str(path)))
+                   if _json_tool(doc, path) == AIPERF else _vllm_lengths(doc, str(path)))
     return out
 
 
@@ -263,8 +235,6 @@ def _load_of(point: Any) -> Load:
 def build_cases(paths: Sequence[str], lengths: LengthSource | None, max_requests: int,
                 seed: int) -> list[Case]:
     """Every measured point under `paths` with its load, lengths and requests to simulate."""
-    from ridgeline.sizing.simulation.measured import read_file, read_measured
-
     curves = read_measured(list(paths))
     points = [p for c in curves for p in c.points]
     per_file: dict[str, list[tuple[Any, tuple[LengthSource | None, str]]]] = {}
@@ -584,8 +554,6 @@ def calibrate_from_values(values: dict[str, Any], results: Sequence[str],
     hw: Hardware = hw_opts.load()
     precision: Precision
     precision, more = build(PrecisionOptions, values).resolve(hw.device_dtypes)
-    from ridgeline.sizing.precision import require_supported
-
     require_supported(precision, hw.device_dtypes, hw.name)
     engine_cfg = build(EngineConfig, values)
     parallel = build(ParallelOptions, values)

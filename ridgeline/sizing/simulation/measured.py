@@ -430,14 +430,32 @@ def _aiperf_json(doc: dict[str, Any], path: Path) -> MeasuredPoint:
 
 
 def _aiperf_csv(path: Path) -> MeasuredPoint:
+    by_header = {h: tag for tag, (_, h) in AIPERF_METRICS.items()}
+    by_header.update({h: tag for tag, h in AIPERF_SCALARS.items()})
+    blocks = aiperf_csv_blocks(path, by_header)
+    if not blocks:
+        raise RidgelineError(f"{path} is not an AIPerf {AIPERF_CSV} (no 'Metric,...' section "
+                             "with its metrics)")
+    load = None
+    beside = path.parent / AIPERF_JSON
+    if beside.is_file():
+        docs = _json_documents(beside)
+        if docs and isinstance(docs[0], dict):
+            load = _aiperf_load_from_config(docs[0], beside)
+    load = load or _aiperf_load_from_folder(path)
+    return _aiperf_point(blocks, path, *load)
+
+
+def aiperf_csv_blocks(path: Path, by_header: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The rows of an AIPerf CSV named in `by_header` ("Name" -> JSON tag) as blocks like the
+    JSON export's: {tag: {"unit", "avg", "p50", ...}} (sections: a 'Metric,...' header row,
+    then 'Name (unit),values' rows; a blank line ends one; "Value" is read as "avg")."""
     try:
         with path.open(newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise RidgelineError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") \
             from None
-    by_header = {h: tag for tag, (_, h) in AIPERF_METRICS.items()}
-    by_header.update({h: tag for tag, h in AIPERF_SCALARS.items()})
     blocks: dict[str, dict[str, Any]] = {}
     columns: list[str] | None = None
     for row in rows:
@@ -462,17 +480,7 @@ def _aiperf_csv(path: Path) -> MeasuredPoint:
                     raise RidgelineError(f"{path}: {row[0]} {col} is not a number ({cell!r})") \
                         from None
         blocks[tag] = block
-    if not blocks:
-        raise RidgelineError(f"{path} is not an AIPerf {AIPERF_CSV} (no 'Metric,...' section "
-                             "with its metrics)")
-    load = None
-    beside = path.parent / AIPERF_JSON
-    if beside.is_file():
-        docs = _json_documents(beside)
-        if docs and isinstance(docs[0], dict):
-            load = _aiperf_load_from_config(docs[0], beside)
-    load = load or _aiperf_load_from_folder(path)
-    return _aiperf_point(blocks, path, *load)
+    return blocks
 
 
 def _split_header(text: str) -> tuple[str, str | None]:

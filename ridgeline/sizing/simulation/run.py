@@ -47,7 +47,7 @@ from ridgeline.sizing.latency import valid_tp
 from ridgeline.sizing.memory import EngineConfig
 from ridgeline.sizing.models import ModelOptions, ModelSpec
 from ridgeline.sizing.options import build
-from ridgeline.sizing.precision import Precision, PrecisionOptions
+from ridgeline.sizing.precision import Precision, PrecisionOptions, require_supported
 from ridgeline.sizing.simulation.engine import SchedulerConfig, kv_capacity_tokens, scheduler_for
 from ridgeline.sizing.simulation.load import (ClosedLoop, Load, LognormalLengths, OpenLoop,
                                               Requests, Trace, make_requests, read_trace)
@@ -179,8 +179,6 @@ def make_setup(spec: ModelSpec, hw: Hardware, precision: Precision, lengths: Len
                parallel: ParallelOptions, measured: MeasuredOptions | None = None, *,
                notes: Sequence[str] = (), engine_layer: EngineProfile | None = None) -> Setup:
     """A checked Setup from the option dataclasses (the CLI's and ridgeline.api's way in)."""
-    from ridgeline.sizing.precision import require_supported
-
     require_supported(precision, hw.device_dtypes, hw.name)
     engine_layer = engine_layer or NO_ENGINE
     notes = [engine_layer.describe()] + list(notes) + list(hw.notes)
