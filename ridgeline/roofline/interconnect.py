@@ -33,7 +33,7 @@ no sizing equation uses it yet: expert parallelism is not modelled, so
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ridgeline.dtypes import BYTES as DTYPE_BYTES
@@ -67,6 +67,9 @@ class CollectiveEstimate:
     time_s: float
     source: str            # "measured" | "estimated" | "none"
     detail: str
+    busbw_GBps: float | None = None   # the bus bandwidth the estimate used
+    link: str | None = None           # the link of the fit it came from (None: host link, none)
+    size_bytes: float = 0.0           # one collective's size (nccl-tests size)
 
 
 def ring_steps(collective: str, world_size: int) -> int:
@@ -112,7 +115,9 @@ def collective_time(collective: str, size_bytes: float, world_size: int,
     fit = table.get(str(world_size))
     if fit and fit.get("busbw_GBps"):
         t, detail = _measured(collective, size_bytes, world_size, fit, factor)
-        return CollectiveEstimate(t, fit.get("source", "measured"), detail)
+        algbw = fit.get("algbw_GBps") or fit["busbw_GBps"] / factor
+        return CollectiveEstimate(t, fit.get("source", "measured"), detail, algbw * factor,
+                                  str(fit.get("link") or "unknown"), size_bytes)
     others = sorted((int(k) for k, v in table.items()
                      if str(k).isdigit() and int(k) > 1 and (v or {}).get("busbw_GBps")),
                     key=lambda n: (abs(n - world_size), -n))
@@ -125,7 +130,8 @@ def collective_time(collective: str, size_bytes: float, world_size: int,
         return CollectiveEstimate(
             alpha + size_bytes / algbw, "estimated",
             f"{collective} n={world_size}: estimated from the measured n={others[0]} fit "
-            f"(busbw {near['busbw_GBps']:.0f} GB/s, alpha scaled by ring steps){_trust_note(near)}")
+            f"(busbw {near['busbw_GBps']:.0f} GB/s, alpha scaled by ring steps){_trust_note(near)}",
+            float(near["busbw_GBps"]), str(near.get("link") or "unknown"), size_bytes)
     host = inter.get("host_link_GBps") or {}
     directions = [v for k, v in host.items()
                   if k in ("h2d", "d2h") and isinstance(v, (int, float)) and v]
@@ -140,7 +146,8 @@ def collective_time(collective: str, size_bytes: float, world_size: int,
         alpha = ring_steps(collective, world_size) * hop_us * 1e-6 if hop_us else 20e-6
         return CollectiveEstimate(alpha + size_bytes / algbw, "estimated",
                                   f"{collective} n={world_size}: estimated from host link "
-                                  f"{link:.0f} GB/s (no measured collective)")
+                                  f"{link:.0f} GB/s (no measured collective)", float(link),
+                                  None, size_bytes)
     return CollectiveEstimate(
         float("nan"), "none",
         f"no {collective} measurement for {world_size} ranks and no host link")
@@ -155,4 +162,4 @@ def tp_allreduce_time(hidden: int, batch_tokens: int, dtype: str, tp: int,
     """
     size = batch_tokens * hidden * DTYPE_BYTES.get(dtype, 2)
     one = collective_time("allreduce", size, tp, profile)
-    return CollectiveEstimate(2 * one.time_s, one.source, "2 x " + one.detail)
+    return replace(one, time_s=2 * one.time_s, detail="2 x " + one.detail)

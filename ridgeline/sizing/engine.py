@@ -44,9 +44,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ridgeline.dtypes import BYTES as DTYPE_BYTES
 from ridgeline.errors import RidgelineError
-from ridgeline.roofline.interconnect import (CollectiveEstimate, busbw_factor, collective_time,
+from ridgeline.roofline.interconnect import (CollectiveEstimate, collective_time,
                                              tp_allreduce_time)
 from ridgeline.sizing.options import option
 
@@ -60,7 +59,6 @@ FIELDS = ("step_overhead_us", "request_overhead_us", "allreduce", "one_shot_late
           "one_shot_max_bytes", "cuda_graphs", "bandwidth_efficiency", "compute_efficiency",
           "allreduce_efficiency")
 EFFICIENCIES = ("bandwidth_efficiency", "compute_efficiency", "allreduce_efficiency")
-_REFERENCE_BYTES = float(1 << 30)  # an all-reduce size large enough to read busbw off the fit
 
 
 @dataclass(frozen=True)
@@ -154,9 +152,8 @@ class EngineProfile:
         est = tp_allreduce_time(hidden, tokens, dtype, tp, profile)
         if tp <= 1 or est.source == "none" or not math.isfinite(est.time_s):
             return est
-        size = tokens * hidden * DTYPE_BYTES.get(dtype, 2)
         if self.allreduce == "one_shot":
-            one, why = self.one_shot_s(size, tp, profile)
+            one, why = self.one_shot_s(est.size_bytes, tp, profile)
             if one is not None:
                 est = CollectiveEstimate(2 * one, est.source, f"2 x {why}")
         if self.allreduce_efficiency != 1.0:
@@ -174,18 +171,17 @@ class EngineProfile:
             return None, f"no one-shot limit and latency for TP={tp}"
         if size_bytes > limit:
             return None, f"{size_bytes:,.0f} B above the one-shot limit {limit:,} B"
-        link = allreduce_link(profile, tp)
+        # the profile's all-reduce at this TP: its fit, else the nearest measured one's
+        est = collective_time("allreduce", size_bytes, tp, profile)
+        link = est.link
         if link is None or (link == "pcie" and tp > 2):
             return None, "one-shot needs GPUs joined by NVLink (none measured)"
-        t0 = collective_time("allreduce", 0.0, tp, profile)
-        t1 = collective_time("allreduce", _REFERENCE_BYTES, tp, profile)
-        if not t1.time_s > t0.time_s:
+        if not est.busbw_GBps:
             return None, "the profile's all-reduce has no bandwidth term"
-        algbw = _REFERENCE_BYTES / (t1.time_s - t0.time_s)
-        busbw = algbw * busbw_factor("allreduce", tp)
+        busbw = est.busbw_GBps * 1e9
         t = latency_us * 1e-6 + (tp - 1) * size_bytes / busbw
         return t, (f"one-shot ({self.name}): {latency_us:g} us + {tp - 1} x {size_bytes:,.0f} B "
-                   f"/ busbw {busbw / 1e9:.0f} GB/s ({t0.source} {link})")
+                   f"/ busbw {busbw / 1e9:.0f} GB/s ({est.source} {link})")
 
     # -- what it says about itself ----------------------------------------------------------
     @property
@@ -242,18 +238,6 @@ def eager_terms(profile: dict[str, Any]) -> tuple[float | None, float | None]:
     floor = (raw.get("latency") or {}).get("eager_us")
     return (float(overhead) if _number(overhead) else None,
             float(floor) if _number(floor) and floor > 0 else None)
-
-
-def allreduce_link(profile: dict[str, Any], tp: int) -> str | None:
-    """The link of the profile's all-reduce fit at TP (else the nearest world size); None
-    when the profile has no all-reduce fit (a host-link estimate only)."""
-    table = ((profile.get("interconnect") or {}).get("allreduce") or {})
-    fits = {int(k): v for k, v in table.items() if str(k).isdigit() and isinstance(v, dict)
-            and v.get("busbw_GBps")}
-    if not fits:
-        return None
-    near = fits.get(tp) or fits[min(fits, key=lambda n: (abs(n - tp), -n))]
-    return str(near.get("link") or "unknown")
 
 
 # -- reading presets and files ---------------------------------------------------------------
