@@ -245,15 +245,13 @@ class Group:
     it, and every rank's RankInfo."""
 
     def __init__(self, me: RankInfo, device_kind: str, quick: bool, timeout_s: float):
-        import torch.distributed as dist
-
         from ridgeline.probes.allreduce import build_config
         from ridgeline.probes.collective_worker import join
 
-        self.dist = dist
         self.timeout_s = timeout_s
         self.device_kind, self.quick = device_kind, quick
         self.comm = join(build_config(device_kind, quick), timeout_s)
+        self.dist = dist = self.comm.dist
         # the waits and the roll call: a broken NCCL group leaves this one usable
         self.ctrl = dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
         self.infos = assign_nodes(self.share(me))
@@ -269,7 +267,7 @@ class Group:
 
     def share(self, obj: Any) -> list[Any]:
         """Every rank's `obj`, in rank order."""
-        out: list[Any] = [None] * int(os.environ["WORLD_SIZE"])
+        out: list[Any] = [None] * self.comm.world
         self.dist.all_gather_object(out, obj, group=self.ctrl)
         return out
 
@@ -380,8 +378,7 @@ class Group:
 
     def close(self) -> None:
         try:
-            if self.dist.is_initialized():
-                self.dist.destroy_process_group()
+            self.comm.close()
         except Exception:  # a broken group may refuse a clean exit; the process ends anyway
             pass
 

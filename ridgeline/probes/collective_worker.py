@@ -199,14 +199,6 @@ def unsupported_reason(exc: BaseException, collective: str, backend: str) -> str
     return None
 
 
-class Progress(ranks.Progress):
-    """ranks.Progress, the file the parent's watchdog reads; off unless `enabled` (under
-    torchrun no watchdog reads it)."""
-
-    def __init__(self, out_dir: str | None, rank: int, enabled: bool = True):
-        super().__init__(out_dir if enabled else None, rank)
-
-
 def make_op(dist, collective: str, buf, count: int, rank: int, group, out=None):
     """The collective as a zero-argument callable (nccl-tests' in-place layout; all-to-all
     reads `buf` and writes `out`)."""
@@ -271,8 +263,8 @@ def validate_case(comm: RankGroup, collective: str, dtype: str, buf, count: int,
     return worst, sum_tolerance(dtype, w, m)
 
 
-def time_case(comm: RankGroup, op, group, budget: dict[str, Any], progress: Progress,
-              label: str) -> tuple[list[float], list[float]]:
+def time_case(comm: RankGroup, op, group, budget: dict[str, Any],
+              progress: ranks.Progress, label: str) -> tuple[list[float], list[float]]:
     """Per-iteration times (ms) of the slowest and the fastest rank."""
     from ridgeline.timing import EventClock, HostClock, sample_ms
 
@@ -317,7 +309,7 @@ def _versions(comm: RankGroup) -> dict[str, Any]:
     return out
 
 
-def inject_fault(config: dict[str, Any], rank: int, progress: Progress,
+def inject_fault(config: dict[str, Any], rank: int, progress: ranks.Progress,
                  case: CollectiveCase | None = None) -> None:
     """Test-only: make this rank hang, raise or be SIGKILLed where `config["fault"]` says.
 
@@ -337,7 +329,7 @@ def inject_fault(config: dict[str, Any], rank: int, progress: Progress,
 
 
 def _measure(comm: RankGroup, case: CollectiveCase, w: int, group, config: dict[str, Any],
-             progress: Progress, labels: dict[str, Any]) -> dict[str, Any]:
+             progress: ranks.Progress, labels: dict[str, Any]) -> dict[str, Any]:
     """Validate then time one case on every rank of `group`; the record (meaningful on rank 0).
 
     `labels`: provider, nodes, link and backend, copied into the record.
@@ -420,7 +412,8 @@ def run_worker(config: dict[str, Any], comm: RankGroup | None = None) -> list[di
     owned = comm is None
     comm = comm or RankGroup(config["device"])
     out_dir = config.get("out_dir")
-    progress = Progress(out_dir, comm.rank, config.get("progress", True))
+    # the file the parent's watchdog reads; off under torchrun (no watchdog reads it)
+    progress = ranks.Progress(out_dir if config.get("progress", True) else None, comm.rank)
     progress("init_process_group")
     if owned:
         comm.init(config["pg_timeout_s"])

@@ -49,8 +49,9 @@ def measure_inter_node(comm: Any, pair: tuple[int, int], config: dict[str, Any],
     comm: collective_worker's joined group; config: the collective sweep's (provider,
     backend, budget). Returns the records on the sender (rank 0), [] elsewhere.
     """
-    from ridgeline.probes.collective_worker import Progress, time_case
+    from ridgeline.probes.collective_worker import time_case
     from ridgeline.probes.patterns import fill_periodic, max_periodic_error, rank_tile_values
+    from ridgeline.ranks import Progress
     from ridgeline.records import make_record
     from ridgeline.timing import Timing
 
@@ -60,7 +61,7 @@ def measure_inter_node(comm: Any, pair: tuple[int, int], config: dict[str, Any],
         return []
     src, dst = pair
     sending = comm.rank == src
-    progress = Progress(None, comm.rank, False)
+    progress = Progress(None, comm.rank)  # no watchdog under torchrun: no file
     records = []
     for size in sizes:
         count = size // 4

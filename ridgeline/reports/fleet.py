@@ -263,8 +263,10 @@ def _untrusted_text(untrusted: list[CeilingStatus]) -> str:
     return "; ".join(f"{s}: {', '.join(names)}" for s, names in sorted(by_status.items()))
 
 
-def device_flags(profile: dict[str, Any], ident: dict[str, Any]) -> list[str]:
-    """What a device's own profile says is wrong with it (not its numbers against the set)."""
+def device_flags(profile: dict[str, Any], ident: dict[str, Any],
+                 untrusted: list[CeilingStatus]) -> list[str]:
+    """What a device's own profile says is wrong with it (not its numbers against the set);
+    `untrusted`: its untrusted_ceilings."""
     from ridgeline.topology import pcie_warnings
 
     flags = []
@@ -275,7 +277,6 @@ def device_flags(profile: dict[str, Any], ident: dict[str, Any]) -> list[str]:
     if link:
         flags += [f"PCIe: {w}" for w in pcie_warnings(ident["device_index"] or 0, link)]
     flags += _throttle_flags(profile)
-    untrusted = untrusted_ceilings(profile)
     if untrusted:
         flags.append(_untrusted_text(untrusted))
     flags += [f"flag: {f}" for f in _mapping(profile.get("ceilings")).get("flags") or []
@@ -396,7 +397,8 @@ def fleet_summary(fleet: Fleet, threshold: float = DEFAULT_THRESHOLD) -> dict[st
                   if r["kind"] == "ceiling" and e["ratio"]]
         worst = min(ranked, key=lambda t: t[0]) if ranked else None
         missing = [r["quantity"] for r, e in mine if e["flag"] == "missing"]
-        flags = device_flags(m.profile, idents[m.label]) + differs[m.label]
+        untrusted = untrusted_ceilings(m.profile)
+        flags = device_flags(m.profile, idents[m.label], untrusted) + differs[m.label]
         if missing:
             flags.append("missing: " + ", ".join(missing))
         devices.append({
@@ -406,7 +408,7 @@ def fleet_summary(fleet: Fleet, threshold: float = DEFAULT_THRESHOLD) -> dict[st
             "worst_ceiling": ({"quantity": worst[1]["quantity"], "ratio": worst[2]["ratio"]}
                               if worst else None),
             "flags": flags,
-            "untrusted": [describe(c) for c in untrusted_ceilings(m.profile)]})
+            "untrusted": [describe(c) for c in untrusted]})
     not_gated = [{"device": e["device"], "quantity": r["quantity"], "untrusted": e["untrusted"],
                   "deviation": e["deviation"]}
                  for r in rows if r["kind"] == "ceiling"
