@@ -108,14 +108,13 @@ class Fraction:
     stand_in: str | None = None    # the dtype whose fraction this dtype takes
 
     def describe(self) -> str:
-        """'mamf-finder, <url>' with what makes it a default, if anything."""
+        """'mamf-finder, <url>' with what makes it a default, if anything (a stand-in's is
+        its dtype's: sizing.hardware.derating_note names the dtypes that take another's)."""
         parts = [f"{self.source}, {self.url}"]
         if self.measured_on:
             parts.append(f"measured on {self.measured_on}")
         if self.default:
             parts.append(f"default: {self.default}")
-        if self.stand_in:
-            parts.append(f"{self.stand_in}'s: no published measurement of this dtype")
         return "; ".join(parts)
 
 

@@ -11,11 +11,14 @@ section for a datasheet profile (sizing.hardware.datasheet_profile calls it):
 
 One published point of a curve, on the part it was measured on (M), for target GPU T:
 
-    flops, bytes = the planner's own counts of the point's shape (sizing.latency's formulas)
+    flops, bytes = the counts of the point's shape by the curve's probe (probes.attention,
+                   probes.moe: what a measured curve is relative to, and what sizing.latency
+                   prices)
     t_M          = the published time (time_us), or bytes / (fraction x the source's peak
                    GB/s) (bandwidth_fraction), or the benchmark's FLOPs / TFLOP/s (TFLOPS)
     t_T          = t_M x raw(T) / raw(M),  raw(X) = max(flops / peak_X, bytes / bw_X) on X's
-                   datasheet (100%): the same share of the binding peak (1 when T is M)
+                   datasheet (a RooflineModel at 100%, no floor): the same share of the
+                   binding peak (1 when T is M)
     efficiency   = model.predict(flops, bytes, dtype) / t_T
 
 `model` is T's derated datasheet roofline (what the planner prices with), so the efficiency
@@ -34,8 +37,10 @@ from importlib import resources
 from typing import Any
 
 from ridgeline import datasheets
+from ridgeline.dtypes import bytes_per_element
 from ridgeline.errors import RidgelineError
 from ridgeline.roofline.efficiency import CURVES, kv_bytes_per_seq
+from ridgeline.roofline.model import RooflineModel
 
 DATA_FILE = "data/published_efficiency.json"
 VALUE_KINDS = ("bandwidth_fraction", "TFLOPS", "time_us")
@@ -110,64 +115,68 @@ def resolve(curve: str, sku: str) -> tuple[str, dict[str, Any]] | None:
     return best, by_sku[best]
 
 
-# -- one point: the planner's work, the measured time ---------------------------------------
+# -- one point: the probe's work, the measured time -----------------------------------------
 
-def point_work(curve: str, shape: dict[str, Any], point: dict[str, Any]
+def point_work(curve: str, shape: dict[str, Any], point: dict[str, Any], dtype: str
                ) -> tuple[dict[str, float], list[tuple[float, float]]]:
-    """(axis coordinates, [(flops, bytes) per kernel]) of one published point, counted as
-    sizing.latency counts that kernel (decode: one kernel; prefill: causal, no prior cache;
-    MoE: the gate/up and down GEMMs of the loaded experts)."""
-    b = float(shape.get("dtype_bytes", 2))
-    if curve == "attention_decode":
-        B, c = float(point["batch"]), float(point["context"])
-        hq, hkv, d = shape["q_heads"], shape["kv_heads"], shape["head_dim"]
-        return ({"batch": B, "kv_bytes_per_seq": kv_bytes_per_seq(c, hkv, d, b),
-                 "q_per_kv": hq / hkv},
-                [(4.0 * B * c * hq * d, B * c * 2 * hkv * d * b + B * 2 * hq * d * b)])
-    if curve == "attention_prefill":
-        s = float(point["tokens"])
-        B = float(shape["total_tokens"]) / s
-        hq, hkv, d = shape["q_heads"], shape["kv_heads"], shape["head_dim"]
-        return ({"tokens": s}, [(4.0 * B * hq * d * s * (s + 1) / 2.0,
-                                 B * s * 2 * hkv * d * b + B * s * 2 * hq * d * b)])
-    if curve == "moe":
-        from ridgeline.sizing.latency import expected_experts_loaded  # the planner's count
+    """(axis coordinates, [(flops, bytes) per kernel]) of one published point in `dtype`,
+    counted by the curve's probe (ridgeline.probes.attention / moe: the counts a measured
+    curve's efficiencies are relative to, which sizing.latency prices). Decode: one kernel;
+    prefill: causal, no prior cache; MoE: the gate/up and down GEMMs of the loaded experts."""
+    # the probes' pure count functions (no torch at import), loaded only when a sheet is built
+    from ridgeline.probes import attention, moe
+    from ridgeline.sizing.latency import expected_experts_loaded  # the planner's count
 
+    if curve in ("attention_decode", "attention_prefill"):
+        hq, hkv, d = shape["q_heads"], shape["kv_heads"], shape["head_dim"]
+        if curve == "attention_decode":
+            B, c = float(point["batch"]), float(point["context"])
+            coords = {"batch": B, "q_per_kv": hq / hkv, "kv_bytes_per_seq": kv_bytes_per_seq(
+                c, hkv, d, bytes_per_element(dtype))}
+            flops, read, written = attention.work("decode", B, c, hq, hkv, d, dtype)
+        else:
+            s = float(point["tokens"])
+            coords = {"tokens": s}
+            flops, read, written = attention.work("prefill", float(shape["total_tokens"]) / s,
+                                                  s, hq, hkv, d, dtype)
+        return coords, [(flops, read + written)]
+    if curve == "moe":
         m = float(point["batch"])
         e, k, h, ie = shape["experts"], shape["top_k"], shape["hidden"], shape["intermediate"]
         loaded = expected_experts_loaded(e, k, m)
-        pairs = m * k
-        return ({"tokens_per_expert": pairs / loaded},
-                [(2.0 * pairs * h * 2 * ie, loaded * h * 2 * ie * b + pairs * (h + 2 * ie) * b),
-                 (2.0 * pairs * ie * h, loaded * ie * h * b + pairs * (ie + h) * b)])
+        t = m * k / loaded   # token rows per loaded expert
+
+        def gemm(K: int, N: int) -> tuple[float, float]:
+            return (moe.flops(loaded, t, K, N), moe.bytes_read(loaded, t, K, N, dtype)
+                    + moe.bytes_written(loaded, t, N, dtype))
+        return {"tokens_per_expert": t}, [gemm(h, 2 * ie), gemm(ie, h)]
     raise RidgelineError(f"no published work count for curve {curve!r}")
 
 
-def measured_time_s(entry: dict[str, Any], point: dict[str, Any]) -> float:
+def measured_time_s(entry: dict[str, Any], point: dict[str, Any], dtype: str) -> float:
     """The published time of one point on the part it was measured on."""
-    value, how = float(point["value"]), entry["value"]
+    value, how, s = float(point["value"]), entry["value"], entry["shape"]
     if how["kind"] == "time_us":
         return value * 1e-6
     if how["kind"] == "bandwidth_fraction":
-        s = entry["shape"]
+        from ridgeline.probes.attention import decode_bytes_read
+
         # the bytes the source counts: those the kernel reads (KV and q), not the output
-        B, c = float(point["batch"]), float(point["context"])
-        read = B * c * 2 * s["kv_heads"] * s["head_dim"] * s["dtype_bytes"] \
-            + B * s["q_heads"] * s["head_dim"] * s["dtype_bytes"]
+        read = decode_bytes_read(float(point["batch"]), float(point["context"]), s["q_heads"],
+                                 s["kv_heads"], s["head_dim"], dtype)
         return read / (value * float(how["peak_GBps"]) * 1e9)
     # TFLOPS, FLOPs as flash-attention's benchmark counts them (causal: half of 4 B s^2 H d)
-    s, tokens = entry["shape"], float(point["tokens"])
+    tokens = float(point["tokens"])
     batch = float(s["total_tokens"]) / tokens
     flops = 4.0 * batch * tokens ** 2 * s["q_heads"] * s["head_dim"] / 2.0
     return flops / (value * 1e12)
 
 
-def _raw_time_s(sheet: dict[str, Any], dtype: str, work: list[tuple[float, float]]) -> float:
-    """Roofline time at 100% of a datasheet's peaks (no floor): the share-of-peak yardstick."""
-    peak = datasheets.matmul_peak_TFLOPS(sheet, dtype) or datasheets.matmul_peak_TFLOPS(
-        sheet, "bf16")
-    bw = float(sheet["memory_bandwidth_GBps"])
-    return sum(max(f / (peak * 1e12), by / (bw * 1e9)) for f, by in work)
+def _sheet_roofline(sheet: dict[str, Any]) -> RooflineModel:
+    """A datasheet's roofline at 100% of its peaks and no floor: the share-of-peak yardstick."""
+    peaks = {d: float(v) for d, v in (sheet.get("matmul_TFLOPS") or {}).items() if v}
+    return RooflineModel(float(sheet["memory_bandwidth_GBps"]), peaks, latency_floor_us=0.0,
+                         source="datasheet")
 
 
 # -- the section ---------------------------------------------------------------------------
@@ -175,14 +184,14 @@ def _raw_time_s(sheet: dict[str, Any], dtype: str, work: list[tuple[float, float
 def curve_points(curve: str, entry: dict[str, Any], measured_sku: str,
                  target: dict[str, Any], model: Any, dtype: str) -> list[dict[str, Any]]:
     """fit_efficiency-shaped points of one entry for the target datasheet and its model."""
-    measured = datasheets.by_sku(measured_sku)
+    raw_t, raw_m = _sheet_roofline(target), _sheet_roofline(datasheets.by_sku(measured_sku))
     out = []
     for p in entry["points"]:
-        coords, work = point_work(curve, entry["shape"], p)
-        t_m = measured_time_s(entry, p)
-        scale = 1.0 if target.get("sku") == measured_sku else (
-            _raw_time_s(target, dtype, work) / _raw_time_s(measured, dtype, work))
-        t_t = t_m * scale
+        coords, work = point_work(curve, entry["shape"], p, dtype)
+        t_t = measured_time_s(entry, p, dtype)
+        if target.get("sku") != measured_sku:
+            t_t *= (sum(raw_t.predict(f, by, dtype).time_s for f, by in work)
+                    / sum(raw_m.predict(f, by, dtype).time_s for f, by in work))
         roof_s = sum(model.predict(f, by, dtype).time_s for f, by in work)
         out.append({**{a: coords[a] for a in CURVES[curve].axes},
                     "efficiency": roof_s / t_t, "time_ms": t_t * 1e3,

@@ -169,9 +169,8 @@ def derating_note(fr: Achievable) -> str:
     """'derated: bf16, fp16 peak x0.803 (mamf-finder, <url>); ...; memory bandwidth x0.949
     (<source>, <url>)': each fraction once, with the dtypes it applies to."""
     groups: dict[tuple[float, str], list[str]] = {}
-    for dtype, f in fr.matmul.items():
-        groups.setdefault((f.fraction, f.describe() if not f.stand_in else
-                           fr.matmul[f.stand_in].describe()), []).append(dtype)
+    for dtype, f in fr.matmul.items():  # a stand-in describes as the dtype it copies
+        groups.setdefault((f.fraction, f.describe()), []).append(dtype)
     # the measured dtype first, the ones it stands in for after it
     parts = [f"{', '.join(sorted(dtypes, key=lambda d: fr.matmul[d].stand_in is not None))} "
              f"peak x{frac:.3g} ({text})" for (frac, text), dtypes in groups.items()]
