@@ -37,6 +37,7 @@ from importlib import resources
 from typing import Any
 
 from ridgeline import datasheets
+from ridgeline.counts import attention, moe
 from ridgeline.dtypes import bytes_per_element
 from ridgeline.errors import RidgelineError
 from ridgeline.roofline.efficiency import CURVES, kv_bytes_per_seq
@@ -120,13 +121,9 @@ def resolve(curve: str, sku: str) -> tuple[str, dict[str, Any]] | None:
 def point_work(curve: str, shape: dict[str, Any], point: dict[str, Any], dtype: str
                ) -> tuple[dict[str, float], list[tuple[float, float]]]:
     """(axis coordinates, [(flops, bytes) per kernel]) of one published point in `dtype`,
-    counted by the curve's probe (ridgeline.probes.attention / moe: the counts a measured
-    curve's efficiencies are relative to, which sizing.latency prices). Decode: one kernel;
+    counted as the curve's probe counts it (ridgeline.counts: the counts a measured curve's
+    efficiencies are relative to, which sizing.latency prices). Decode: one kernel;
     prefill: causal, no prior cache; MoE: the gate/up and down GEMMs of the loaded experts."""
-    # the probes' pure count functions (no torch at import), loaded only when a sheet is built
-    from ridgeline.probes import attention, moe
-    from ridgeline.sizing.latency import expected_experts_loaded  # the planner's count
-
     if curve in ("attention_decode", "attention_prefill"):
         hq, hkv, d = shape["q_heads"], shape["kv_heads"], shape["head_dim"]
         if curve == "attention_decode":
@@ -143,7 +140,7 @@ def point_work(curve: str, shape: dict[str, Any], point: dict[str, Any], dtype: 
     if curve == "moe":
         m = float(point["batch"])
         e, k, h, ie = shape["experts"], shape["top_k"], shape["hidden"], shape["intermediate"]
-        loaded = expected_experts_loaded(e, k, m)
+        loaded = moe.expected_experts_loaded(e, k, m)
         t = m * k / loaded   # token rows per loaded expert
 
         def gemm(K: int, N: int) -> tuple[float, float]:
@@ -159,10 +156,8 @@ def measured_time_s(entry: dict[str, Any], point: dict[str, Any], dtype: str) ->
     if how["kind"] == "time_us":
         return value * 1e-6
     if how["kind"] == "bandwidth_fraction":
-        from ridgeline.probes.attention import decode_bytes_read
-
         # the bytes the source counts: those the kernel reads (KV and q), not the output
-        read = decode_bytes_read(float(point["batch"]), float(point["context"]), s["q_heads"],
+        read = attention.decode_bytes_read(float(point["batch"]), float(point["context"]), s["q_heads"],
                                  s["kv_heads"], s["head_dim"], dtype)
         return read / (value * float(how["peak_GBps"]) * 1e9)
     # TFLOPS, FLOPs as flash-attention's benchmark counts them (causal: half of 4 B s^2 H d)

@@ -10,6 +10,7 @@ from probe_helpers import CallingTimer, gpu_info, run_all
 from ridgeline.device import cpu_device
 from ridgeline.errors import RidgelineError, Waived
 from ridgeline.probes import DEFAULT_PROBES, get_probe
+from ridgeline.counts import attention as AC
 from ridgeline.probes import attention as A
 from ridgeline.probes.base import ProbeContext
 from ridgeline.probes.gemv import TRITON_ON_CPU
@@ -26,36 +27,36 @@ TINY_HEADS = {"q_heads": 6, "kv_heads": 2, "head_dim": 64}
 
 def test_decode_work_counts_exact():
     # Llama-3 8B layer, 4 sequences at 8192 cached tokens, bf16
-    assert A.kv_cache_bytes(4, 8192, 8, 128, "bf16") == 134_217_728          # 4*8192*2*8*128*2
-    assert A.decode_bytes_read(4, 8192, 32, 8, 128, "bf16") == 134_217_728 + 32_768
-    assert A.decode_bytes_written(4, 32, 128, "bf16") == 32_768              # 4*32*128*2
-    assert A.decode_flops(4, 8192, 32, 128) == 536_870_912                    # 4*4*8192*32*128
+    assert AC.kv_cache_bytes(4, 8192, 8, 128, "bf16") == 134_217_728          # 4*8192*2*8*128*2
+    assert AC.decode_bytes_read(4, 8192, 32, 8, 128, "bf16") == 134_217_728 + 32_768
+    assert AC.decode_bytes_written(4, 32, 128, "bf16") == 32_768              # 4*32*128*2
+    assert AC.decode_flops(4, 8192, 32, 128) == 536_870_912                    # 4*4*8192*32*128
     # odd sizes, and the element width from ridgeline.dtypes
-    assert A.decode_bytes_read(3, 37, 6, 2, 64, "fp16") == 3 * 37 * 2 * 2 * 64 * 2 + 3 * 6 * 64 * 2
-    assert A.decode_bytes_read(3, 37, 6, 2, 64, "fp32") == 3 * 37 * 2 * 2 * 64 * 4 + 3 * 6 * 64 * 4
-    assert A.decode_bytes_written(3, 6, 64, "fp32") == 3 * 6 * 64 * 4
-    assert A.decode_flops(3, 37, 6, 64) == 4 * 3 * 37 * 6 * 64
+    assert AC.decode_bytes_read(3, 37, 6, 2, 64, "fp16") == 3 * 37 * 2 * 2 * 64 * 2 + 3 * 6 * 64 * 2
+    assert AC.decode_bytes_read(3, 37, 6, 2, 64, "fp32") == 3 * 37 * 2 * 2 * 64 * 4 + 3 * 6 * 64 * 4
+    assert AC.decode_bytes_written(3, 6, 64, "fp32") == 3 * 6 * 64 * 4
+    assert AC.decode_flops(3, 37, 6, 64) == 4 * 3 * 37 * 6 * 64
 
 
 def test_prefill_work_counts_exact():
     # one 1024-token sequence, bf16: causal flops = 4*32*128*1024*1025/2
-    assert A.prefill_flops(1, 1024, 32, 128) == 8_598_323_200
-    assert A.prefill_bytes_read(1, 1024, 32, 8, 128, "bf16") == 12_582_912   # 1024*48*128*2
-    assert A.prefill_bytes_written(1, 1024, 32, 128, "bf16") == 8_388_608    # 1024*32*128*2
-    assert A.prefill_flops(3, 37, 6, 64) == 4 * 6 * 64 * 3 * 37 * 38 // 2
-    assert A.prefill_bytes_read(3, 37, 6, 2, 64, "fp16") == 3 * 37 * (2 * 2 + 6) * 64 * 2
-    assert A.prefill_bytes_written(3, 37, 6, 64, "fp32") == 3 * 37 * 6 * 64 * 4
+    assert AC.prefill_flops(1, 1024, 32, 128) == 8_598_323_200
+    assert AC.prefill_bytes_read(1, 1024, 32, 8, 128, "bf16") == 12_582_912   # 1024*48*128*2
+    assert AC.prefill_bytes_written(1, 1024, 32, 128, "bf16") == 8_388_608    # 1024*32*128*2
+    assert AC.prefill_flops(3, 37, 6, 64) == 4 * 6 * 64 * 3 * 37 * 38 // 2
+    assert AC.prefill_bytes_read(3, 37, 6, 2, 64, "fp16") == 3 * 37 * (2 * 2 + 6) * 64 * 2
+    assert AC.prefill_bytes_written(3, 37, 6, 64, "fp32") == 3 * 37 * 6 * 64 * 4
 
 
 def test_work_dispatches_by_kernel():
-    assert A.work("decode", 3, 37, 6, 2, 64, "bf16") == (
-        A.decode_flops(3, 37, 6, 64), A.decode_bytes_read(3, 37, 6, 2, 64, "bf16"),
-        A.decode_bytes_written(3, 6, 64, "bf16"))
-    assert A.work("prefill", 3, 37, 6, 2, 64, "bf16") == (
-        A.prefill_flops(3, 37, 6, 64), A.prefill_bytes_read(3, 37, 6, 2, 64, "bf16"),
-        A.prefill_bytes_written(3, 37, 6, 64, "bf16"))
+    assert AC.work("decode", 3, 37, 6, 2, 64, "bf16") == (
+        AC.decode_flops(3, 37, 6, 64), AC.decode_bytes_read(3, 37, 6, 2, 64, "bf16"),
+        AC.decode_bytes_written(3, 6, 64, "bf16"))
+    assert AC.work("prefill", 3, 37, 6, 2, 64, "bf16") == (
+        AC.prefill_flops(3, 37, 6, 64), AC.prefill_bytes_read(3, 37, 6, 2, 64, "bf16"),
+        AC.prefill_bytes_written(3, 37, 6, 64, "bf16"))
     with pytest.raises(ValueError, match="unknown kernel"):
-        A.work("verify", 1, 1, 1, 1, 1, "bf16")
+        AC.work("verify", 1, 1, 1, 1, 1, "bf16")
 
 
 def test_launches_and_budgets():
@@ -121,7 +122,7 @@ def test_cpu_sweep_small_torch_only_within_its_cache_bound():
         assert {(c["provider"], c["dtype"]) for c in runnable} == {("torch_sdpa", "bf16")}
         decode = {(c["batch"], c["context"]) for c in runnable if c["kernel"] == "decode"}
         assert decode == {(b, s) for b in batches for s in contexts
-                          if A.kv_cache_bytes(b, s, 8, 128, "bf16") <= 64 * MiB}
+                          if AC.kv_cache_bytes(b, s, 8, 128, "bf16") <= 64 * MiB}
         assert (1, 4096 if not quick else 1024) in decode and len(decode) >= 4
         # the full sweep measures every point at 2, 4 and 8 query heads per KV head (8 KV
         # heads): CPU SDPA is compute-bound, so the ratio moves its efficiency per KV byte
@@ -205,7 +206,7 @@ def test_end_to_end_fake_timer_records():
     for r in records:
         assert all(r[f] is not None for f in FIELDS)
         kernel, b, s = r["kernel"], r["batch"], r["context"]
-        fl, br, bw = A.work(kernel, b, s, 6, 2, 64, "bf16")
+        fl, br, bw = AC.work(kernel, b, s, 6, 2, 64, "bf16")
         assert (r["probe"], r["status"], r["validated"], r["dtype"]) == \
             ("attention", "ok", True, "bf16")
         assert (r["q_heads"], r["kv_heads"], r["head_dim"]) == (6, 2, 64)
@@ -216,7 +217,7 @@ def test_end_to_end_fake_timer_records():
         assert r["time_ms_median"] == pytest.approx((roofline_s + 5e-6) * 1e3 * 1.02)
         seconds = r["time_ms_median"] * 1e-3
         assert r["bw_GBps"] == pytest.approx((br + bw) / seconds / 1e9)
-        assert r["kv_bytes"] == A.kv_cache_bytes(b, s, 2, 64, "bf16")
+        assert r["kv_bytes"] == AC.kv_cache_bytes(b, s, 2, 64, "bf16")
         assert r["kv_bw_GBps"] == pytest.approx(r["kv_bytes"] / seconds / 1e9)
         assert r["causal"] == (kernel == "prefill") and r["gqa"] in ("native", "repeat")
         assert r["copies"] >= 1 and r["rotation_bytes"] == r["copies"] * br
@@ -248,7 +249,7 @@ def test_successive_calls_walk_every_copy(monkeypatch):
         seen.append(k.data_ptr())
         return real(q, k, v, **kwargs)
 
-    copy = A.decode_bytes_read(2, 64, 6, 2, 64, "bf16")
+    copy = AC.decode_bytes_read(2, 64, 6, 2, 64, "bf16")
     dev = dataclasses.replace(cpu_device(), l2_cache_bytes=3 * copy // 2)   # 2x cache = 3 copies
     ctx = ProbeContext(device=dev, timer=CallingTimer(6),   # one call a sample on the CPU
                        options={**TINY_HEADS, "kernels": ["decode"], "batches": [2],
@@ -299,7 +300,7 @@ def test_triton_provider_runs_under_the_interpreter(monkeypatch):
     [r] = probe.run(case, ctx)
     assert r["validated"] and r["provider"] == "triton" and r["gqa"] == "kernel"
     assert r["num_splits"] == 3 and r["config"] == "BN16 SPLITS3 w4 s2"
-    assert r["bytes_read"] == A.decode_bytes_read(3, 100, 6, 2, 64, "bf16")
+    assert r["bytes_read"] == AC.decode_bytes_read(3, 100, 6, 2, 64, "bf16")
 
 
 class CpuTensorsContext(ProbeContext):

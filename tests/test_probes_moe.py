@@ -9,6 +9,7 @@ from probe_helpers import CallingTimer, gpu_info, run_all
 from ridgeline.device import cpu_device
 from ridgeline.errors import Waived
 from ridgeline.probes import DEFAULT_PROBES, REGISTRY, get_probe
+from ridgeline.counts import moe as MC
 from ridgeline.probes import moe as M
 from ridgeline.probes.base import ProbeContext
 from ridgeline.probes.gemv import RTOL
@@ -23,16 +24,16 @@ from ridgeline.timing import FakeTimer, HostTimer
 def test_work_counts_exact():
     E, K, N = 8, 4096, 14336
     # bf16: every expert's weight once + its routed rows in, bf16 rows out
-    assert M.weight_bytes(E, K, N, "bf16") == 939_524_096
-    assert M.bytes_read(E, 1, K, N, "bf16") == E * K * N * 2 + E * 1 * K * 2 == 939_589_632
-    assert M.bytes_read(E, 64, K, N, "bf16") == E * K * N * 2 + E * 64 * K * 2
-    assert M.bytes_written(E, 64, N) == E * 64 * N * 2
-    assert M.flops(E, 64, K, N) == 2 * E * 64 * K * N
+    assert MC.weight_bytes(E, K, N, "bf16") == 939_524_096
+    assert MC.bytes_read(E, 1, K, N, "bf16") == E * K * N * 2 + E * 1 * K * 2 == 939_589_632
+    assert MC.bytes_read(E, 64, K, N, "bf16") == E * K * N * 2 + E * 64 * K * 2
+    assert MC.bytes_written(E, 64, N) == E * 64 * N * 2
+    assert MC.flops(E, 64, K, N) == 2 * E * 64 * K * N
     # fp8 W8A8: 1-byte weights and rows + fp32 per-token and per-channel scales, bf16 out
-    assert M.bytes_read(E, 16, K, N, "fp8_e4m3") == E * K * N + E * 16 * K + E * 16 * 4 + E * N * 4
-    assert M.bytes_read(E, 16, K, N, "fp8_e4m3", "tensorwise") == E * K * N + E * 16 * K + E * 8
-    assert M.scale_bytes(E, 16, N, "bf16") == 0
-    assert M.bytes_written(3, 5, 7) == 3 * 5 * 7 * 2
+    assert MC.bytes_read(E, 16, K, N, "fp8_e4m3") == E * K * N + E * 16 * K + E * 16 * 4 + E * N * 4
+    assert MC.bytes_read(E, 16, K, N, "fp8_e4m3", "tensorwise") == E * K * N + E * 16 * K + E * 8
+    assert MC.scale_bytes(E, 16, N, "bf16") == 0
+    assert MC.bytes_written(3, 5, 7) == 3 * 5 * 7 * 2
 
 
 def test_counts_match_the_planners_expert_pricing():
@@ -41,9 +42,9 @@ def test_counts_match_the_planners_expert_pricing():
     probe's bf16 counts are exactly that, so measured/roofline is the planner's factor."""
     E, t, h, n, wb, b = 8, 37, 4096, 2 * 14336, 2, 2
     pairs = E * t
-    assert M.bytes_read(E, t, h, n, "bf16") + M.bytes_written(E, t, n) == \
+    assert MC.bytes_read(E, t, h, n, "bf16") + MC.bytes_written(E, t, n) == \
         E * h * n * wb + pairs * (h + n) * b
-    assert M.flops(E, t, h, n) == 2 * pairs * h * n
+    assert MC.flops(E, t, h, n) == 2 * pairs * h * n
 
 
 # --- the sweep ------------------------------------------------------------------------
@@ -86,7 +87,7 @@ def test_cpu_sweeps_are_small_bf16_and_fp8_is_one_waiver_per_provider():
         runnable = [c for c in cases if probe.waiver(c.params, ctx) is None]
         assert {c["dtype"] for c in runnable} == {"bf16"}
         assert len(runnable) <= (4 if quick else 12)
-        assert max(M.weight_bytes(c["experts"], c["k"], c["n"], "bf16") for c in runnable) \
+        assert max(MC.weight_bytes(c["experts"], c["k"], c["n"], "bf16") for c in runnable) \
             <= 8 * 2**20
         waived = [c for c in cases if c not in runnable]
         assert sorted(c["provider"] for c in waived) == sorted(M.PROVIDERS)
@@ -127,7 +128,7 @@ def test_end_to_end_fake_timer_records_carry_the_contract():
         assert r["time_ms_median"] == pytest.approx(((br + bw) / 1e12 + 5e-6) * 1e3 * 1.02)
         assert r["TFLOPS"] == pytest.approx(r["flops"] / (r["time_ms_median"] * 1e-3) / 1e12)
         assert r["copies"] == 3 and r["launches_per_sample"] == 1 and r["rtol"] == RTOL["bf16"]
-        assert r["rotation_bytes"] == 3 * M.weight_bytes(E, k, n, "bf16")
+        assert r["rotation_bytes"] == 3 * MC.weight_bytes(E, k, n, "bf16")
         assert r["scale_kind"] is None and r["fast_accum"] is None
         assert [c for c in probe.cases(ctx) if case_matches(c, "moe", r)]   # resumable
     assert len(fit_ready(records, "moe")) == 4
@@ -206,7 +207,7 @@ def test_fp8_loop_runs_w8a8_and_the_grouped_refusal_is_waived_once(monkeypatch,
         E, t, k, n = 3, r["tokens_per_expert"], 96, 80
         assert r["validated"] and r["fast_accum"] is True and r["act_dtype"] == "fp8_e4m3"
         assert r["rtol"] == RTOL["bf16"] + fast_accum_tolerance(k)
-        assert r["bytes_read"] == M.bytes_read(E, t, k, n, "fp8_e4m3", r["scale_kind"])
+        assert r["bytes_read"] == MC.bytes_read(E, t, k, n, "fp8_e4m3", r["scale_kind"])
     grouped = [reason for p, reason in waived if p["provider"] == "torch_grouped_mm"]
     if hasattr(torch, "_scaled_grouped_mm"):
         assert len(grouped) == 2 and grouped[0] == grouped[1]

@@ -77,7 +77,8 @@ import itertools
 import math
 from typing import Any
 
-from ridgeline.dtypes import bytes_per_element, torch_dtype
+from ridgeline.dtypes import torch_dtype
+from ridgeline.counts.attention import kv_cache_bytes, work
 from ridgeline.errors import RidgelineError
 from ridgeline.probes import rotation
 from ridgeline.probes.base import Case, ProbeContext
@@ -120,56 +121,6 @@ REFERENCE_BYTES = {True: 2**30, False: 256 * 2**20}   # fp32 reference temporari
 # |out - ref| <= rtol * (|ref| + rms(row)): the output is rounded once, and flash kernels
 # round the softmax weights to the input dtype before P.V (an error on the row's scale)
 RTOL = {"bf16": 2**-6, "fp16": 2**-8, "fp32": 1e-4}
-
-
-# --- work counts (pure) -------------------------------------------------------------
-
-def kv_cache_bytes(batch: int, context: int, kv_heads: int, head_dim: int, dtype: str) -> int:
-    """K and V of `context` tokens of `batch` sequences."""
-    return batch * context * 2 * kv_heads * head_dim * bytes_per_element(dtype)
-
-
-def decode_flops(batch: int, context: int, q_heads: int, head_dim: int) -> int:
-    return 4 * batch * context * q_heads * head_dim
-
-
-def decode_bytes_read(batch: int, context: int, q_heads: int, kv_heads: int, head_dim: int,
-                      dtype: str) -> int:
-    return (kv_cache_bytes(batch, context, kv_heads, head_dim, dtype)
-            + batch * q_heads * head_dim * bytes_per_element(dtype))
-
-
-def decode_bytes_written(batch: int, q_heads: int, head_dim: int, dtype: str) -> int:
-    return batch * q_heads * head_dim * bytes_per_element(dtype)
-
-
-def prefill_flops(batch: int, tokens: int, q_heads: int, head_dim: int) -> int:
-    """4 * batch * q_heads * head_dim * tokens * (tokens + 1) / 2, in integers (causal)."""
-    return 2 * batch * q_heads * head_dim * tokens * (tokens + 1)
-
-
-def prefill_bytes_read(batch: int, tokens: int, q_heads: int, kv_heads: int, head_dim: int,
-                       dtype: str) -> int:
-    return batch * tokens * (2 * kv_heads + q_heads) * head_dim * bytes_per_element(dtype)
-
-
-def prefill_bytes_written(batch: int, tokens: int, q_heads: int, head_dim: int,
-                          dtype: str) -> int:
-    return batch * tokens * q_heads * head_dim * bytes_per_element(dtype)
-
-
-def work(kernel: str, batch: int, context: int, q_heads: int, kv_heads: int, head_dim: int,
-         dtype: str) -> tuple[int, int, int]:
-    """(flops, bytes_read, bytes_written) of one case; prefill's `context` is its tokens."""
-    if kernel == "decode":
-        return (decode_flops(batch, context, q_heads, head_dim),
-                decode_bytes_read(batch, context, q_heads, kv_heads, head_dim, dtype),
-                decode_bytes_written(batch, q_heads, head_dim, dtype))
-    if kernel == "prefill":
-        return (prefill_flops(batch, context, q_heads, head_dim),
-                prefill_bytes_read(batch, context, q_heads, kv_heads, head_dim, dtype),
-                prefill_bytes_written(batch, context, q_heads, head_dim, dtype))
-    raise ValueError(f"attention: unknown kernel {kernel!r}; known: {', '.join(KERNELS)}")
 
 
 # --- sweep and timing rules (pure) ----------------------------------------------------

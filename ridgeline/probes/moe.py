@@ -63,7 +63,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from ridgeline.dtypes import bytes_per_element, is_fp8, torch_dtype
+from ridgeline.counts.moe import OUT_DTYPE, bytes_read, bytes_written, flops, weight_bytes
+from ridgeline.dtypes import is_fp8, torch_dtype
 from ridgeline.errors import Waived
 from ridgeline.probes import rotation
 from ridgeline.probes.base import Case, ProbeContext
@@ -75,7 +76,6 @@ from ridgeline.timing import Work
 
 PROVIDERS = ("torch_loop", "torch_grouped_mm")
 DTYPES = ("bf16", "fp8_e4m3", "fp8_e4m3fnuz")
-OUT_DTYPE = "bf16"
 EXPERTS = 8   # Mixtral-8x7B
 
 # (K, N) of one expert: Mixtral-8x7B w1/w3 (hidden -> ffn) and w2 (ffn -> hidden)
@@ -94,36 +94,6 @@ CPU_QUICK_TOKENS = [1, 16]
 # sample is a graph of >= 16 launches, up to ~1 TFLOP each).
 CPU_BUDGET = {False: rotation.SLOW_CALL_CPU_BUDGET, True: rotation.SLOW_CALL_CPU_BUDGET}
 WEIGHT_SEED = 3000   # copy i of the experts is drawn from seed WEIGHT_SEED + i
-
-
-# --- work counts (pure) -------------------------------------------------------------
-
-def weight_bytes(experts: int, k: int, n: int, dtype: str) -> int:
-    return experts * k * n * bytes_per_element(dtype)
-
-
-def scale_bytes(experts: int, tokens: int, n: int, dtype: str, scale_kind: str = "rowwise") -> int:
-    """fp32 scales of W8A8: per token and per output channel (rowwise), or one per tensor."""
-    if not is_fp8(dtype):
-        return 0
-    if scale_kind == "tensorwise":
-        return experts * 2 * 4
-    return experts * tokens * 4 + experts * n * 4
-
-
-def bytes_read(experts: int, tokens: int, k: int, n: int, dtype: str,
-               scale_kind: str = "rowwise") -> int:
-    """Every expert's weight once + its routed token rows (+ fp8 scales)."""
-    return (weight_bytes(experts, k, n, dtype) + experts * tokens * k * bytes_per_element(dtype)
-            + scale_bytes(experts, tokens, n, dtype, scale_kind))
-
-
-def bytes_written(experts: int, tokens: int, n: int, out_dtype: str = OUT_DTYPE) -> int:
-    return experts * tokens * n * bytes_per_element(out_dtype)
-
-
-def flops(experts: int, tokens: int, k: int, n: int) -> int:
-    return 2 * experts * tokens * k * n
 
 
 def timing_budget(device_kind: str, quick: bool) -> dict[str, float]:

@@ -43,6 +43,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ridgeline.counts.moe import expected_experts_loaded
 from ridgeline.errors import RidgelineError
 from ridgeline.roofline.efficiency import Efficiency, kv_bytes_per_seq
 from ridgeline.roofline.interconnect import tp_allreduce_time
@@ -102,16 +103,6 @@ class StepTime:
                 "flops": self.flops, "bytes": self.bytes, "tokens": self.tokens,
                 "experts_loaded": self.experts_loaded, "pp_bubble": self.pp_bubble,
                 "notes": list(self.notes)}
-
-
-def expected_experts_loaded(num_experts: int, experts_per_token: int, tokens: float) -> float:
-    """Expected distinct experts hit by `tokens` tokens routing to k of N uniformly (§5.4).
-
-    N (1 - (1 - k/N)^B): each expert is missed by one token with probability 1 - k/N.
-    """
-    if num_experts <= 0 or tokens <= 0:
-        return 0.0
-    return num_experts * (1.0 - (1.0 - experts_per_token / num_experts) ** tokens)
 
 
 def resolve_compute_dtype(model: RooflineModel, dtype: str) -> str:
