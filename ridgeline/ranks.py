@@ -84,14 +84,14 @@ def describe_exit(code: int) -> str:
     return f"exit code {code}"
 
 
-def log_tail(path: Path, lines: int = 3) -> str:
-    """The last non-empty lines of a rank's log, joined on one line."""
+def log_tail(path: Path) -> str:
+    """The last non-empty line of a rank's log ("" when there is none)."""
     try:
-        text = path.read_text(errors="replace").strip().splitlines()
+        text = path.read_text(errors="replace").splitlines()
     except OSError:
         return ""
-    keep = [ln.strip() for ln in text if ln.strip()][-lines:]
-    return " | ".join(keep)
+    keep = [ln.strip() for ln in text if ln.strip()]
+    return keep[-1] if keep else ""
 
 
 def read_progress(path: Path) -> tuple[int, str] | None:
@@ -212,9 +212,9 @@ def spawn_ranks(args: list[str], world_size: int, workdir: Path, *, device_kind:
 
 def watch(procs: list[subprocess.Popen], logs: list[Path], workdir: Path, n: int,
           timeout_s: float, startup_timeout_s: float, poll_s: float = 0.05, *,
-          what: str | None = None, on_poll: Callable[[], Any] | None = None) -> None:
-    """Return when every rank exited 0; RankError (ranks still running) otherwise."""
-    what = what or f"world size {n}"
+          what: str, on_poll: Callable[[], Any] | None = None) -> None:
+    """Return when every rank exited 0; RankError (ranks still running) otherwise.
+    `what` names the run in the error ("--tp 2")."""
     start = time.monotonic()
     last: dict[int, tuple[int, str] | None] = {r: None for r in range(n)}
     changed_at = start
@@ -229,7 +229,7 @@ def watch(procs: list[subprocess.Popen], logs: list[Path], workdir: Path, n: int
             then = [r for r, c in enumerate(codes) if c not in (None, 0) and r not in first]
             deaths = "; ".join(
                 f"rank {r} died ({describe_exit(codes[r])}) at '{(last[r] or (0, 'start'))[1]}': "
-                f"{log_tail(logs[r], 1)[:TAIL_CHARS] or 'no output'}" for r in first)
+                f"{log_tail(logs[r])[:TAIL_CHARS] or 'no output'}" for r in first)
             if then:
                 deaths += "; then " + ", ".join(f"rank {r} ({describe_exit(codes[r])})"
                                                 for r in then)

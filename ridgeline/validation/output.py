@@ -96,11 +96,13 @@ def columns(result: dict[str, Any]) -> list[str]:
     return TP_TABLE_COLUMNS if is_tp(result) else TABLE_COLUMNS
 
 
+def tp_suffix(result: dict[str, Any]) -> str:
+    """", TP=2 (nccl)" after a TP run's title; nothing otherwise."""
+    return f", TP={result['tp']} ({result.get('backend') or '?'})" if is_tp(result) else ""
+
+
 def title(result: dict[str, Any]) -> str:
-    text = f"{result['model']} {result['weights']} on {result['device']}"
-    if is_tp(result):
-        text += f", TP={result['tp']} ({result.get('backend') or '?'})"
-    return text
+    return f"{result['model']} {result['weights']} on {result['device']}" + tp_suffix(result)
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
@@ -115,14 +117,18 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
             line += (f"; datasheet error median {fmt_error(s['median_error_datasheet'])}, "
                      f"worst {fmt_error(s['worst_error_datasheet'])}")
         lines.append(line)
-    for phase, a in (result.get("summary_allreduce") or {}).items():
-        lines.append(f"{phase} all-reduce ({a.get('mode')}, {a['n_points']} points): share of "
-                     f"the step measured median "
-                     f"{fmt_share(a['median_share_measured'], a['median_allreduce_s_measured'])}, "
-                     f"predicted median "
-                     f"{fmt_share(a['median_share_predicted'], a['median_allreduce_s_predicted'])}"
-                     f" [{a.get('allreduce_source')}]")
-    return lines
+    return lines + allreduce_lines(result)
+
+
+def allreduce_lines(result: dict[str, Any]) -> list[str]:
+    """A TP run's all-reduce share per phase, measured and predicted (none otherwise)."""
+    return [f"{phase} all-reduce ({a.get('mode')}, {a['n_points']} points): share of "
+            f"the step measured median "
+            f"{fmt_share(a['median_share_measured'], a['median_allreduce_s_measured'])}, "
+            f"predicted median "
+            f"{fmt_share(a['median_share_predicted'], a['median_allreduce_s_predicted'])}"
+            f" [{a.get('allreduce_source')}]"
+            for phase, a in (result.get("summary_allreduce") or {}).items()]
 
 
 def print_result(result: dict[str, Any], console) -> None:
@@ -156,9 +162,7 @@ def write_json(result: dict[str, Any], path: Path) -> Path:
 
 def write_markdown(result: dict[str, Any], path: Path) -> Path:
     prov = result.get("provenance", {})
-    heading = f"{result['model']} ({result['weights']}) on {result['device']}"
-    if is_tp(result):
-        heading += f", TP={result['tp']} ({result.get('backend') or '?'})"
+    heading = f"{result['model']} ({result['weights']}) on {result['device']}" + tp_suffix(result)
     out = [f"# Validation: {heading}", "",
            f"- profile: `{result['profile']}`",
            f"- layers: {result['layers_measured']} of {result['layers_total']} measured"
@@ -188,7 +192,7 @@ def write_markdown(result: dict[str, Any], path: Path) -> Path:
         out += ["", "all-reduce share = all-reduce time / step time: measured as the step's time "
                 "less the same step with its all-reduces as no-ops; predicted as the planner's "
                 "StepTime.allreduce_s / time_s"]
-        out += [f"- {line}" for line in summary_lines(result) if " all-reduce (" in line]
+        out += [f"- {line}" for line in allreduce_lines(result)]
     if result.get("skipped"):
         out += ["", "## Skipped", ""]
         out += [f"- {point_label(s)} {s['mode']}: {s['reason']}" for s in result["skipped"]]

@@ -51,7 +51,8 @@ if TYPE_CHECKING:  # pragma: no cover - names for the annotations only
     from ridgeline.sizing.models import ModelSpec
     from ridgeline.sizing.precision import Precision
     from ridgeline.validation.footprint import LayerDims
-    from ridgeline.validation.measure import Measured, Point, Skipped
+    from ridgeline.validation.measure import DepthPlan, Measured, Point, Skipped
+    from ridgeline.validation.transformer import DecoderModel
 
 DEFAULT_PREFILL = (128, 1024, 4096, 16384)
 DEFAULT_PREFILL_CPU = (128, 1024, 4096)  # 16384 tokens of attention take minutes on a CPU
@@ -77,10 +78,11 @@ class Sweep:
         if not self.contexts and self.prefills == ():
             raise RidgelineError("nothing to measure: --context and --prefill are both 'none'")
 
-    def prefills_for(self, device: DeviceInfo) -> tuple[int, ...]:
+    def prefills_for(self, kind: str) -> tuple[int, ...]:
+        """The prefill lengths on a device of this kind ("cpu", "cuda", ...)."""
         if self.prefills is not None:
             return self.prefills
-        return DEFAULT_PREFILL_CPU if device.kind == "cpu" else DEFAULT_PREFILL
+        return DEFAULT_PREFILL_CPU if kind == "cpu" else DEFAULT_PREFILL
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,33 @@ def fp8_waiver(device: DeviceInfo) -> str | None:
             "torch._scaled_mm cannot run here")
 
 
+def profile_notes(setup: Setup, device: DeviceInfo) -> list[str]:
+    """A note when the profile was measured on another device than this run's."""
+    prof_name = setup.profile["provenance"]["device"].get("name")
+    if prof_name == device.name:
+        return []
+    return [f"the profile was measured on {prof_name!r}, this run is on {device.name!r}: "
+            "the profile predictions describe another device"]
+
+
+def depth_notes(plan: DepthPlan, layers_cap: int | None, num_layers: int) -> list[str]:
+    """Why fewer layers than the model has are measured (measure.DepthPlan), if they are."""
+    if layers_cap and layers_cap < num_layers:
+        return [f"--layers {layers_cap}: at most {layers_cap} of {num_layers} layers "
+                "measured, times scaled to the full depth"]
+    if min((n for n in plan.per_point.values() if n), default=num_layers) < num_layers:
+        return ["the full depth does not fit beside every point's KV cache: points marked * "
+                "measure fewer layers and are scaled to the full depth"]
+    return []
+
+
+def ops_note(model: DecoderModel) -> str:
+    """What runs the elementwise work of a built DecoderModel."""
+    return "elementwise work: " + (
+        "fused Triton kernels (10 kernels per layer)" if model.ops.name == "triton"
+        else "PyTorch ops (more kernels per layer than a serving engine)")
+
+
 def validate(setup: Setup, sweep: Sweep, device_id: str | None = None,
              on_progress: Progress | None = None) -> tuple[dict[str, Any], int]:
     """Detect the device, measure and score every point: (the document, exit code 0 or 130)."""
@@ -166,7 +195,7 @@ def validate(setup: Setup, sweep: Sweep, device_id: str | None = None,
     device = get_device(device_id)
     hw_sheet = pr.datasheet_hardware(setup.profile, device.to_dict())
     points = (decode_points(list(sweep.batches), list(sweep.contexts))
-              + prefill_points(list(sweep.prefills_for(device))))
+              + prefill_points(list(sweep.prefills_for(device.kind))))
     # a planner error surfaces now, not after minutes of measuring
     pr.predict(setup.spec, setup.precision, setup.hw, points[0].phase, points[0].batch,
                points[0].context)
@@ -196,11 +225,7 @@ def measure_points(setup: Setup, device: DeviceInfo, points: list[Point], sweep:
     from ridgeline.validation.transformer import DecoderModel, sdpa_has_gqa
 
     spec, weights, dims = setup.spec, setup.weights, setup.dims
-    notes: list[str] = []
-    prof_name = setup.profile["provenance"]["device"].get("name")
-    if prof_name != device.name:
-        notes.append(f"the profile was measured on {prof_name!r}, this run is on {device.name!r}: "
-                     "the profile predictions describe another device")
+    notes = profile_notes(setup, device)
     gqa_native = sdpa_has_gqa()
     if not gqa_native and dims.heads != dims.kv_heads:
         notes.append(f"torch {torch.__version__} has no enable_gqa: KV heads are repeated per "
@@ -215,13 +240,7 @@ def measure_points(setup: Setup, device: DeviceInfo, points: list[Point], sweep:
     max_layers = min(dims.num_layers, layers_cap or dims.num_layers)
     plan = ms.plan_depth(dims, weights, points, budget, max_layers=max_layers,
                          graph="graph" in modes, gqa_native=gqa_native)
-    fewest = min((n for n in plan.per_point.values() if n), default=dims.num_layers)
-    if layers_cap and layers_cap < dims.num_layers:
-        notes.append(f"--layers {layers_cap}: at most {layers_cap} of {dims.num_layers} layers "
-                     "measured, times scaled to the full depth")
-    elif fewest < dims.num_layers:
-        notes.append("the full depth does not fit beside every point's KV cache: points marked * "
-                     "measure fewer layers and are scaled to the full depth")
+    notes += depth_notes(plan, layers_cap, dims.num_layers)
 
     say = on_progress or (lambda description, done, total: None)
     say(f"building {plan.resident} layer(s) of {spec.name}", 0, len(points))
@@ -242,9 +261,7 @@ def measure_points(setup: Setup, device: DeviceInfo, points: list[Point], sweep:
                                      gqa_native=gqa_native)
                 model.prepare(max(p.kv_tokens for p in points))
                 notes.extend(model.notes)
-                notes.append("elementwise work: " + (
-                    "fused Triton kernels (10 kernels per layer)" if model.ops.name == "triton"
-                    else "PyTorch ops (more kernels per layer than a serving engine)"))
+                notes.append(ops_note(model))
                 bench = ms.Bench(model, device, timer, rep_ms=sweep.rep_ms)
             out.measured, out.skipped, out.interrupted = ms.run_points(
                 points, plan, modes, bench.run_point if bench else None,
@@ -396,12 +413,10 @@ def tp_notes(setup: Setup, tp: int) -> list[str]:
 def tp_job(setup: Setup, sweep: Sweep, kind: str, *, pg_timeout_s: float,
            fault: dict[str, Any] | None = None) -> dict[str, Any]:
     """What every rank runs (ridgeline.validation.tp.run_rank), as plain JSON."""
-    prefills = sweep.prefills if sweep.prefills is not None else (
-        DEFAULT_PREFILL_CPU if kind == "cpu" else DEFAULT_PREFILL)
     return {"spec": asdict(setup.spec), "weights": setup.weights, "device_kind": kind,
             "batches": list(sweep.batches), "contexts": list(sweep.contexts),
-            "prefills": list(prefills), "layers_cap": sweep.layers_cap, "rep_ms": sweep.rep_ms,
-            "pg_timeout_s": float(pg_timeout_s), "fault": fault}
+            "prefills": list(sweep.prefills_for(kind)), "layers_cap": sweep.layers_cap,
+            "rep_ms": sweep.rep_ms, "pg_timeout_s": float(pg_timeout_s), "fault": fault}
 
 
 def tp_result(setup: Setup, report: dict[str, Any], tp: int, *, complete: bool,
@@ -414,11 +429,7 @@ def tp_result(setup: Setup, report: dict[str, Any], tp: int, *, complete: bool,
 
     device = DeviceInfo(**report["device"])
     hw_sheet = pr.datasheet_hardware(setup.profile, report["device"])
-    all_notes = list(notes)
-    prof_name = setup.profile["provenance"]["device"].get("name")
-    if prof_name != device.name:
-        all_notes.append(f"the profile was measured on {prof_name!r}, this run is on "
-                         f"{device.name!r}: the profile predictions describe another device")
+    all_notes = list(notes) + profile_notes(setup, device)
     all_notes.append(
         f"TP={tp} over {report.get('backend', '?')}: every step timed with its all-reduces, then "
         "with them as no-ops; measured all-reduce = the difference (ridgeline.validation.tp)")

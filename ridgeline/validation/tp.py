@@ -65,9 +65,8 @@ from ridgeline.errors import RidgelineError
 from ridgeline.ranks import apply_test_fault
 from ridgeline.validation.footprint import (LayerDims, dims_from_spec, normalize_weights,
                                             weight_bytes_per_layer)
-from ridgeline.validation.measure import Measured, Point, Skipped, scale_to_depth
-from ridgeline.validation.transformer import (DecoderLayer, DecoderModel, Linear, attention,
-                                              sdpa_has_gqa)
+from ridgeline.validation.measure import Measured, Point, Skipped, _release, scale_to_depth
+from ridgeline.validation.transformer import DecoderLayer, DecoderModel, Linear, sdpa_has_gqa
 
 # |shard - unsharded| / |unsharded| of a layer's contribution. The shards sum partial
 # products in the activation dtype; fp8 quantizes each rank's slice with its own scale.
@@ -148,14 +147,16 @@ def shard_linear(full: Linear, *, rows: list[tuple[int, int]] | None = None,
     return lin
 
 
-class TPDecoderLayer:
-    """One rank's shard of a DecoderLayer; `reduce` is the all-reduce (sum over ranks)."""
+class TPDecoderLayer(DecoderLayer):
+    """One rank's shard of a DecoderLayer: DecoderLayer.__call__ on the rank's heads and
+    features (`self.d`: the rank's shapes; x replicated, the caches the rank's KV heads),
+    with `reduce` the all-reduce (sum over ranks) after O and down."""
 
     def __init__(self, full: DecoderLayer, tp: int, rank: int, reduce: Reduce):
         d = full.d
         self.d = local_dims(d, tp)
         self.eps, self.gqa_native, self.ops = full.eps, full.gqa_native, full.ops
-        self.reduce = reduce
+        self.reduce = reduce  # in place of DecoderLayer.reduce (the identity)
         self.attn_norm, self.mlp_norm = full.attn_norm, full.mlp_norm
         hd, hq = d.head_dim, d.heads // tp
         q = (rank * hq * hd, (rank + 1) * hq * hd)
@@ -169,29 +170,6 @@ class TPDecoderLayer:
                                                         (d.intermediate + rank * i,
                                                          d.intermediate + (rank + 1) * i)])
         self.down = shard_linear(full.down, cols=(rank * i, (rank + 1) * i))
-
-    def __call__(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                 k_cache: torch.Tensor, v_cache: torch.Tensor, start: int) -> torch.Tensor:
-        """DecoderLayer.__call__ on the rank's heads and features, plus the two all-reduces.
-
-        x (B, T, hidden) replicated; k/v_cache (B, G_local, capacity, d) the rank's KV heads.
-        """
-        d, ops = self.d, self.ops
-        B, T, _ = x.shape
-        if start > 0 and T != 1:
-            raise ValueError("only prefill from an empty cache or one-token decode steps")
-        M = B * T
-        h = ops.norm(x, self.attn_norm, self.eps)
-        qkv = self.qkv(h.reshape(M, d.hidden))                      # (M, (H+2G)/N * d)
-        q = ops.rope_kv(qkv, cos, sin, k_cache, v_cache, d, B, T, start)  # (B, H/N, T, d)
-        S = start + T
-        a = attention(q, k_cache[:, :, :S], v_cache[:, :, :S], causal=start == 0 and T > 1,
-                      gqa_native=self.gqa_native)
-        a = a.transpose(1, 2).reshape(M, d.q_size)                  # (M, H/N * d)
-        o = self.reduce(self.o(a))                                  # all-reduce 1: (M, hidden)
-        h, x = ops.add_norm(o.view(B, T, d.hidden), x, self.mlp_norm, self.eps)
-        up = ops.silu_mul(self.gate_up(h.reshape(M, d.hidden)))     # (M, I/N)
-        return x + self.reduce(self.down(up)).view(B, T, d.hidden)  # all-reduce 2
 
 
 class TPModel(DecoderModel):
@@ -311,37 +289,19 @@ class TPMeasured(Measured):
     timing_allreduce_alone: dict[str, Any] | None = None
 
 
-def flush_bytes(device) -> int:
-    """The cache flush buffer make_timer(device) would use (one home for its size)."""
-    from ridgeline.timing import make_timer
-
-    return int(getattr(make_timer(device), "flush_bytes", 0))
-
-
-def make_flush(device, torch_device: torch.device) -> Callable[[], Any]:
-    """The cache flush of make_timer(device), as a callable (run outside the timed region)."""
-    nbytes = flush_bytes(device)
-    if torch_device.type == "cuda":
-        buf = torch.empty(nbytes // 4, dtype=torch.int32, device=torch_device)
-        return buf.zero_
-    import numpy as np
-
-    host = np.empty(nbytes // 8, dtype=np.float64)
-    return lambda: host.fill(0.0)
-
-
 class RankTimer:
-    """Times a callable on every rank in lockstep; samples are the slowest rank's (ms)."""
+    """Times a callable on every rank in lockstep; samples are the slowest rank's (ms).
 
-    def __init__(self, group, flush: Callable[[], Any], progress: Callable[[str], None], *,
+    The clock and the cache flush are those of `timer` (make_timer(device): events and an
+    L2-sized flush on a GPU, the host clock on the CPU); counts and barriers are the ranks'.
+    """
+
+    def __init__(self, group, timer, progress: Callable[[str], None], *,
                  warmup_ms: float = 25.0, rep_ms: float = 200.0, min_reps: int = 5,
                  max_reps: int = 500):
-        from ridgeline.timing import EventClock, HostClock
-
-        self.group, self.flush, self.progress = group, flush, progress
-        self.clock = EventClock(group.device) if group.on_gpu else HostClock()
-        self.name = ("device-events" if group.on_gpu else "host-clock") + \
-            " + barrier, slowest rank"
+        self.group, self.progress = group, progress
+        self.clock, self.flush = timer.clock, timer._flush
+        self.name = f"{timer.name} + barrier, slowest rank"
         self.warmup_ms, self.rep_ms = warmup_ms, rep_ms
         self.min_reps, self.max_reps = min_reps, max_reps
 
@@ -476,14 +436,6 @@ def _reduce_n(reduce: Reduce, buf: torch.Tensor, n: int) -> None:
         reduce(buf)
 
 
-def _release(device) -> None:
-    import gc
-
-    gc.collect()
-    if device.kind != "cpu":
-        torch.cuda.empty_cache()
-
-
 # ----------------------------------------------------------------- one rank's run
 
 class Sink:
@@ -529,8 +481,9 @@ def run_rank(job: dict[str, Any], group, progress: Callable[[str], None],
     """
     from ridgeline.device import cpu_device, get_device
     from ridgeline.sizing.models import ModelSpec
+    from ridgeline.timing import make_timer
     from ridgeline.validation import measure as ms
-    from ridgeline.validation.run import fp8_waiver
+    from ridgeline.validation.run import depth_notes, fp8_waiver, ops_note
 
     sink = sink or Sink(None)
     rank, tp = group.rank, group.world
@@ -555,9 +508,9 @@ def run_rank(job: dict[str, Any], group, progress: Callable[[str], None],
         notes.append(f"fp8 waived: {waiver}")
         return report if rank == 0 else None
     tdev = group.device
-    flush = make_flush(device, tdev)
+    base_timer = make_timer(device)  # its clock and flush (allocated when first timed)
     full = dims_from_spec(spec, weights)
-    budget = ms.memory_budget(device, flush_bytes(device))
+    budget = ms.memory_budget(device, base_timer.flush_bytes)
     if not group.on_gpu:
         budget //= tp                      # the ranks share the host's memory
     budget -= weight_bytes_per_layer(full, weights)  # the unsharded layer 0, until checked
@@ -568,12 +521,7 @@ def run_rank(job: dict[str, Any], group, progress: Callable[[str], None],
     max_layers = min(full.num_layers, cap or full.num_layers)
     plan = ms.plan_depth(local_dims(full, tp), weights, points, budget, max_layers=max_layers,
                          graph="graph" in modes, gqa_native=gqa_native)
-    if cap and cap < full.num_layers:
-        notes.append(f"--layers {cap}: at most {cap} of {full.num_layers} layers measured, "
-                     "times scaled to the full depth")
-    elif min((n for n in plan.per_point.values() if n), default=full.num_layers) < full.num_layers:
-        notes.append("the full depth does not fit beside every point's KV cache: points marked * "
-                     "measure fewer layers and are scaled to the full depth")
+    notes += depth_notes(plan, cap, full.num_layers)
     if not group.on_gpu:
         notes.append(f"CPU: {tp} ranks on one host, {torch.get_num_threads()} thread(s) each; "
                      "the all-reduce runs over gloo on loopback")
@@ -581,7 +529,7 @@ def run_rank(job: dict[str, Any], group, progress: Callable[[str], None],
     if full.kv_heads < tp:
         notes.append(f"{full.kv_heads} KV heads over {tp} ranks: each KV head replicated on "
                      f"{tp // full.kv_heads} ranks (as vLLM does; ranks' KV heads {g0})")
-    timer = RankTimer(group, flush, progress, rep_ms=float(job.get("rep_ms", 200.0)))
+    timer = RankTimer(group, base_timer, progress, rep_ms=float(job.get("rep_ms", 200.0)))
     report["timer"] = timer.name
     report["resident"] = plan.resident
     total = len(points)
@@ -596,9 +544,7 @@ def run_rank(job: dict[str, Any], group, progress: Callable[[str], None],
                             on_layer=lambda i, n: progress(f"building layer {i + 1}/{n}"))
             model.prepare(max(p.kv_tokens for p in points))
             notes.extend(model.notes)
-            notes.append("elementwise work: " + (
-                "fused Triton kernels (10 kernels per layer)" if model.ops.name == "triton"
-                else "PyTorch ops (more kernels per layer than a serving engine)"))
+            notes.append(ops_note(model))
             progress("checking the sharded layer against the unsharded one")
             err = group.reduce([shard_error(model)], "max")[0]
             model.drop_reference()

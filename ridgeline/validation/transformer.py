@@ -286,6 +286,12 @@ class DecoderLayer:
         self.gate_up = lin(2 * d.intermediate, d.hidden)
         self.down = lin(d.hidden, d.intermediate)
 
+    @staticmethod
+    def reduce(t: torch.Tensor) -> torch.Tensor:
+        """The sum over tensor-parallel ranks after each row-parallel GEMM (O, down): nothing
+        on one device; a shard (ridgeline.validation.tp.TPDecoderLayer) sets its all-reduce."""
+        return t
+
     def __call__(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                  k_cache: torch.Tensor, v_cache: torch.Tensor, start: int) -> torch.Tensor:
         """x (B, T, hidden) at positions [start, start+T); appends K/V to the caches in place.
@@ -307,9 +313,10 @@ class DecoderLayer:
         a = attention(q, k_cache[:, :, :S], v_cache[:, :, :S], causal=start == 0 and T > 1,
                       gqa_native=self.gqa_native)                   # (B, H, T, d)
         a = a.transpose(1, 2).reshape(M, d.q_size)                  # (M, H*d)
-        h, x = ops.add_norm(self.o(a).view(B, T, d.hidden), x, self.mlp_norm, self.eps)
+        o = self.reduce(self.o(a))                                  # (M, hidden)
+        h, x = ops.add_norm(o.view(B, T, d.hidden), x, self.mlp_norm, self.eps)
         up = ops.silu_mul(self.gate_up(h.reshape(M, d.hidden)))     # (M, I)
-        return x + self.down(up).view(B, T, d.hidden)
+        return x + self.reduce(self.down(up)).view(B, T, d.hidden)
 
 
 class DecoderModel:
