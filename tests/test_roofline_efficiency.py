@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from ridgeline.errors import ProfileError
+from ridgeline.errors import ProfileError, RidgelineError
 from ridgeline.roofline.efficiency import Curve, Efficiency, efficiency_note, fit_efficiency
 from ridgeline.roofline.model import RooflineModel
 from ridgeline.roofline.profile import load_profile
@@ -212,3 +212,63 @@ def test_decode_attention_is_priced_at_the_models_query_heads_per_kv_head(tmp_pa
     sm = StepModel(spec, p, hw, 4)
     assert sm.step_s(8, 8 * 2001) == pytest.approx(
         decode_step_time(spec, p, hw, 8, 2000, tp=4).time_s, rel=1e-9)
+
+
+def _timed(rec, spread):
+    """`rec` with samples spread (p80 - p20) / median = `spread` around its median."""
+    med = rec["time_ms_median"]
+    return {**rec, "time_ms_p20": med * (1 - spread / 2), "time_ms_p80": med * (1 + spread / 2)}
+
+
+def _prefill_records(spreads):
+    return [_timed(_record("attention", "prefill", "torch_sdpa", 1.0 + i, 1e9, 1e6,
+                           tokens=128 * 2**i), s) for i, s in enumerate(spreads)]
+
+
+def test_curve_trust_counts_the_shapes_that_scatter():
+    from ridgeline.roofline.trust import curve_trust
+
+    quiet = curve_trust([0.02, 0.03, 0.04, 0.05])
+    assert quiet["status"] == "verified" and quiet["reason"] is None
+    assert quiet["spread"] == {"samples_p20_p80": 0.05, "median_samples_p20_p80": 0.04,
+                               "noisy_points": 0, "points": 4}
+    # one disturbed shape of four is a quarter: named in the spread, the curve still verified
+    one = curve_trust([0.02, 0.03, 0.04, 0.30])
+    assert one["status"] == "verified" and one["spread"]["noisy_points"] == 1
+    two = curve_trust([0.02, 0.03, 0.25, 0.30])
+    assert two["status"] == "noisy"
+    assert "2 of 4 shape(s) scatter above 10%" in two["reason"] and "worst 30%" in two["reason"]
+    assert curve_trust([0.02])["status"] == "unverified"
+    assert "one shape" in curve_trust([0.02])["reason"]
+    assert curve_trust([0.02, None])["status"] == "unverified"
+
+
+def test_the_fit_labels_each_curve_with_its_trust(tmp_path):
+    prof = _profile_dict(tmp_path)
+    eff = fit_efficiency(_prefill_records([0.02, 0.04, 0.03]), prof)
+    curve = eff["attention_prefill"]["bf16"]
+    assert [p["spread"] for p in curve["points"]] == pytest.approx([0.02, 0.04, 0.03])
+    assert curve["status"] == "verified"
+    assert curve["spread"]["samples_p20_p80"] == pytest.approx(0.04)
+    noisy = fit_efficiency(_prefill_records([0.02, 0.4, 0.3]), prof)["attention_prefill"]["bf16"]
+    assert noisy["status"] == "noisy"
+
+
+def test_a_noisy_curve_is_refused_by_the_planner_and_flagged_in_the_report(tmp_path):
+    from ridgeline.reports.tables import efficiency_table
+    from ridgeline.roofline.trust import untrusted_ceilings
+
+    prof = _profile_dict(tmp_path)
+    prof["efficiency"] = fit_efficiency(_prefill_records([0.02, 0.4, 0.3]), prof)
+    (flagged,) = [c for c in untrusted_ceilings(prof) if "efficiency" in c.name]
+    assert flagged.name == "prefill attention bf16 efficiency" and flagged.status == "noisy"
+    with pytest.raises(RidgelineError, match="prefill attention bf16 efficiency noisy"):
+        hardware_from_profile(prof, refuse_untrusted=True)
+    hw = hardware_from_profile(prof)  # --allow-unverified plans, and says why
+    assert any("prefill attention bf16 efficiency noisy" in w for w in hw.warnings + hw.notes)
+    (row,) = efficiency_table(prof).rows
+    assert row[-1] == "noisy (2 of 3 shapes scatter > 10%)"
+    # the checks accept what the fit wrote
+    path = tmp_path / "fitted.json"
+    path.write_text(json.dumps(prof))
+    assert load_profile(path)["efficiency"]["attention_prefill"]["bf16"]["status"] == "noisy"

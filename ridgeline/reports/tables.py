@@ -26,7 +26,7 @@ from ridgeline.roofline.interconnect import COLLECTIVES
 from ridgeline.roofline.efficiency import SECTION as EFFICIENCY_SECTION
 from ridgeline.roofline.model import undetermined_time
 from ridgeline.roofline.sections import Ceilings, ModelSection
-from ridgeline.roofline.trust import CeilingStatus, ceiling_statuses
+from ridgeline.roofline.trust import NOISY_SPREAD, CeilingStatus, ceiling_statuses
 
 
 @dataclass
@@ -225,7 +225,7 @@ def efficiency_table(profile: dict[str, Any]) -> Table:
     section = profile.get(EFFICIENCY_SECTION) or {}
     table = Table("Measured kernel efficiency (roofline time / measured time)",
                   ["kernel", "dtype", "shapes", "efficiency min", "at", "efficiency max", "at",
-                   "providers"])
+                   "providers", "status"])
     for name, spec in CURVES.items():
         for dtype, curve in sorted((section.get(name) or {}).items()):
             points = [p for p in curve.get("points") or [] if isinstance(p, dict)
@@ -248,10 +248,24 @@ def efficiency_table(profile: dict[str, Any]) -> Table:
 
             table.rows.append([spec.what, dtype, str(len(points)), f"{lo['efficiency']:.2f}",
                                where(lo), f"{hi['efficiency']:.2f}", where(hi),
-                               ", ".join(curve.get("providers") or [])])
+                               ", ".join(curve.get("providers") or []), _curve_status(curve)])
     table.note = ("the planner divides these kernels' roofline times by the curve, "
-                  "interpolated in log2 of the shape and held at its edges; above 1 is used as 1")
+                  "interpolated in log2 of the shape and held at its edges; above 1 is used as 1; "
+                  "status: roofline.trust.curve_trust")
     return table
+
+
+def _curve_status(curve: dict[str, Any]) -> str:
+    """'verified', 'noisy', ... with how many shapes scattered, even when too few to flag it;
+    'published' for a datasheet's published curve."""
+    if curve.get("published"):
+        return "published"
+    status = str(curve.get("status") or "unverified (no status recorded)")
+    spread = curve.get("spread") if isinstance(curve.get("spread"), dict) else {}
+    noisy, n = spread.get("noisy_points"), spread.get("points")
+    if isinstance(noisy, int) and isinstance(n, int) and noisy:
+        status += f" ({noisy} of {n} shapes scatter > {NOISY_SPREAD:.0%})"
+    return status
 
 
 def gemv_best_table(profile: dict[str, Any]) -> Table:

@@ -37,9 +37,15 @@ Each is stored per dtype (the record's `dtype`; the roofline is priced in its
 
     {"attention_decode": {"bf16": {"axes": ["batch", "kv_bytes_per_seq"], "providers": [...],
                                    "points": [{"batch": 1, "kv_bytes_per_seq": 2097152,
-                                               "efficiency": 0.31,
+                                               "efficiency": 0.31, "spread": 0.04,
                                                "time_ms": .., "roofline_ms": .., "provider": ..},
-                                              ...]}}}
+                                              ...],
+                                   "status": "verified", "reason": None, "spread": {...}}}}
+
+`spread` of a point is its samples' (p80 - p20) / median; a curve's status, reason and
+spread say whether it can be planned from (roofline.trust.curve_trust: noisy when more than
+a quarter of its shapes scatter above 10%), and the planner refuses an untrusted curve
+as it refuses an untrusted ceiling (`--allow-unverified`).
 
 Between measured points a curve is interpolated linearly in log2 of every axis over the
 grid of measured values (multilinear); outside it, it is held at the edge (the nearest
@@ -59,6 +65,7 @@ from typing import Any, Callable, Iterable
 from ridgeline import dtypes
 from ridgeline.records import fastest_per_case
 from ridgeline.roofline.sections import positive
+from ridgeline.roofline.trust import curve_trust, sample_spread
 
 
 def kv_bytes_per_seq(context: float, kv_heads: float, head_dim: float, kv_bytes: float) -> float:
@@ -134,10 +141,13 @@ def fit_efficiency(records: Iterable[dict[str, Any]], profile: dict[str, Any]) -
             measured_s = float(r["time_ms_median"]) * 1e-3
             point = {a: v for a, v in zip(spec.axes, key[1:])}
             point.update({"efficiency": roof_s / measured_s, "time_ms": measured_s * 1e3,
-                          "roofline_ms": roof_s * 1e3, "provider": r.get("provider")})
+                          "roofline_ms": roof_s * 1e3, "provider": r.get("provider"),
+                          "spread": sample_spread(r)})
             curve = curves.setdefault(dtype, {"axes": list(spec.axes), "points": [],
                                               "providers": sorted(providers[dtype])})
             curve["points"].append(point)
+        for curve in curves.values():
+            curve.update(curve_trust([p["spread"] for p in curve["points"]]))
         if curves:
             out[name] = curves
     return out

@@ -205,7 +205,8 @@ def _trust_fields(c: _Checker, detail: dict[str, Any], path: str) -> None:
         c.fail(f"{path}.status", f"is {_show(status)}, not one of {', '.join(STATUSES)}")
     c.text(detail.get("reason"), f"{path}.reason")
     spread = c.mapping(detail.get("spread"), f"{path}.spread")
-    c.numbers(spread, f"{path}.spread", {"samples_p20_p80": RATIO, "across_points": RATIO})
+    c.numbers(spread, f"{path}.spread", {"samples_p20_p80": RATIO, "across_points": RATIO,
+                                         "median_samples_p20_p80": RATIO})
 
 
 def _ceilings(c: _Checker, ceil: Any) -> None:
@@ -354,7 +355,9 @@ def _efficiency(c: _Checker, section: Any) -> None:
                              positive=True)
                 c.number(point.get("efficiency"), f"{where}.efficiency", RATIO, required=True,
                          positive=True)
-                c.numbers(point, where, {"time_ms": TIME_MS, "roofline_ms": TIME_MS})
+                c.numbers(point, where, {"time_ms": TIME_MS, "roofline_ms": TIME_MS,
+                                         "spread": RATIO})
+            _trust_fields(c, curve, path)
 
 
 def _datasheet(c: _Checker, sheet: Any) -> None:

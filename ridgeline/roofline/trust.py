@@ -16,6 +16,14 @@ Every ceiling's detail in profile.json carries
 - noisy:      a plateau was found but the samples scatter by more than NOISY_SPREAD
               even after re-measuring: something else was running.
 
+Measured kernel-efficiency curves (roofline.efficiency) carry the same three fields per
+curve and dtype (curve_trust): a curve spans many shapes, each timed once, so it is noisy
+when more than NOISY_POINT_SHARE of its shapes scatter above NOISY_SPREAD (one disturbed
+shape among many is named in the reason of the report's row, not the whole curve);
+unverified when it has one shape (held constant over every shape the planner asks for) or
+its samples' spread was not recorded; "spread" then holds the worst and the median sample
+spread over its shapes and how many scatter.
+
 The planner refuses untrusted ceilings unless told (`--allow-unverified`); the
 summary, report and `compare` show the status beside the number.
 
@@ -57,6 +65,8 @@ PEAK_AGREEMENT = 0.05
 PEAK_MIN_SHAPES = 2
 
 OLD_METHOD_REASON = "measured before ridgeline checked plateaus (no status recorded)"
+# An efficiency curve is noisy when more than this share of its shapes scatter above NOISY_SPREAD.
+NOISY_POINT_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,28 @@ def sample_spread(rec: dict[str, Any]) -> float | None:
     if not all(isinstance(v, (int, float)) for v in (med, lo, hi)) or not med or med <= 0:
         return None
     return (hi - lo) / med
+
+
+def curve_trust(spreads: list[float | None]) -> dict[str, Any]:
+    """{"status", "reason", "spread"} of one efficiency curve from its shapes' sample spreads
+    ((p80 - p20) / median, None where a record has no percentiles)."""
+    known = sorted(s for s in spreads if s is not None)
+    n = len(spreads)
+    if not known or len(known) < n:
+        return {"status": UNVERIFIED, "reason": f"sample spread not recorded for "
+                f"{n - len(known)} of {n} shape(s)", "spread": {}}
+    scattered = sum(s > NOISY_SPREAD for s in known)
+    spread = {"samples_p20_p80": known[-1], "median_samples_p20_p80": known[len(known) // 2],
+              "noisy_points": scattered, "points": n}
+    if scattered > NOISY_POINT_SHARE * n:
+        return {"status": NOISY, "spread": spread,
+                "reason": (f"{scattered} of {n} shape(s) scatter above {NOISY_SPREAD:.0%} "
+                           f"(p20..p80 of the median; worst {known[-1]:.0%}): other work "
+                           "disturbed the run")}
+    if n < 2:
+        return {"status": UNVERIFIED, "spread": spread,
+                "reason": "one shape: held constant over every shape it prices"}
+    return {"status": VERIFIED, "reason": None, "spread": spread}
 
 
 def _status_of(detail: Any) -> tuple[str, str | None, dict[str, Any]]:
@@ -117,6 +149,25 @@ def ceiling_statuses(profile: dict[str, Any]) -> list[CeilingStatus]:
                 status, reason, spread = _status_of(fit)
                 out.append(CeilingStatus(f"{name} n={world}", fit.get("busbw_GBps"), "GB/s busbw",
                                          status, reason, spread))
+    return out + _efficiency_statuses(profile)
+
+
+def _efficiency_statuses(profile: dict[str, Any]) -> list[CeilingStatus]:
+    """One entry per measured efficiency curve and dtype, valued at its median efficiency."""
+    from ridgeline.roofline.efficiency import CURVES, SECTION  # it imports this module
+
+    section = profile.get(SECTION)
+    out = []
+    for name, spec in CURVES.items():
+        by_dtype = section.get(name) if isinstance(section, dict) else None
+        for dtype, curve in sorted((by_dtype or {}).items() if isinstance(by_dtype, dict) else ()):
+            effs = sorted(p["efficiency"] for p in (curve or {}).get("points") or []
+                          if isinstance(p, dict) and isinstance(p.get("efficiency"), (int, float)))
+            status, reason, spread = _status_of(curve)
+            out.append(CeilingStatus(f"{spec.what} {dtype} efficiency",
+                                     effs[len(effs) // 2] if effs else None,
+                                     "of the roofline (median over shapes)", status, reason,
+                                     spread))
     return out
 
 
