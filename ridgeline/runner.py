@@ -32,7 +32,7 @@ from ridgeline.probes.base import Case, ProbeContext
 from ridgeline.records import fit_ready, waived_record, write_csv
 from ridgeline.roofline.profile_fit import fit_profile
 from ridgeline.roofline.profile import json_safe, new_profile, save_profile
-from ridgeline.telemetry import Sampler
+from ridgeline.telemetry import Sampler, throttle_reasons
 from ridgeline.timing import Timer, make_timer
 
 
@@ -221,9 +221,8 @@ def _judge(profile: dict[str, Any], records: list[dict[str, Any]], ran: list[str
 
     profile["throttled"] = any(r.get("throttled") for r in records)
     if profile["throttled"]:
-        reasons = sorted({x for r in records if r.get("throttled")
-                          for x in (r.get("throttle_reasons") or "").split(",") if x})
-        profile["warnings"].append("the device throttled during the run (" + ", ".join(reasons)
+        profile["warnings"].append("the device throttled during the run ("
+                                   + ", ".join(throttle_reasons(records))
                                    + "): ceilings may be below what the card can do")
     invalid = [r for r in records if r.get("status") == "invalid"]
     if invalid:

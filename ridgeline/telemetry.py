@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 # NVML clock-event (throttle) reason bits; names follow nvml.h.
@@ -34,6 +35,13 @@ THROTTLING_REASONS = {"sw_power_cap", "hw_slowdown", "sw_thermal_slowdown",
 
 def decode_throttle_reasons(mask: int) -> list[str]:
     return [name for bit, name in _THROTTLE_BITS.items() if mask & bit]
+
+
+def throttle_reasons(records: Iterable[dict[str, Any]]) -> list[str]:
+    """Sorted union of the throttle reasons of the records that throttled; a record carries
+    them comma-joined in "throttle_reasons", as `summarize` writes them."""
+    return sorted({x for r in records if r.get("throttled")
+                   for x in str(r.get("throttle_reasons") or "").split(",") if x})
 
 
 def _nvml():

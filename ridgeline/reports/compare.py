@@ -131,18 +131,29 @@ def _row(name: str, a: Quantity | None, b: Quantity | None, threshold: float) ->
         row["flag"] = "not determined (" + " and ".join(
             side for side, q in (("node", a), ("reference", b)) if q.undetermined) + ")"
         return row
-    row["ratio"] = ratio = a.value / b.value  # type: ignore[operator]
+    row.update(judge(a, b, threshold, ("node ", "reference ")))
+    return row
+
+
+def judge(a: Quantity, b: Quantity, threshold: float,
+          sides: tuple[str, str]) -> dict[str, Any]:
+    """a (a node, a device) against b (the reference, the set's median), both with a value:
+    ratio = a / b; deviation "worse" (the bad direction) or "better" when |ratio - 1| >
+    threshold, else ""; flag "unverified" when either side's ceiling is not trusted, with
+    "untrusted" naming each such side's status after its prefix in `sides`, else the deviation.
+    compare's rows and reports.fleet's entries are judged by this one rule."""
+    ratio = a.value / b.value  # type: ignore[operator]
+    deviation = ""
     if abs(ratio - 1.0) > threshold:
-        row["deviation"] = "worse" if (ratio < 1.0 if higher else ratio > 1.0) else "better"
-    untrusted = [f"{side} {q.status.status}" for side, q in (("node", a), ("reference", b))
+        deviation = "worse" if (ratio < 1.0 if b.higher_is_better else ratio > 1.0) else "better"
+    out: dict[str, Any] = {"ratio": ratio, "deviation": deviation, "flag": deviation}
+    untrusted = [f"{side}{q.status.status}" for side, q in zip(sides, (a, b))
                  if q.status and not q.status.trusted]
     if untrusted:
         # never called better or worse silently; the gate neither passes nor fails on it
-        row["flag"] = "unverified"
-        row["untrusted"] = ", ".join(untrusted)
-    else:
-        row["flag"] = row["deviation"]
-    return row
+        out["flag"] = "unverified"
+        out["untrusted"] = ", ".join(untrusted)
+    return out
 
 
 def compare_profiles(node: dict[str, Any], reference: dict[str, Any],

@@ -53,7 +53,7 @@ from typing import Any
 
 from ridgeline import __version__
 from ridgeline.errors import RidgelineError
-from ridgeline.reports.compare import Quantity, quantities
+from ridgeline.reports.compare import Quantity, judge, quantities
 from ridgeline.roofline.trust import CeilingStatus, describe, untrusted_ceilings
 
 FLEET_KIND = "ridgeline-fleet"
@@ -236,15 +236,15 @@ def _pcie_link(profile: dict[str, Any], ident: dict[str, Any]) -> dict[str, Any]
 
 
 def _throttle_flags(profile: dict[str, Any]) -> list[str]:
-    from ridgeline.telemetry import THROTTLING_REASONS
+    from ridgeline.telemetry import THROTTLING_REASONS, throttle_reasons
 
     out = []
     records = profile.get("records")
     recs = [r for r in records if isinstance(r, dict) and r.get("throttled")] \
         if isinstance(records, list) else []
     if profile.get("throttled") or recs:
-        seen = {x for r in recs for x in str(r.get("throttle_reasons") or "").split(",") if x}
-        reasons = sorted(seen & THROTTLING_REASONS) or sorted(seen)
+        seen = throttle_reasons(recs)
+        reasons = sorted(set(seen) & THROTTLING_REASONS) or seen
         out.append(f"throttled during the run ({len(recs)} record(s)"
                    + (f": {', '.join(reasons)})" if reasons else ")"))
     at_start = _telemetry(profile).get("throttle_reasons")
@@ -315,9 +315,9 @@ def _reference_mismatches(ref: dict[str, Any], idents: dict[str, dict[str, Any]]
 
 # ------------------------------------------------------------------ the numbers
 
-def _entry(label: str, q: Quantity | None, basis: float | None, ref: Quantity | None,
-           use_reference: bool, threshold: float) -> dict[str, Any]:
-    """One device's value of one quantity against the basis (median or reference)."""
+def _entry(label: str, q: Quantity | None, basis: Quantity | None, use_reference: bool,
+           threshold: float) -> dict[str, Any]:
+    """One device's value of one quantity against the basis (the median or the reference)."""
     e: dict[str, Any] = {"device": label, "value": q.value if q else None,
                          "status": q.status.status if q and q.status else None,
                          "ratio": None, "deviation": "", "flag": ""}
@@ -325,20 +325,11 @@ def _entry(label: str, q: Quantity | None, basis: float | None, ref: Quantity | 
         e["flag"] = "missing"          # the others have it; this device does not
     elif q.undetermined:
         e["flag"] = "not determined"   # the fit could not fix it: a ratio would be noise
-    elif use_reference and (ref is None or ref.undetermined):
-        e["flag"] = "not in reference" if ref is None else "not determined (reference)"
-    elif basis:
-        e["ratio"] = ratio = q.value / basis  # type: ignore[operator]
-        if abs(ratio - 1.0) > threshold:
-            e["deviation"] = "worse" if (ratio < 1.0) == q.higher_is_better else "better"
-        sides = [("", q)] + ([("reference ", ref)] if use_reference and ref else [])
-        untrusted = [f"{side}{x.status.status}" for side, x in sides
-                     if x.status and not x.status.trusted]
-        if untrusted:  # never called worse or better: neither passes nor fails the gate
-            e["flag"] = "unverified"
-            e["untrusted"] = ", ".join(untrusted)
-        else:
-            e["flag"] = e["deviation"]
+    elif use_reference and (basis is None or basis.undetermined):
+        e["flag"] = "not in reference" if basis is None else "not determined (reference)"
+    elif basis is not None:  # quantities() gives a value to every determined quantity
+        # compare's rule; the device's own status goes unnamed, the reference's is named
+        e.update(judge(q, basis, threshold, ("", "reference ")))
     return e
 
 
@@ -347,8 +338,10 @@ def _quantity_row(name: str, qs: list[Quantity | None], labels: list[str],
     proto = next(q for q in qs if q is not None)
     values = [q.value for q in qs if q is not None and q.value is not None]
     med = median(values) if values else None
-    basis = (ref.value if ref else None) if use_reference else med
-    entries = [_entry(label, q, basis, ref, use_reference, threshold)
+    # the median as a quantity without a status of its own: only a reference's status is judged
+    basis = ref if use_reference else (
+        Quantity(med, proto.unit, proto.higher_is_better, proto.kind) if med else None)
+    entries = [_entry(label, q, basis, use_reference, threshold)
                for label, q in zip(labels, qs)]
     return {"quantity": name, "kind": proto.kind, "unit": proto.unit,
             "higher_is_better": proto.higher_is_better, "n": len(values), "median": med,

@@ -27,6 +27,7 @@ from ridgeline.reports import plots, tables
 from ridgeline.reports.tables import Table, fmt
 from ridgeline.roofline.sections import ModelSection
 from ridgeline.roofline.trust import describe, untrusted_ceilings
+from ridgeline.telemetry import throttle_reasons
 
 SIMULATION_KIND = "ridgeline-simulation"
 SIMULATION_JSON, SIMULATION_PNG = "simulation.json", "simulation.png"
@@ -189,8 +190,7 @@ def _status_items(profile: dict[str, Any]) -> list[str]:
         items.append("WARNING: the device throttled during the run (clocks or power); "
                      "ceilings may be below what a cool device gives")
     for probe, recs in sorted(throttled.items()):
-        reasons = sorted({x for r in recs for x in str(r.get("throttle_reasons") or "").split(",")
-                          if x})
+        reasons = throttle_reasons(recs)
         items.append(f"throttled: {len(recs)} {probe} record(s)"
                      + (f" ({', '.join(reasons)})" if reasons else ""))
     for w in profile.get("warnings") or []:
