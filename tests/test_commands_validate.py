@@ -1,6 +1,7 @@
 """`ridgeline validate` end to end on the CPU with the tiny model, and its input errors."""
 
 import json
+import re
 
 import pytest
 
@@ -74,7 +75,9 @@ def test_end_to_end_writes_the_documented_files(run_cpu):
     assert len(graph) == 3 and all("GPU" in s["reason"] for s in graph)
     assert (out / "validation.png").stat().st_size > 1000
     md = (out / "validation.md").read_text()
-    assert "| decode b=3 ctx=9 | eager |" in md and "validation.png" in md
+    # a point whose samples scatter at this tiny budget is marked, never dropped
+    assert re.search(r"\| decode b=3 ctx=9( \(noisy\))? \| eager \|", md)
+    assert "validation.png" in md
 
 
 @pytest.mark.parametrize("argv,needle", [
@@ -194,6 +197,40 @@ def test_paired_difference_is_the_median_of_the_rounds_differences():
     assert paired_difference_ms(step, head) == pytest.approx(4.0)
     assert paired_difference_ms([5.0, 7.0], [1.0, 1.0]) == pytest.approx(5.0)
     assert paired_difference_ms([], []) == 0.0
+
+
+
+def test_a_scattered_point_is_measured_again_and_marked_noisy_if_it_stays(profile_path, tmp_path,
+                                                                           monkeypatch, capsys):
+    """Spread above 10%: one more attempt, the quieter kept; still above: kept and marked."""
+    real = measure.Bench._measure
+    spreads = {1: [0.30, 0.05], 2: [0.40, 0.25]}   # batch -> the spread of each attempt
+
+    def scattered(self, point, layers, mode, tokens, cache):
+        m = real(self, point, layers, mode, tokens, cache)
+        m.spread = spreads[point.batch].pop(0)
+        return m
+
+    monkeypatch.setattr(measure.Bench, "_measure", scattered)
+    rc = main(["validate", *FAST, "--batch", "1,2", "--context", "4", "--prefill", "none",
+               "--profile", str(profile_path), "-o", str(tmp_path)])
+    out = capsys.readouterr().out
+    data = json.loads((tmp_path / "validation.json").read_text())
+    assert rc == 0 and spreads == {1: [], 2: []}   # each point measured exactly twice
+    quiet, noisy = data["points"]
+    assert (quiet["attempts"], quiet["spread"], quiet["noisy"]) == (2, 0.05, False)
+    assert (noisy["attempts"], noisy["spread"], noisy["noisy"]) == (2, 0.25, True)
+    assert data["summary"]["decode"]["n_noisy"] == 1
+    assert data["summary"]["decode"]["n_points"] == 2   # a noisy point is counted, not dropped
+    assert "1 noisy" in out and "(noisy)" in out
+
+
+def test_a_quiet_point_is_measured_once(run_cpu):
+    rc, out = run_cpu
+    data = json.loads((out / "validation.json").read_text())
+    for p in data["points"]:
+        assert p["attempts"] == 1 or p["spread"] is not None
+        assert isinstance(p["spread"], float) and p["noisy"] == (p["spread"] > 0.10)
 
 
 # ---------------------------------------------------------------- -o never loses data

@@ -26,6 +26,12 @@ When a point runs fewer layers than the model has, its time is scaled:
     t_full = t_head + (t_step(n) - t_head) * layers_total / n
 
 with t_head the embedding + final norm + LM head timed alone in the same mode.
+
+Noise: a point's spread is (p80 - p20) / median of what it quotes (the step's samples; for a
+scaled point the alternating rounds' step - head differences, which the scaling multiplies).
+Above roofline.trust.NOISY_SPREAD the point is measured again (REMEASURE_ATTEMPTS more
+times) and the quieter attempt kept; still above it, the point is kept and marked `noisy`,
+and the summary counts it (validate never drops a point).
 """
 
 from __future__ import annotations
@@ -34,11 +40,13 @@ import gc
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
+from ridgeline.roofline.trust import NOISY_SPREAD
 from ridgeline.validation import footprint
 
 GRAPH_WAIVED_CPU = "CUDA graphs need a GPU: the CPU runs eager only"
 MEMORY_SAFETY = 0.90          # of the free memory, for allocator fragmentation
 MEMORY_RESERVE_BYTES = 256 * 2**20
+REMEASURE_ATTEMPTS = 1        # extra attempts of a point whose samples scatter
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,9 @@ class Measured:
     timing: dict[str, Any]         # named statistics of the timed step (ms)
     head_timing: dict[str, Any] | None = None   # the head alone, when scaled
     notes: list[str] = field(default_factory=list)
+    spread: float | None = None    # (p80 - p20) / median of what measured_s comes from
+    noisy: bool = False            # spread above NOISY_SPREAD after every attempt
+    attempts: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,6 +131,15 @@ def paired_difference_ms(step_ms: list[float], head_ms: list[float]) -> float:
     diffs = sorted(a - b for a, b in zip(step_ms, head_ms))
     n = len(diffs)
     return (diffs[n // 2] if n % 2 else 0.5 * (diffs[n // 2 - 1] + diffs[n // 2])) if n else 0.0
+
+
+def relative_spread(values_ms: list[float]) -> float | None:
+    """(p80 - p20) / median of samples (ms), as ridgeline.timing states them; None when the
+    median is not positive."""
+    from ridgeline.roofline.trust import sample_spread
+    from ridgeline.timing import Timing
+
+    return sample_spread(Timing(list(values_ms), "host-clock").stats()) if values_ms else None
 
 
 def scale_to_depth(step_s: float, head_s: float, layers_measured: int, layers_total: int) -> float:
@@ -216,7 +236,7 @@ class Bench:
         return timing, bool(torch.isfinite(out).all().item())
 
     def _paired(self, step: Callable[[], Any], head: Callable[[], Any], mode: str):
-        """(step Timing, head Timing, median of the rounds' step - head in ms, finite): the
+        """(step Timing, head Timing, each round's step and head medians in ms, finite): the
         two timed in PAIRED_ROUNDS alternating rounds (Timer.time_alternating)."""
         import torch
 
@@ -233,9 +253,35 @@ class Bench:
         del graphs, outs
         merged = {name: replace(ts[0], samples_ms=[x for t in ts for x in t.samples_ms])
                   for name, ts in rounds.items()}
-        diff = paired_difference_ms([t.median_ms for t in rounds["step"]],
-                                    [t.median_ms for t in rounds["head"]])
-        return merged["step"], merged["head"], diff, finite
+        return (merged["step"], merged["head"], [t.median_ms for t in rounds["step"]],
+                [t.median_ms for t in rounds["head"]], finite)
+
+    def _measure(self, point: Point, layers: int, mode: str, tokens, cache) -> Measured:
+        """One attempt at one point in one mode."""
+        model = self.model
+        scaled = layers < self.layers_total
+        head_stats, notes = None, []
+        if scaled:
+            timing, head_timing, step_ms, head_ms, finite = self._paired(
+                lambda: model.forward(tokens, cache), lambda: model.head_only(tokens), mode)
+            layers_ms = paired_difference_ms(step_ms, head_ms)
+            diffs = [a - b for a, b in zip(step_ms, head_ms)]
+            # the paired rounds' median step - head: what is scaled
+            head_stats = {**head_timing.stats(), "step_minus_head_ms": layers_ms,
+                          "rounds_step_minus_head_ms": diffs}
+            head_s = head_timing.median_ms * 1e-3
+            measured_s = scale_to_depth(head_s + layers_ms * 1e-3, head_s, layers,
+                                        self.layers_total)
+            spread = relative_spread(diffs)
+            notes.append(f"{layers} of {self.layers_total} layers measured, scaled to the "
+                         f"full depth (step and head timed in {PAIRED_ROUNDS} alternating rounds)")
+        else:
+            timing, finite = self._time(lambda: model.forward(tokens, cache), mode)
+            measured_s = timing.median_ms * 1e-3
+            spread = relative_spread(timing.samples_ms)
+        return Measured(point.phase, mode, point.batch, point.context, measured_s, layers,
+                        self.layers_total, scaled, finite, timing.stats(), head_stats, notes,
+                        spread)
 
     def run_point(self, point: Point, layers: int, modes: list[str]) -> list[Measured | Skipped]:
         import torch
@@ -246,31 +292,27 @@ class Bench:
                                 filled=point.context if point.phase == "decode" else 0,
                                 layers=layers)
         tokens = model.random_tokens(point.batch, point.q_tokens)
-        scaled = layers < self.layers_total
         try:
             for mode in modes:
                 try:
-                    head_stats, notes = None, []
-                    if scaled:
-                        timing, head_timing, layers_ms, finite = self._paired(
-                            lambda: model.forward(tokens, cache), lambda: model.head_only(tokens),
-                            mode)
-                        # the paired rounds' median step - head: what is scaled
-                        head_stats = {**head_timing.stats(), "step_minus_head_ms": layers_ms}
-                        head_s = head_timing.median_ms * 1e-3
-                        measured_s = scale_to_depth(head_s + layers_ms * 1e-3, head_s, layers,
-                                                    self.layers_total)
-                        notes.append(f"{layers} of {self.layers_total} layers measured, "
-                                     f"scaled to the full depth (step and head timed in "
-                                     f"{PAIRED_ROUNDS} alternating rounds)")
-                    else:
-                        timing, finite = self._time(lambda: model.forward(tokens, cache), mode)
-                        measured_s = timing.median_ms * 1e-3
-                    if not finite:
-                        notes.append("non-finite logits: point excluded from the error summary")
-                    results.append(Measured(point.phase, mode, point.batch, point.context,
-                                            measured_s, layers, self.layers_total, scaled, finite,
-                                            timing.stats(), head_stats, notes))
+                    m = self._measure(point, layers, mode, tokens, cache)
+                    for _ in range(REMEASURE_ATTEMPTS):
+                        if not _scatters(m.spread):
+                            break
+                        again = self._measure(point, layers, mode, tokens, cache)
+                        again.attempts = m.attempts + 1
+                        m = again if _quieter(again.spread, m.spread) else replace(
+                            m, attempts=again.attempts)
+                    if m.attempts > 1:
+                        m.notes.append(f"measured {m.attempts} times (samples scattered above "
+                                       f"{NOISY_SPREAD:.0%}): the quietest attempt kept")
+                    m.noisy = _scatters(m.spread)
+                    if m.noisy:
+                        m.notes.append(f"noisy: samples spread {m.spread:.0%} (p20..p80 of the "
+                                       "median) after every attempt: other work disturbed it")
+                    if not m.finite:
+                        m.notes.append("non-finite logits: point excluded from the error summary")
+                    results.append(m)
                 except Exception as exc:  # noqa: BLE001 - a failed point is a result, not a crash
                     oom = isinstance(exc, getattr(torch, "OutOfMemoryError",
                                                   torch.cuda.OutOfMemoryError))
@@ -283,6 +325,14 @@ class Bench:
             del cache, tokens
             _release(self.device)
         return results
+
+
+def _scatters(spread: float | None) -> bool:
+    return spread is not None and spread > NOISY_SPREAD
+
+
+def _quieter(a: float | None, b: float | None) -> bool:
+    return a is not None and (b is None or a < b)
 
 
 def _release(device) -> None:

@@ -72,8 +72,9 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
     rows = []
     tp = is_tp(result)
     for p in result["points"]:
-        label = point_label(p) + (" *" if p.get("scaled") else "") + ("" if p.get("finite", True)
-                                                                       else " (non-finite)")
+        label = (point_label(p) + (" *" if p.get("scaled") else "")
+                 + ("" if p.get("finite", True) else " (non-finite)")
+                 + (" (noisy)" if p.get("noisy") else ""))
         row = [label, p["mode"], fmt_time(p["measured_s"]),
                fmt_time(p["predicted_profile_s"]),
                fmt_error(p["error_profile"]), fmt_time(p["predicted_datasheet_s"]),
@@ -110,7 +111,8 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     for phase, s in result["summary"].items():
         if not s.get("n_points"):
             continue
-        line = (f"{phase} ({s.get('mode')}, {s['n_points']} points): profile error median "
+        noisy = f", {s['n_noisy']} noisy" if s.get("n_noisy") else ""
+        line = (f"{phase} ({s.get('mode')}, {s['n_points']} points{noisy}): profile error median "
                 f"{fmt_error(s['median_error_profile'])}, "
                 f"worst {fmt_error(s['worst_error_profile'])}")
         if s.get("median_error_datasheet") is not None:
@@ -178,7 +180,8 @@ def write_markdown(result: dict[str, Any], path: Path) -> Path:
     out += ["## Summary", "", "| phase | mode | points | profile median | profile worst | "
             "datasheet median | datasheet worst |", "|---|---|---:|---:|---:|---:|---:|"]
     for phase, s in result["summary"].items():
-        out.append(f"| {phase} | {s.get('mode') or '-'} | {s.get('n_points', 0)} | "
+        noisy = f" ({s['n_noisy']} noisy)" if s.get("n_noisy") else ""
+        out.append(f"| {phase} | {s.get('mode') or '-'} | {s.get('n_points', 0)}{noisy} | "
                    f"{fmt_error(s['median_error_profile'])} | "
                    f"{fmt_error(s['worst_error_profile'])} | "
                    f"{fmt_error(s['median_error_datasheet'])} | "

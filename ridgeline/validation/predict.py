@@ -14,7 +14,9 @@ Error of one point, and the summary of a phase:
     error = |predicted - measured| / measured
     median_error = median over the phase's points, worst_error = max
 
-The summary uses the primary mode of each phase: "graph" where it was measured
+A point whose samples still scatter above roofline.trust.NOISY_SPREAD after re-measuring
+(ridgeline.validation.measure) is kept in the statistics and marked `noisy`; the summary
+counts them (`n_noisy`). The summary uses the primary mode of each phase: "graph" where it was measured
 (how serving engines run), else "eager"; `summary_by_mode` has every mode.
 
 Tensor parallelism (`validate --tp N`): the same equations with tp=N, whose
@@ -155,6 +157,9 @@ def score_point(m: dict[str, Any], spec: Any, precision: Precision, hw_profile: 
         "finite": bool(m.get("finite", True)),
         "timing": m.get("timing"),
         "timing_head": m.get("head_timing"),  # the head alone, timed when the point is scaled
+        "spread": m.get("spread"),              # (p80 - p20) / median of what was measured
+        "noisy": bool(m.get("noisy", False)),   # still scattered after re-measuring: counted
+        "attempts": int(m.get("attempts", 1)),
     }
     if tp > 1:
         point.update(tp_fields(m, pred, sheet, why, tp))
@@ -190,14 +195,15 @@ def _stats(errors: list[float]) -> tuple[float | None, float | None]:
 
 
 def summarize_points(points: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """{median,worst}_error_{profile,datasheet} over the given points (finite ones only)."""
+    """{median,worst}_error_{profile,datasheet} over the given points (finite ones only), and
+    how many of them are noisy (kept in the statistics, counted so a reader can tell)."""
     pts = [p for p in points if p.get("finite", True)]
     med_p, worst_p = _stats([p["error_profile"] for p in pts if p["error_profile"] is not None])
     med_d, worst_d = _stats([p["error_datasheet"] for p in pts
                              if p.get("error_datasheet") is not None])
     return {"median_error_profile": med_p, "worst_error_profile": worst_p,
             "median_error_datasheet": med_d, "worst_error_datasheet": worst_d,
-            "n_points": len(pts)}
+            "n_points": len(pts), "n_noisy": sum(bool(p.get("noisy")) for p in pts)}
 
 
 def primary_mode(points: list[dict[str, Any]], phase: str) -> str | None:

@@ -65,7 +65,9 @@ from ridgeline.errors import RidgelineError
 from ridgeline.ranks import apply_test_fault
 from ridgeline.validation.footprint import (LayerDims, dims_from_spec, normalize_weights,
                                             weight_bytes_per_layer)
-from ridgeline.validation.measure import Measured, Point, Skipped, _release, scale_to_depth
+from ridgeline.roofline.trust import NOISY_SPREAD
+from ridgeline.validation.measure import (Measured, Point, Skipped, _release, relative_spread,
+                                          scale_to_depth)
 from ridgeline.validation.transformer import DecoderLayer, DecoderModel, Linear, sdpa_has_gqa
 
 # |shard - unsharded| / |unsharded| of a layer's contribution. The shards sum partial
@@ -422,9 +424,14 @@ class TPBench:
                          "full depth")
         if not finite:
             notes.append("non-finite logits: point excluded from the error summary")
+        # marked, not re-measured: every rank would have to agree to measure again
+        spread = relative_spread(step.samples_ms)
+        noisy = spread is not None and spread > NOISY_SPREAD
+        if noisy:
+            notes.append(f"noisy: samples spread {spread:.0%} (p20..p80 of the median)")
         return TPMeasured(
             point.phase, mode, point.batch, point.context, step_s, layers, self.layers_total,
-            scaled, finite, step.stats(), head_stats, notes, tp=model.tp,
+            scaled, finite, step.stats(), head_stats, notes, spread, noisy, tp=model.tp,
             no_allreduce_s=local_s, allreduce_s=ar_s,
             allreduce_share=ar_s / step_s if step_s > 0 else 0.0,
             allreduce_alone_s=comm.median_ms * 1e-3 * self.layers_total / layers,
