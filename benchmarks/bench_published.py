@@ -22,7 +22,8 @@ serving results"):
     output_tokens_per_s           api.simulate(closed loop: `requests` clients,  output_tokens_per_s
                                   one request each, all at t = 0; serving_engine)
 
-Every call forces the row's TP and precision (weights, GEMM activations, KV cache). A row
+Every call forces the row's TP and precision (weights, GEMM activations, KV cache, and the
+int4 group size: `int4_group`, weights per fp16 scale, empty = the planner's 128). A row
 whose `engine` has a preset in ridgeline/data/engines.json (vllm, sglang, trtllm) passes it
 as `serving_engine` where the API takes one (prefill and simulate: its sourced overheads and
 all-reduce); `api.static_batch` takes none, and gpt-fast has no preset: those rows run on the
@@ -54,9 +55,9 @@ except ImportError:  # pragma: no cover
     pytest = None
 
 DATA = Path(__file__).resolve().parent / "published" / "serving.csv"
-COLUMNS = ("id", "category", "model", "gpu", "weights", "activations", "kv", "tp", "engine",
-           "batch", "concurrency", "requests", "input_len", "output_len", "max_num_seqs",
-           "metric", "value", "source_url", "source_where", "note")
+COLUMNS = ("id", "category", "model", "gpu", "weights", "activations", "kv", "int4_group", "tp",
+           "engine", "batch", "concurrency", "requests", "input_len", "output_len",
+           "max_num_seqs", "metric", "value", "source_url", "source_where", "note")
 RATES = ("tokens_per_s", "output_tokens_per_s_per_gpu", "output_tokens_per_s")
 TIMES = ("latency_ms", "ttft_ms")
 METRICS = RATES + TIMES
@@ -73,6 +74,7 @@ class Row:
     weights: str
     activations: str
     kv: str
+    int4_group: int | None      # int4 weights per fp16 scale; None: the planner's default
     tp: int
     engine: str
     batch: int | None
@@ -97,6 +99,13 @@ def _int(text: str, where: str) -> int | None:
     return value
 
 
+def _planner_weights(weights: str) -> str:
+    """The planner's name of a weight dtype ("gptq" -> "int4"); as written when unknown."""
+    from ridgeline.dtypes import find, planner_name
+
+    return planner_name(weights) if find(weights) else weights.strip().lower()
+
+
 def parse_row(d: dict[str, str]) -> Row:
     """A Row from one CSV record; ValueError naming the row and field when it is malformed."""
     rid = d.get("id") or "?"
@@ -115,8 +124,12 @@ def parse_row(d: dict[str, str]) -> Row:
         value = float(d["value"])
         if not value > 0:
             raise ValueError(f"value must be positive, got {value}")
-        ints = {c: _int(d[c], c) for c in ("tp", "batch", "concurrency", "requests",
-                                            "input_len", "output_len", "max_num_seqs")}
+        ints = {c: _int(d[c], c) for c in ("int4_group", "tp", "batch", "concurrency",
+                                            "requests", "input_len", "output_len",
+                                            "max_num_seqs")}
+        if ints["int4_group"] is not None and _planner_weights(d["weights"]) != "int4":
+            raise ValueError(f"int4_group applies to int4 weights only, got weights "
+                             f"{d['weights']!r}")
         for c in ("tp", "input_len", "output_len"):
             if ints[c] is None:
                 raise ValueError(f"{c} is empty")
@@ -125,10 +138,11 @@ def parse_row(d: dict[str, str]) -> Row:
         if d["metric"] != "output_tokens_per_s" and ints["batch"] is None:
             raise ValueError("a latency or static-batch row needs its batch")
         return Row(d["id"], d["category"], d["model"], d["gpu"], d["weights"],
-                   d["activations"] or "auto", d["kv"] or "auto", ints["tp"], d["engine"],
-                   ints["batch"], ints["concurrency"], ints["requests"], ints["input_len"],
-                   ints["output_len"], ints["max_num_seqs"], d["metric"], value,
-                   d["source_url"], d["source_where"], d["note"])
+                   d["activations"] or "auto", d["kv"] or "auto", ints["int4_group"],
+                   ints["tp"], d["engine"], ints["batch"], ints["concurrency"],
+                   ints["requests"], ints["input_len"], ints["output_len"],
+                   ints["max_num_seqs"], d["metric"], value, d["source_url"],
+                   d["source_where"], d["note"])
     except ValueError as exc:
         raise ValueError(f"row {rid}: {exc}") from None
 
@@ -159,13 +173,21 @@ def serving_engine_for(engine: str) -> str | None:
     return engine if engine in preset_names() and engine != "none" else None
 
 
+def precision_for(row: Row):
+    """The row's precision as the API takes it (an empty int4_group: the planner's default)."""
+    from ridgeline import api
+
+    group = {} if row.int4_group is None else {"int4_group_size": row.int4_group}
+    return api.PrecisionOptions(weights=row.weights, activations=row.activations, kv=row.kv,
+                                **group)
+
+
 def predict(row: Row, derate: bool = True) -> float:
     """The planner's value of the row's metric, on the GPU's datasheet (see the docstring)."""
     from ridgeline import api
 
     gpu = _gpu(row.gpu, derate)
-    precision = api.PrecisionOptions(weights=row.weights, activations=row.activations,
-                                     kv=row.kv)
+    precision = precision_for(row)
     layer = serving_engine_for(row.engine)
     if row.metric == "ttft_ms":
         step = api.prefill(row.model, gpu, input_tokens=row.input_len, batch=row.batch,

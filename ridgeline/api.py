@@ -22,7 +22,9 @@ outputs are plain dataclasses with units in their field names, each with `to_dic
 hardware: a preset name ("vllm", "sglang", "trtllm"), an engine.json written by
 `ridgeline calibrate`, or an EngineProfile (docs/engine.md); None adds nothing.
 `precision` is a weight dtype ("fp8": activations and KV cache chosen as `ridgeline plan`
-chooses them), a PrecisionOptions, or a resolved Precision. Bad input raises
+chooses them), a PrecisionOptions (`weights`, `activations`, `kv`, `int4_group_size`: the
+flags; `PrecisionOptions(weights="int4", int4_group_size=32)` for G=32 checkpoints), or a
+resolved Precision (its `int4_group_size` field, default 128). Bad input raises
 ridgeline.errors.RidgelineError with one line. The names in `__all__` are the stable
 surface; everything under ridgeline.sizing may change.
 """

@@ -33,7 +33,8 @@ PLANNER_TESTS = frozenset({
     "test_roofline_model_fit", "test_roofline_profile", "test_roofline_sections",
     "test_sizing_calibrate", "test_sizing_engine",
     "test_sizing_fleet", "test_sizing_hardware", "test_sizing_latency", "test_sizing_memory",
-    "test_sizing_models", "test_sizing_options", "test_sizing_plan", "test_sizing_simulation",
+    "test_sizing_models", "test_sizing_options", "test_sizing_plan", "test_sizing_precision",
+    "test_sizing_simulation",
     "test_sizing_simulation_measured", "test_sizing_static_batch", "test_validation_predict",
 })
 

@@ -36,8 +36,18 @@ def test_every_row_resolves_to_a_known_model_gpu_and_precision():
         entry = datasheets.by_sku(r.gpu)
         assert entry is not None and entry["sku"] == r.gpu, r.id   # a datasheet SKU, exactly
         gpu = api.load_gpu(r.gpu)
-        api.PrecisionOptions(weights=r.weights, activations=r.activations,
-                             kv=r.kv).resolve(gpu.hardware.device_dtypes)
+        bp.precision_for(r).resolve(gpu.hardware.device_dtypes)
+
+
+def test_the_gpt_fast_int4_rows_carry_their_group_size_of_32():
+    int4 = [r for r in ROWS if r.weights == "int4"]
+    assert {r.id for r in int4} >= {"gptfast-03", "gptfast-05", "gptfast-13"}
+    for r in int4:   # the source's table says G=32
+        assert r.int4_group == 32 and "G=32" in r.source_where, r.id
+        assert "per 128" not in r.note, r.id
+        p, _ = bp.precision_for(r).resolve(None)
+        assert p.int4_group_size == 32 and p.weight_bytes == 0.5 + 2 / 32
+    assert all(r.int4_group is None for r in ROWS if r.weights != "int4")
 
 
 def _write(tmp_path, rows):
@@ -97,6 +107,39 @@ def test_a_malformed_row_is_refused_naming_it(tmp_path, field, value, match):
            field: value}
     with pytest.raises(ValueError, match=f"row bad: .*{match}"):
         bp.load_rows(_write(tmp_path, [row]))
+
+
+def test_the_loader_reads_the_int4_group_column(tmp_path):
+    rows = bp.load_rows(_write(tmp_path, [
+        {**BASE, "id": "g32", "category": "a", "metric": "tokens_per_s", "value": "1",
+         "weights": "int4", "int4_group": "32"},
+        {**BASE, "id": "gptq", "category": "a", "metric": "tokens_per_s", "value": "1",
+         "weights": "gptq", "int4_group": "64"},
+        {**BASE, "id": "default", "category": "a", "metric": "tokens_per_s", "value": "1",
+         "weights": "int4"}]))
+    assert [r.int4_group for r in rows] == [32, 64, None]
+    opts = [bp.precision_for(r) for r in rows]
+    assert [o.int4_group_size for o in opts] == [32, 64, 128]
+
+
+@pytest.mark.parametrize("fields, match", [
+    ({"weights": "int4", "int4_group": "0"}, "int4_group must be >= 1"),
+    ({"weights": "int4", "int4_group": "x"}, "invalid literal"),
+    ({"weights": "bf16", "int4_group": "32"}, "int4_group applies to int4 weights only"),
+])
+def test_a_bad_int4_group_is_refused_naming_the_row(tmp_path, fields, match):
+    row = {**BASE, "id": "bad", "category": "a", "metric": "tokens_per_s", "value": "1",
+           **fields}
+    with pytest.raises(ValueError, match=f"row bad: .*{match}"):
+        bp.load_rows(_write(tmp_path, [row]))
+
+
+def test_the_row_group_size_reaches_the_prediction():
+    """A G=32 row reads more scale bytes than the same row at the planner's 128: slower."""
+    from dataclasses import replace
+
+    row = next(r for r in ROWS if r.int4_group == 32 and r.tp == 1)
+    assert bp.predict(row) < bp.predict(replace(row, int4_group=None))
 
 
 def test_a_derated_datasheet_predicts_slower_than_the_100_percent_sheet():

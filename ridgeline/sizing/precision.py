@@ -1,12 +1,20 @@
 """Precision: weights, GEMM activations and the KV cache, each chosen separately.
 
     Precision(weights="fp8", activations="fp8", kv_cache="fp8")
+    Precision(weights="int4", int4_group_size=32)       # gpt-fast's G=32 checkpoints
 
 Bytes per element (field guide §2.1's table; fp8 added; ridgeline.dtypes holds
 them): fp32 4, fp16/bf16 2, fp8/int8 1, int4 0.5. The planner names storage, not
 formats: every fp8 format (fp8_e4m3, fp8_e4m3fnuz, fp8_e5m2, ...) is "fp8" here.
-Group-quantized int4 (GPTQ/AWQ style) also stores one fp16 scale per
-`INT4_GROUP_SIZE` weights: 2/128 = 0.015625 extra bytes per weight.
+Group-quantized int4 (GPTQ/AWQ style) also stores one fp16 scale per group of
+`int4_group_size` weights (`--int4-group-size`, default INT4_GROUP_SIZE = 128):
+
+    weight_bytes(int4) = 0.5 + SCALE_BYTES / int4_group_size   # G=128: 0.515625, G=32: 0.5625
+
+GPTQ, AWQ and gpt-fast use powers of two from 32 to 128 (16-1024 exist); any whole number
+>= 1 is accepted. The group size applies to int4 weights only: another value with other
+weights is an error. `to_dict` carries `int4_group_size` only when the weights are int4.
+Memory (memory.py) and the step times (latency.py) both read `weight_bytes`, so they agree.
 
 Which parts are quantized (as in published FP8/INT4 checkpoints): the linear
 layers of the transformer blocks. The embedding, the LM head, the MoE router and
@@ -56,12 +64,14 @@ class Precision:
     weights: str = "bf16"
     activations: str = "bf16"
     kv_cache: str = "bf16"
+    int4_group_size: int = INT4_GROUP_SIZE
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", normalize_dtype(self.weights, WEIGHT_DTYPES, "weight"))
         object.__setattr__(self, "activations",
                            normalize_dtype(self.activations, ACTIVATION_DTYPES, "activation"))
         object.__setattr__(self, "kv_cache", normalize_dtype(self.kv_cache, KV_DTYPES, "KV cache"))
+        check_int4_group_size(self.int4_group_size, self.weights)
         if self.activations in ("fp8", "int8") and self.weights != self.activations:
             raise RidgelineError(f"{self.activations} activations need {self.activations} weights "
                                  f"(W8A8); got {self.weights} weights")
@@ -75,7 +85,7 @@ class Precision:
     def weight_bytes(self) -> float:
         """Bytes per quantized weight, int4 group scales included."""
         b = dtype_bytes(self.weights)
-        return b + SCALE_BYTES / INT4_GROUP_SIZE if self.weights == "int4" else b
+        return b + SCALE_BYTES / self.int4_group_size if self.weights == "int4" else b
 
     @property
     def base_bytes(self) -> float:
@@ -91,9 +101,23 @@ class Precision:
         return self.activations if self.activations in ("fp8", "int8") else self.base
 
     def to_dict(self) -> dict[str, Any]:
-        return {"weights": self.weights, "activations": self.activations, "kv_cache": self.kv_cache,
-                "gemm_dtype": self.gemm_dtype, "weight_bytes": self.weight_bytes,
-                "kv_bytes": self.kv_bytes}
+        d = {"weights": self.weights, "activations": self.activations, "kv_cache": self.kv_cache,
+             "gemm_dtype": self.gemm_dtype, "weight_bytes": self.weight_bytes,
+             "kv_bytes": self.kv_bytes}
+        if self.weights == "int4":  # meaningless for other weights (see the module docstring)
+            d["int4_group_size"] = self.int4_group_size
+        return d
+
+
+def check_int4_group_size(size: Any, weights: str | None = None) -> None:
+    """RidgelineError (one line) unless `size` is a whole number >= 1, and, when the planner
+    name of the weights is given, unless it is the default or the weights are int4."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise RidgelineError(f"--int4-group-size must be a positive whole number (weights per "
+                             f"fp16 scale; GPTQ/AWQ use 32-128), got {size!r}")
+    if weights is not None and weights != "int4" and size != INT4_GROUP_SIZE:
+        raise RidgelineError(f"--int4-group-size applies to int4 weights only (the weights "
+                             f"are {weights})")
 
 
 def device_supports(dtypes: dict[str, bool] | None, dtype: str) -> bool | None:
@@ -152,13 +176,21 @@ class PrecisionOptions:
                               metavar="DTYPE")
     kv: str = option("auto", f"KV cache dtype: {', '.join(KV_DTYPES)} (auto: the 16-bit "
                              "activation dtype); fp8 needs no fp8 matmul", metavar="DTYPE")
+    int4_group_size: int = option(INT4_GROUP_SIZE, "int4 weights per fp16 scale (GPTQ/AWQ "
+                                                   "group size; gpt-fast's checkpoints: 32); "
+                                                   "int4 weights only", metavar="N")
+
+    def __post_init__(self) -> None:
+        check_int4_group_size(self.int4_group_size)  # the weights are checked when resolved
 
     def resolve(self, device_dtypes: dict[str, bool] | None) -> tuple[Precision, list[str]]:
-        return resolve_precision(self.weights, self.activations, self.kv, device_dtypes)
+        return resolve_precision(self.weights, self.activations, self.kv, device_dtypes,
+                                 self.int4_group_size)
 
 
 def resolve_precision(weights: str, activations: str | None, kv_cache: str | None,
-                      device_dtypes: dict[str, bool] | None) -> tuple[Precision, list[str]]:
+                      device_dtypes: dict[str, bool] | None,
+                      int4_group_size: int = INT4_GROUP_SIZE) -> tuple[Precision, list[str]]:
     """Fill defaults and check them against the device; returns (precision, notes).
 
     Defaults: 16-bit weights compute in their own dtype; fp8/int8 weights run W8A8
@@ -180,6 +212,6 @@ def resolve_precision(weights: str, activations: str | None, kv_cache: str | Non
     a = normalize_dtype(activations, ACTIVATION_DTYPES, "activation")
     if kv_cache in (None, "", "auto"):
         kv_cache = a if a in WIDE else "bf16"
-    precision = Precision(w, a, normalize_dtype(kv_cache, KV_DTYPES, "KV cache"))
+    precision = Precision(w, a, normalize_dtype(kv_cache, KV_DTYPES, "KV cache"), int4_group_size)
     require_supported(precision, device_dtypes)
     return precision, notes + device_notes(precision, device_dtypes)
