@@ -28,6 +28,10 @@ inputs, providers, reference, record fields):
 - the case lifecycle: `InputPools` (one set of copies alive at a time) and
   `RotatingProbe`, the base class whose `run` waives, builds or reuses the pool, measures
   and frees the pool after its last planned case.
+- re-measuring: a case whose samples scatter above roofline.trust.NOISY_SPREAD ((p80 -
+  p20) / median) is measured once more (`more_cases`, MAX_ATTEMPTS in all, each record
+  carrying its `attempt`); the fits keep each case's fastest attempt
+  (records.fastest_per_case), so one disturbed shape does not become a curve's edge.
 
 Used by ridgeline.probes.{gemv,attention,moe,dequant}; tests: tests/test_probes_gemv.py
 (sizing, calls per sample) and every probe's own tests (the lifecycle, end to end).
@@ -44,6 +48,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from ridgeline.errors import Waived
 from ridgeline.probes.base import Case, Probe, ProbeContext
+from ridgeline.roofline.trust import NOISY_SPREAD, sample_spread
 from ridgeline.timing import Timing, Work
 
 MIN_GPU_LAUNCHES = 16                # launches per graph-replayed sample, at least
@@ -62,6 +67,8 @@ GPU_BUDGET = {False: {"warmup_ms": 10.0, "rep_ms": 40.0}, True: {"warmup_ms": 5.
 # moment later.
 SLOW_CALL_CPU_BUDGET = {"warmup_ms": 5.0, "rep_ms": 30.0, "min_reps": 3, "max_reps": 20}
 BUDGET_KEYS = ("warmup_ms", "rep_ms", "min_reps", "max_reps")   # option overrides
+# Measurements of one case in all, when its samples scatter above NOISY_SPREAD.
+MAX_ATTEMPTS = 2
 
 
 # --- sizing (pure) --------------------------------------------------------------------
@@ -250,6 +257,7 @@ class RotatingProbe(Probe):
 
     def __init__(self) -> None:
         self.pools = InputPools()
+        self._scattered: list[Case] = []   # measured cases whose samples scattered
 
     def available(self, ctx: ProbeContext) -> str | None:
         if importlib.util.find_spec("torch") is None:
@@ -276,6 +284,7 @@ class RotatingProbe(Probe):
         out: list[Case] = []
         waived_seen: set[tuple] = set()
         self.pools.clear_plan()
+        self._scattered = []
         for params in points:
             case = Case(params)
             reason = self.waiver(params, ctx)
@@ -298,6 +307,24 @@ class RotatingProbe(Probe):
         try:
             if reason:
                 raise Waived(reason)
-            return [self.measure(ctx, self.pool(ctx, case.params), case.params)]
+            rec = self.measure(ctx, self.pool(ctx, case.params), case.params)
+            rec["attempt"] = int(case.get("attempt", 1))
+            if rec.get("validated") and (sample_spread(rec) or 0.0) > NOISY_SPREAD:
+                self._scattered.append(case)
+            return [rec]
         finally:
             self.pools.release(self.pool_key(case.params), case)
+
+    def more_cases(self, records: list[dict[str, Any]], ctx: ProbeContext) -> list[Case]:
+        """The cases whose samples scattered, once more each (MAX_ATTEMPTS in all), grouped
+        by their inputs so each pool is built once and freed after its last case."""
+        again = [Case({**c.params, "attempt": int(c.get("attempt", 1)) + 1})
+                 for c in self._scattered if int(c.get("attempt", 1)) < MAX_ATTEMPTS]
+        self._scattered = []
+        order: dict[tuple, int] = {}
+        for c in again:
+            order.setdefault(self.pool_key(c.params), len(order))
+        again.sort(key=lambda c: order[self.pool_key(c.params)])
+        for c in again:
+            self.pools.expect(self.pool_key(c.params), c)
+        return again
