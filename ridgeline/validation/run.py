@@ -109,6 +109,7 @@ class Measurement:
     notes: list[str] = field(default_factory=list)
     timer_name: str | None = None
     resident: int = 0            # layers built on the device
+    drift: dict[str, Any] | None = None   # ridgeline.validation.drift
 
 
 def prepare(model: str, weights: str, profile_path: Path,
@@ -221,6 +222,7 @@ def measure_points(setup: Setup, device: DeviceInfo, points: list[Point], sweep:
 
     from ridgeline.device import torch_device
     from ridgeline.timing import make_timer
+    from ridgeline.validation import drift
     from ridgeline.validation import measure as ms
     from ridgeline.validation.transformer import DecoderModel, sdpa_has_gqa
 
@@ -252,9 +254,14 @@ def measure_points(setup: Setup, device: DeviceInfo, points: list[Point], sweep:
         say(p.label(), done, len(points))
 
     out = Measurement(notes=notes, timer_name=timer.name, resident=plan.resident)
+    reference = drift.reference_case(setup.profile, weights)
     try:
         with torch.inference_mode():
-            bench = None
+            before = None
+            if reference is not None:
+                say("timing the profile's reference GEMV again", 0, len(points))
+                before = drift.time_reference(reference["case"], device, timer)
+            bench = model = None
             if plan.resident:
                 model = DecoderModel(spec, weights, layers=plan.resident,
                                      device=torch_device(device), gfx_arch=device.gfx_arch,
@@ -266,7 +273,16 @@ def measure_points(setup: Setup, device: DeviceInfo, points: list[Point], sweep:
             out.measured, out.skipped, out.interrupted = ms.run_points(
                 points, plan, modes, bench.run_point if bench else None,
                 cpu=device.kind == "cpu", on_result=on_result)
-    except KeyboardInterrupt:  # while building the model: nothing measured yet
+            bench = model = None   # the weights go before the reference's copies come
+            ms._release(device)
+            if reference is not None:
+                after = (None if out.interrupted
+                         else drift.time_reference(reference["case"], device, timer))
+                out.drift = drift.summarize(reference, before, after)
+                line = drift.note(out.drift)
+                if line:
+                    notes.append(line)
+    except KeyboardInterrupt:  # while building the model or timing the reference
         out.interrupted = True
     if out.interrupted:
         notes.append("interrupted (Ctrl-C): only the finished points are kept")
@@ -315,6 +331,7 @@ def build_result(setup: Setup, device: DeviceInfo, hw_sheet: Hardware | None,
         "complete": bool(complete),
         "points": scored,
         "summary": summary,
+        "drift": measurement.drift,
         "summary_by_mode": by_mode,
         "skipped": [s.to_dict() for s in measurement.skipped],
         "notes": notes,
