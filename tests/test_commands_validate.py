@@ -8,6 +8,7 @@ import pytest
 from ridgeline.cli import main
 from ridgeline.validation import measure
 from ridgeline.validation.measure import PAIRED_ROUNDS, paired_difference_ms
+from tests.profile_fixtures import synthetic_cpu_profile
 
 DOCUMENTED_KEYS = {"kind", "model", "weights", "device", "profile", "layers_measured",
                    "layers_total", "scaled", "points", "summary"}
@@ -19,18 +20,10 @@ FAST = ["--device", "cpu", "--model", "tiny", "--rep-ms", "5"]
 
 
 def cpu_profile(path):
-    """A synthetic, plausible CPU profile (the real `ridgeline profile` takes ~20 s here)."""
-    from ridgeline.device import cpu_device
-    from ridgeline.roofline.profile import new_profile, save_profile
+    """The synthetic CPU profile (tests.profile_fixtures), saved at `path`."""
+    from ridgeline.roofline.profile import save_profile
 
-    prof = new_profile(cpu_device().to_dict(), command_line=["test"], versions={})
-    prof["complete"] = True
-    prof["ceilings"] = {"memory_bandwidth_GBps": {"read": 20.0},
-                        "matmul_TFLOPS": {"fp32": 0.2, "bf16": 0.05}}
-    prof["model"] = {"bandwidth_GBps": 20.0, "latency_floor_us": 10.0, "source": "measured",
-                     "matmul": {"fp32": {"peak_TFLOPS": 0.2, "flops_half": 1e6},
-                                "bf16": {"peak_TFLOPS": 0.05, "flops_half": 1e6}}}
-    return save_profile(prof, path)
+    return save_profile(synthetic_cpu_profile(), path)
 
 
 @pytest.fixture(scope="module")

@@ -258,16 +258,9 @@ def test_fp8_on_the_cpu_is_waived_on_the_ranks(one_thread):
 # ------------------------------------------------------------------ predictions
 
 def _profile(allreduce=None):
-    from ridgeline.device import cpu_device
-    from ridgeline.roofline.profile import new_profile
+    from tests.profile_fixtures import synthetic_cpu_profile
 
-    prof = new_profile(cpu_device().to_dict(), command_line=["test"], versions={})
-    prof["complete"] = True
-    prof["ceilings"] = {"memory_bandwidth_GBps": {"read": 20.0},
-                        "matmul_TFLOPS": {"fp32": 0.2, "bf16": 0.05}}
-    prof["model"] = {"bandwidth_GBps": 20.0, "latency_floor_us": 10.0, "source": "measured",
-                     "matmul": {"fp32": {"peak_TFLOPS": 0.2, "flops_half": 1e6},
-                                "bf16": {"peak_TFLOPS": 0.05, "flops_half": 1e6}}}
+    prof = synthetic_cpu_profile()
     if allreduce:
         prof["interconnect"] = {"allreduce": allreduce}
     return prof
