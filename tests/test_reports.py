@@ -252,6 +252,19 @@ def test_undetermined_fit_terms_read_not_determined(profile):
     assert next(r for r in table.rows if r[0] == "bf16")[4] == "not determined"
 
 
+def test_the_model_table_names_per_dtype_bandwidths_when_fitted(profile):
+    from ridgeline.reports.tables import model_table
+
+    shared = model_table(profile).note
+    assert shared.startswith(f"bandwidth {profile['model']['bandwidth_GBps']:,.0f} GB/s (from ")
+    p = copy.deepcopy(profile)
+    p["model"]["matmul"]["fp32"]["bandwidth_GBps"] = 450.0
+    p["model"]["bandwidth"]["reference_dtype"] = "bf16"
+    note = model_table(p).note
+    assert note.startswith(f"bandwidth {p['model']['bandwidth_GBps']:,.0f} GB/s for bf16, "
+                           "450 GB/s for fp32 (from ")
+
+
 def test_incomplete_throttled_profile_is_flagged(tmp_path):
     p = make_profile(gemv=False, interconnect=False)
     p["complete"], p["incomplete_reason"] = False, "interrupted (Ctrl-C)"

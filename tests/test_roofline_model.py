@@ -152,3 +152,55 @@ def test_from_profile_falls_back_to_ceilings_and_refuses_empty():
     assert m.bandwidth_GBps == 900.0 and m.peak_TFLOPS == {"fp32": 20.0} and m.notes
     with pytest.raises(ProfileError):
         RooflineModel.from_profile({"model": {}, "ceilings": {}})
+
+
+def test_a_dtype_with_its_own_bandwidth_streams_at_it():
+    # bf16 at the shared 2000 GB/s, fp8 (any alias) at its own 1000 GB/s
+    m = textbook(bandwidth_by_dtype={"fp8_e4m3": 1000.0})
+    moved = 200e6
+    assert m.bandwidth_for("bf16") == 2000.0 and m.bandwidth_for("fp8") == 1000.0
+    assert m.bandwidth_for("int4") == 2000.0  # served by bf16: the shared bandwidth
+    assert m.predict(0, moved, "bf16").time_s == pytest.approx(moved / 2000e9)
+    fp8 = m.predict(0, moved, "fp8")
+    assert fp8.time_s == pytest.approx(moved / 1000e9)
+    assert fp8.bound == "memory" and fp8.ceiling == "fp8_e4m3 bandwidth 1000 GB/s"
+    assert m.predict(0, moved, "bf16").ceiling == "bandwidth 2000 GB/s"
+    assert m.predict_gemm(1, 8192, 8192, "fp8_e4m3").time_s == pytest.approx(
+        (8192 * 8192 * 1 + 2 * 8192 * 2) / 1000e9)
+    assert m.ridge_point("fp8") == 1000.0 * 1e12 / (1000.0 * 1e9)
+    assert m.ridge_point("bf16") == 500.0 * 1e12 / (2000.0 * 1e9)
+
+
+FITTED = {"bandwidth_GBps": 3000.0, "latency_floor_us": 2.5, "overhead_us": 4.0, "overlap_p": 3.0,
+          "matmul": {"bf16": {"peak_TFLOPS": 700.0, "flops_half": 2e9},
+                     "fp32": {"peak_TFLOPS": 60.0, "flops_half": 1e8}}}
+
+
+def _by_hand(flops, moved, bw_GBps, peak_TFLOPS, half):
+    """The documented form, written out: max(floor, overhead + smax_3(t_mem, t_comp))."""
+    return max(2.5e-6, 4e-6 + smooth_max(moved / (bw_GBps * 1e9),
+                                         (flops + half) / (peak_TFLOPS * 1e12), 3.0))
+
+
+def test_an_old_model_section_predicts_as_before_and_a_new_field_only_moves_its_dtype():
+    import copy
+
+    old = RooflineModel.from_profile({"model": FITTED})
+    assert old.bandwidth_by_dtype == {}
+    new_section = copy.deepcopy(FITTED)
+    new_section["matmul"]["fp32"]["bandwidth_GBps"] = 1500.0
+    new = RooflineModel.from_profile({"model": new_section})
+    assert new.bandwidth_by_dtype == {"fp32": 1500.0}
+    for flops, moved in ((2.0 * 8192 * 8192, 8192 * 8192 * 2.0), (2.0 * 4096**3, 3 * 4096**2 * 2.0),
+                         (1e3, 1e3)):
+        bf16 = _by_hand(flops, moved, 3000.0, 700.0, 2e9)
+        assert old.predict(flops, moved, "bf16").time_s == pytest.approx(bf16, rel=1e-12)
+        assert new.predict(flops, moved, "bf16").time_s == old.predict(flops, moved, "bf16").time_s
+        assert old.predict(flops, moved, "fp32").time_s == pytest.approx(
+            _by_hand(flops, moved, 3000.0, 60.0, 1e8), rel=1e-12)
+        assert new.predict(flops, moved, "fp32").time_s == pytest.approx(
+            _by_hand(flops, moved, 1500.0, 60.0, 1e8), rel=1e-12)
+    # a per-dtype bandwidth beside no peak, or null, is not used
+    new_section["matmul"]["fp8_e4m3"] = {"peak_TFLOPS": None, "bandwidth_GBps": 900.0}
+    new_section["matmul"]["bf16"]["bandwidth_GBps"] = None
+    assert RooflineModel.from_profile({"model": new_section}).bandwidth_by_dtype == {"fp32": 1500.0}

@@ -11,7 +11,8 @@ import pytest
 from ridgeline.records import make_record, waived_record
 from ridgeline.dtypes import BYTES as DTYPE_BYTES
 from ridgeline.roofline.model import RooflineModel
-from ridgeline.roofline.model_fit import fit_latency, fit_model, gemv_best
+from ridgeline.roofline import model_fit
+from ridgeline.roofline.model_fit import fit_latency, fit_model, gemv_best, reference_dtype
 from ridgeline.timing import Timing
 
 H100_LIKE = {"kind": "cuda", "multiprocessors": 132}
@@ -100,6 +101,9 @@ def test_recovers_a_known_model_exactly(exact_fit):
         assert m["matmul"][d]["flops_half"] == pytest.approx(TRUE.flops_half[d], rel=1e-2)
     assert m["matmul"]["bf16"]["wave"] == {"tile_m": 128, "tile_n": 256, "slots": 132}
     assert "wave" not in m["matmul"]["fp8_e4m3"]
+    # one streaming rate in the data: fp8's own was tried and did not pay
+    assert m["bandwidth"]["per_dtype_tried"] == ["fp8_e4m3"]
+    assert not any("bandwidth_GBps" in e for e in m["matmul"].values())
     fe = m["fit_error"]
     assert fe["meets_target"] and fe["matmul"]["worst"] < 1e-6 and fe["gemv"]["worst"] < 1e-6
     assert fe["matmul"]["n"] == 2 * (8 + 20) and fe["gemv"]["n"] == 2 * 50
@@ -272,3 +276,105 @@ def test_output_is_plain_json(exact_fit):
     assert model.predict_gemm(1, 4096, 4096, "bf16").time_s > 0
     assert back["fit_error"]["target"] == {"median_max": 0.05, "worst_max": 0.15}
     assert math.isfinite(back["overhead_us"])
+
+
+# -- per-dtype streaming bandwidth ---------------------------------------------------------
+
+# fp32 GEMVs stream at half the bf16 rate (as on the CPU: 5-8 GB/s against 10-16 GB/s)
+TWO_RATES = RooflineModel(3000.0, {"bf16": 750.0, "fp32": 60.0}, {"bf16": 2e9, "fp32": 2e8},
+                          2.5, overhead_us=4.0, overlap_p=3.0, bandwidth_by_dtype={"fp32": 1500.0})
+DECODE_SHAPES = [(b, k, n) for b in (1, 2, 4, 8, 16) for k, n in ((4096, 4096), (8192, 28672))]
+
+
+def _worst_bf16_gemv_error(fitted: dict, truth: RooflineModel) -> float:
+    model = RooflineModel.from_profile({"model": fitted})
+    truth = dataclasses.replace(truth, overhead_us=GRAPH_OVERHEAD_US)  # the model is graph-mode
+    return max(abs(model.predict_gemm(b, k, n, "bf16").time_s
+                   / truth.predict_gemm(b, k, n, "bf16").time_s - 1.0) for b, k, n in DECODE_SHAPES)
+
+
+def test_a_dtype_that_streams_slower_gets_its_own_bandwidth(monkeypatch):
+    recs = synthetic_records(TWO_RATES, dtypes=("bf16", "fp32"), noise=0.03, seed=2)
+    m = fit_model(recs, {}, None)
+    assert m["bandwidth_GBps"] == pytest.approx(3000.0, rel=0.03)  # the reference's: bf16
+    assert m["matmul"]["fp32"]["bandwidth_GBps"] == pytest.approx(1500.0, rel=0.03)
+    assert "bandwidth_GBps" not in m["matmul"]["bf16"]
+    bw = m["bandwidth"]
+    assert bw["reference_dtype"] == "bf16" and bw["per_dtype_tried"] == ["fp32"]
+    assert bw["per_dtype_GBps"] == {"bf16": m["bandwidth_GBps"],
+                                    "fp32": m["matmul"]["fp32"]["bandwidth_GBps"]}
+    assert _worst_bf16_gemv_error(m, TWO_RATES) < 0.05
+    # the ridge point of fp32 is on its own bandwidth
+    ridge = m["ridge_point_FLOP_per_byte"]["fp32"]["measured"]
+    assert ridge == pytest.approx(m["matmul"]["fp32"]["peak_TFLOPS"] * 1e12
+                                  / (m["matmul"]["fp32"]["bandwidth_GBps"] * 1e9))
+    # one shared bandwidth (the term never tried) is dragged down by fp32: bf16 priced slow
+    monkeypatch.setattr(model_fit, "MIN_GEMV_FOR_OWN_BANDWIDTH", 10**9)
+    shared = fit_model(recs, {}, None)
+    assert shared["bandwidth"]["per_dtype_tried"] == []
+    assert "per_dtype_GBps" not in shared["bandwidth"]
+    assert shared["bandwidth_GBps"] < 0.95 * m["bandwidth_GBps"]
+    assert _worst_bf16_gemv_error(shared, TWO_RATES) > 0.10
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.03])
+def test_a_per_dtype_bandwidth_that_does_not_pay_is_not_kept(noise):
+    one_rate = dataclasses.replace(TWO_RATES, bandwidth_by_dtype={})
+    m = fit_model(synthetic_records(one_rate, dtypes=("bf16", "fp32"), noise=noise, seed=3),
+                  {}, None)
+    assert m["bandwidth"]["per_dtype_tried"] == ["fp32"]  # tried, and it did not pay
+    assert "per_dtype_GBps" not in m["bandwidth"]
+    assert not any("bandwidth_GBps" in e for e in m["matmul"].values())
+    assert m["bandwidth_GBps"] == pytest.approx(3000.0, rel=0.03)
+    assert RooflineModel.from_profile({"model": m}).bandwidth_by_dtype == {}
+
+
+@pytest.mark.parametrize("fp8_GBps", [2000.0, 2800.0])
+def test_the_wave_term_is_still_found_beside_a_per_dtype_bandwidth(fp8_GBps):
+    # a GPU whose fp8 GEMVs stream slower than bf16's (torch._scaled_mm), bf16 GEMMs in waves;
+    # 7% slower (2800) pays only once the wave term is in: the retry after the wave search
+    truth = dataclasses.replace(TRUE, bandwidth_by_dtype={"fp8_e4m3": fp8_GBps})
+    m = fit_model(synthetic_records(truth), {}, SHEET, device=H100_LIKE)
+    assert m["bandwidth_GBps"] == pytest.approx(3000.0, rel=1e-3)
+    assert m["matmul"]["fp8_e4m3"]["bandwidth_GBps"] == pytest.approx(fp8_GBps, rel=1e-3)
+    assert m["matmul"]["bf16"]["wave"] == {"tile_m": 128, "tile_n": 256, "slots": 132}
+    assert m["fit_error"]["gemv"]["worst"] < 1e-6 and m["fit_error"]["matmul"]["worst"] < 1e-6
+
+
+def test_the_reference_dtype_has_the_most_gemv_cases_then_bf16_then_by_name():
+    def items(**counts):
+        return [{"probe": "gemv", "cdtype": d} for d, n in counts.items() for _ in range(n)]
+
+    assert reference_dtype(items(fp32=5, bf16=4)) == "fp32"
+    assert reference_dtype(items(fp32=4, bf16=4)) == "bf16"
+    assert reference_dtype(items(fp32=4, fp16=4)) == "fp16"
+    assert reference_dtype([{"probe": "matmul", "cdtype": "bf16"}]) is None
+    # no gemv records: the bandwidth is the hbm plateau, no dtype gets its own
+    m = fit_model(synthetic_records(TWO_RATES, dtypes=("bf16", "fp32"), gemv=False),
+                  {"memory_bandwidth_GBps": {"read": 2900.0}}, None)
+    assert m["bandwidth"]["reference_dtype"] is None and m["bandwidth"]["per_dtype_tried"] == []
+
+
+def test_the_numpy_mirror_is_the_model():
+    # _predict (the fit's inner loop) and RooflineModel.predict must agree for every record:
+    # per-dtype bandwidth ratios, both overheads, flops_half, overlap p and the wave term
+    recs = synthetic_records(TRUE)
+    dtypes = ["bf16", "fp8_e4m3"]
+    items = model_fit._fit_items(model_fit._best_matmul(recs), gemv_best(recs), dtypes)
+    pts = model_fit._Points(items, dtypes)
+    wave = {"bf16": {"tile_m": 128, "tile_n": 128, "slots": 132}}
+    bw, ratio = 2500e9, {"bf16": 1.0, "fp8_e4m3": 0.6}
+    ovh = {"graph": 1.5e-6, "eager": 4.0e-6}
+    peak, half = {"bf16": 700e12, "fp8_e4m3": 1300e12}, {"bf16": 2e9, "fp8_e4m3": 5e9}
+    theta = np.log([bw, ovh["graph"], ovh["eager"]]
+                   + [v for d in dtypes for v in (peak[d], half[d])] + [ratio[d] for d in dtypes])
+    floor_s = 2.5e-6
+    for p in (None, 1.0, 3.0):
+        got = model_fit._predict(theta, pts, floor_s, p, pts.wave_factors(wave))
+        model = RooflineModel(bw / 1e9, {d: v / 1e12 for d, v in peak.items()}, half, 2.5,
+                              overlap_p=p, wave=wave,
+                              bandwidth_by_dtype={"fp8_e4m3": bw * ratio["fp8_e4m3"] / 1e9})
+        for i, it in enumerate(items):
+            m = dataclasses.replace(model, overhead_us=ovh[it["mode"]] * 1e6)
+            want = m.predict(it["flops"], it["bytes"], it["dtype"], m=it["m"], n=it["n"]).time_s
+            assert got[i] == pytest.approx(want, rel=1e-12)

@@ -160,6 +160,49 @@ def test_values_are_checked_and_the_error_names_the_field(tmp_path, path, value,
     assert message in text
 
 
+def _per_dtype_profile():
+    """full_profile with fp32 streaming at its own bandwidth beside the bf16 reference."""
+    p = full_profile()
+    p["model"]["matmul"]["fp32"] = {"peak_TFLOPS": 40.0, "flops_half": 1e8,
+                                    "bandwidth_GBps": 1400.0}
+    p["model"]["bandwidth"] = {"source": "gemv", "fitted": True, "reference_dtype": "bf16",
+                               "per_dtype_GBps": {"bf16": 2900.0, "fp32": 1400.0},
+                               "per_dtype_tried": ["fp32"]}
+    return p
+
+
+def test_a_per_dtype_bandwidth_passes_the_checks(tmp_path):
+    loaded = load_profile(save_profile(_per_dtype_profile(), tmp_path / "p.json"))
+    assert loaded["model"]["matmul"]["fp32"]["bandwidth_GBps"] == 1400.0
+
+
+@pytest.mark.parametrize("path, value, message", [
+    ("model.matmul.fp32.bandwidth_GBps", "fast",
+     "'model.matmul.fp32.bandwidth_GBps' is a string ('fast'), not a number"),
+    ("model.matmul.fp32.bandwidth_GBps", NAN, "'model.matmul.fp32.bandwidth_GBps' is NaN"),
+    ("model.matmul.fp32.bandwidth_GBps", -1.0, "'model.matmul.fp32.bandwidth_GBps' is negative"),
+    ("model.matmul.fp32.bandwidth_GBps", 0,
+     "'model.matmul.fp32.bandwidth_GBps' is 0, below its minimum 0 (must be positive)"),
+    ("model.matmul.fp32.bandwidth_GBps", 2e9,
+     "'model.matmul.fp32.bandwidth_GBps' is 2e+09 GB/s, above the physical limit 1e+06 GB/s"),
+    ("model.bandwidth.per_dtype_GBps.fp32", True,
+     "'model.bandwidth.per_dtype_GBps.fp32' is true (a boolean), not a number"),
+    ("model.bandwidth.reference_dtype", 16, "'model.bandwidth.reference_dtype' is a number (16)"),
+    ("model.bandwidth.per_dtype_tried", "fp32",
+     "'model.bandwidth.per_dtype_tried' is a string ('fp32'), not a list"),
+])
+def test_a_malformed_per_dtype_bandwidth_is_one_line_naming_it(tmp_path, path, value, message):
+    p = _per_dtype_profile()
+    _set(path, value)(p)
+    bad = tmp_path / "p.json"
+    bad.write_text(json.dumps(p))
+    with pytest.raises(ProfileError) as exc:
+        load_profile(bad)
+    text = str(exc.value)
+    assert text.startswith(f"malformed profile ({bad}): ") and "\n" not in text
+    assert message in text
+
+
 def test_null_is_allowed_where_documented_optional(tmp_path):
     # ridgeline writes NaN as null; a null ceiling or fitted term loads, the readers handle it
     p = full_profile()

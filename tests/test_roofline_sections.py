@@ -73,3 +73,16 @@ def test_the_module_needs_no_torch():
     code = ("import sys, ridgeline.roofline.sections; "
             "assert 'torch' not in sys.modules and 'numpy' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_per_dtype_bandwidths_are_read_where_a_peak_stands_beside_them():
+    section = {"bandwidth_GBps": 3000.0, "overlap_p": None,
+               "bandwidth": {"reference_dtype": "bf16"},
+               "matmul": {"bf16": {"peak_TFLOPS": 700.0},
+                          "fp32": {"peak_TFLOPS": 60.0, "bandwidth_GBps": 1500},
+                          "fp16": {"peak_TFLOPS": 600.0, "bandwidth_GBps": 0.0},
+                          "fp8_e4m3": {"peak_TFLOPS": None, "bandwidth_GBps": 900.0}}}
+    model = ModelSection.of({"model": section})
+    assert model.own_bandwidths_GBps() == {"fp32": 1500.0}
+    assert _dumps(model.to_dict()) == _dumps(section)  # stored as written
+    assert ModelSection.of({}).own_bandwidths_GBps() == {}

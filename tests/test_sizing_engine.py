@@ -168,6 +168,15 @@ def test_step_model_carries_the_engine_as_the_planner_does(hw, llama8b):
         assert sm.step_s(0, 0, [(5000, 0)], 1) == pytest.approx(want, rel=1e-9)
 
 
+def test_bandwidth_efficiency_scales_every_dtypes_own_bandwidth(hw):
+    from dataclasses import replace
+
+    own = replace(hw, model=replace(hw.model, bandwidth_by_dtype={"bf16": 2000.0}))
+    slowed = load_engine("vllm").with_values(bandwidth_efficiency=0.5).hardware(own).model
+    assert slowed.bandwidth_for("bf16") == pytest.approx(1000.0)
+    assert slowed.bandwidth_GBps == pytest.approx(0.5 * hw.model.bandwidth_GBps)
+
+
 def test_eager_engine_prices_kernels_at_the_profiles_eager_overhead(llama8b):
     hw = hardware_from_profile(profile())
     graph = load_engine("vllm")

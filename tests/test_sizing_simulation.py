@@ -84,7 +84,9 @@ def test_attention_roofline_is_predict_in_arithmetic():
     rng = np.random.default_rng(1)
     flops = np.concatenate([[0.0, 1.0], 10 ** rng.uniform(3, 13, 200)])
     moved = np.concatenate([[0.0, 5.0], 10 ** rng.uniform(2, 11, 200)])
-    for m in (model, RooflineModel(3350.0, {"bf16": 989.0})):  # also: textbook max, no overhead
+    own = RooflineModel(3000.0, {"bf16": 700.0, "fp32": 60.0}, {"bf16": 2e9},
+                        bandwidth_by_dtype={"bf16": 2400.0})   # bf16 streams at its own rate
+    for m in (model, RooflineModel(3350.0, {"bf16": 989.0}), own):  # also: textbook max
         fast = AttentionRoofline(m, "bf16")
         want = np.array([m.predict(f, b, "bf16").time_s for f, b in zip(flops, moved)])
         np.testing.assert_allclose(fast.times_s(flops, moved), want, rtol=1e-12)

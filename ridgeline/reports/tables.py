@@ -182,7 +182,11 @@ def model_table(profile: dict[str, Any]) -> Table:
         bw = model.bandwidth or {}
         lat = model.latency or {}
         p = model.overlap_p
-        parts = [f"bandwidth {fmt(model.bandwidth_GBps, 0, 'GB/s')} "
+        # per-dtype streaming rates where the fit kept them; the shared one is the reference's
+        own = model.own_bandwidths_GBps()
+        per_dtype = "".join(f", {fmt(v, 0, 'GB/s')} for {d}" for d, v in sorted(own.items()))
+        shared_for = f" for {bw.get('reference_dtype') or 'the other dtypes'}" if own else ""
+        parts = [f"bandwidth {fmt(model.bandwidth_GBps, 0, 'GB/s')}{shared_for}{per_dtype} "
                  f"(from {bw.get('source', '-')}; "
                  f"gemv plateau {fmt(bw.get('gemv_plateau_GBps'), 0, 'GB/s')}, "
                  f"hbm read {fmt(bw.get('hbm_read_GBps'), 0, 'GB/s')})",

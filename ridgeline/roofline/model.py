@@ -5,17 +5,23 @@ Pure Python (no torch, no numpy): the planner uses it.
     model = RooflineModel.from_profile(profile)
     model.predict(flops, bytes, dtype)       -> Prediction(time_s, bound, ceiling, flops, bytes)
     model.predict_gemm(M, K, N, dtype)       # (M, K) x (K, N), weight bytes K*N*w
-    model.ridge_point(dtype)                 # FLOP/byte = peak / bandwidth
+    model.ridge_point(dtype)                 # FLOP/byte = peak / bandwidth(dtype)
+    model.bandwidth_for(dtype)               # GB/s that prices the bytes of `dtype`
 
 Functional form (parameters under profile["model"], fitted by roofline.model_fit):
 
     t      = max(latency_floor, overhead + smax_p(t_mem, t_comp))
-    t_mem  = bytes / bandwidth
+    t_mem  = bytes / bandwidth(dtype)
     t_comp = w(M, N) * flops / tput(dtype, flops)
     tput(dtype, f) = peak_TFLOPS[dtype] * f / (f + flops_half[dtype])
     smax_p(a, b)   = (a^p + b^p)^(1/p)          (p = overlap_p; None means max(a, b))
 
-- `bandwidth_GBps`: sustained streaming bandwidth (GB = 1e9 B/s).
+- `bandwidth_GBps`: sustained streaming bandwidth (GB = 1e9 B/s), fitted on decode
+  GEMVs of the reference dtype (profile["model"]["bandwidth"]["reference_dtype"]).
+- `bandwidth(dtype)`: `matmul[dtype]["bandwidth_GBps"]` where the fit gave that compute
+  dtype its own weight-streaming rate (`bandwidth_by_dtype`: a CPU streams fp32 GEMVs at
+  half its bf16 rate, a GPU fp8 GEMV through torch._scaled_mm worse than bf16), else
+  `bandwidth_GBps`. Looked up by compute_dtype(dtype), as the peaks are.
 - `flops_half`: the work at which a GEMM reaches half the peak (a small GEMM
   does not fill the machine); note flops / tput = (flops + flops_half) / peak,
   i.e. a fixed compute start-up cost of flops_half / peak seconds.
@@ -106,6 +112,8 @@ class RooflineModel:
     overhead_us: float = 0.0          # fixed per-kernel cost (added)
     overlap_p: float | None = None    # None: t = max(t_mem, t_comp)
     wave: dict[str, dict[str, Any]] = field(default_factory=dict)  # dtype -> tile_m, tile_n, slots
+    # compute dtype -> its own streaming GB/s; a dtype not here streams at bandwidth_GBps
+    bandwidth_by_dtype: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_profile(cls, profile: dict[str, Any]) -> "RooflineModel":
@@ -116,12 +124,14 @@ class RooflineModel:
         if fitted.bandwidth_GBps and peak:
             half = {d: float(p.get("flops_half") or 0.0) for d, p in matmul.items()}
             wave = {d: dict(p["wave"]) for d, p in matmul.items() if p.get("wave")}
+            own_bw = fitted.own_bandwidths_GBps()
             floor = fitted.latency_floor_us
             return cls(float(fitted.bandwidth_GBps), peak, half,
                        float(floor) if floor is not None else DEFAULT_LATENCY_FLOOR_US,
                        source=fitted.source or "measured", notes=list(fitted.notes or []),
                        overhead_us=float(fitted.overhead_us or 0.0),
-                       overlap_p=float(fitted.overlap_p) if fitted.overlap_p else None, wave=wave)
+                       overlap_p=float(fitted.overlap_p) if fitted.overlap_p else None, wave=wave,
+                       bandwidth_by_dtype=own_bw)
         ceilings = Ceilings.of(profile)
         bw_table = ceilings.bandwidth_GBps
         bandwidth = bw_table.get("read") or bw_table.get("copy") or max(
@@ -144,6 +154,11 @@ class RooflineModel:
         """The measured matmul dtype that serves `dtype` (ProfileError-free lookup)."""
         return dtypes.compute_dtype_for(dtype, self.peak_TFLOPS)  # fp8 -> e4m3 -> fnuz, bf16
 
+    def bandwidth_for(self, dtype: str) -> float:
+        """GB/s that streams the bytes of a `dtype` operation: its compute dtype's own, if
+        the fit kept one, else the shared bandwidth_GBps."""
+        return self.bandwidth_by_dtype.get(self.compute_dtype(dtype), self.bandwidth_GBps)
+
     def throughput_flops_per_s(self, dtype: str, flops: float) -> float:
         d = self.compute_dtype(dtype)
         peak = self.peak_TFLOPS[d] * 1e12
@@ -157,7 +172,8 @@ class RooflineModel:
         floor_s = self.latency_floor_us * 1e-6
         overhead_s = self.overhead_us * 1e-6
         d = self.compute_dtype(dtype)
-        mem_s = bytes_moved / (self.bandwidth_GBps * 1e9) if bytes_moved else 0.0
+        bw_GBps = self.bandwidth_by_dtype.get(d, self.bandwidth_GBps)
+        mem_s = bytes_moved / (bw_GBps * 1e9) if bytes_moved else 0.0
         comp_s = flops / self.throughput_flops_per_s(dtype, flops) if flops else 0.0
         has_shape = m is not None and n is not None
         w = wave_factor(int(m), int(n), self.wave.get(d)) if has_shape else 1.0
@@ -175,7 +191,8 @@ class RooflineModel:
                               + (f" + GEMM start-up {startup_s * 1e6:.1f} us" if startup_s else ""),
                               flops, bytes_moved)
         if mem_s >= comp_s:
-            return Prediction(t, "memory", f"bandwidth {self.bandwidth_GBps:.0f} GB/s",
+            own = f"{d} " if d in self.bandwidth_by_dtype else ""
+            return Prediction(t, "memory", f"{own}bandwidth {bw_GBps:.0f} GB/s",
                               flops, bytes_moved)
         return Prediction(t, "compute", f"{d} matmul {self.peak_TFLOPS[d]:.1f} TFLOP/s",
                           flops, bytes_moved)
@@ -198,4 +215,4 @@ class RooflineModel:
     def ridge_point(self, dtype: str) -> float:
         """FLOP/byte at which `dtype` turns from memory- to compute-bound."""
         d = self.compute_dtype(dtype)
-        return self.peak_TFLOPS[d] * 1e12 / (self.bandwidth_GBps * 1e9)
+        return self.peak_TFLOPS[d] * 1e12 / (self.bandwidth_for(d) * 1e9)

@@ -18,6 +18,17 @@ What is fitted, and from what:
   plateau, the median of the best provider's achieved GB/s at batch <= 16 on
   weights >= 64 MB, starts the fit and is stored); otherwise it is the hbm
   read plateau from the ceilings, held fixed. Both numbers are stored.
+- per-dtype bandwidth (gemv-fitted bandwidth only): a GEMV's weight-streaming rate
+  depends on its dtype (CPU fp32 GEMVs stream at about half the bf16 rate; a GPU fp8
+  GEMV through torch._scaled_mm worse than bf16), so one shared rate would be dragged
+  by the worst dtype. The reference dtype (the compute dtype with the most gemv cases;
+  ties: bf16, then by name) holds bandwidth_GBps; every other compute dtype with at
+  least MIN_GEMV_FOR_OWN_BANDWIDTH gemv cases may stream at bandwidth * exp(r_d), r_d
+  within 4x. All those r_d are freed together, refitted over the p grid, and kept only
+  when they pay for themselves as the wave term must (no worse score, 10% less squared
+  error); not kept, they are tried once more after a wave term was kept. Stored as
+  matmul[dtype].bandwidth_GBps; bandwidth.reference_dtype, bandwidth.per_dtype_GBps
+  (when kept) and bandwidth.per_dtype_tried say what was done.
 - per-dtype peak_TFLOPS and flops_half, the per-kernel overhead and the
   memory/compute overlap exponent overlap_p: least squares on log time
   (relative error) over the matmul records and all gemv records (best provider
@@ -30,7 +41,7 @@ What is fitted, and from what:
   stored beside it.
 - wave quantization (GPU only, needs the device's SM/CU count): per dtype, a
   tile shape from a few candidates is kept only when it lowers both the score
-  and the squared error.
+  and the squared error; tried after the bandwidth form (shared or per dtype) is chosen.
 - fit_error: median and worst |predicted - measured| / measured of the final
   model on its own records, per probe (measured = time_ms_median).
 - undetermined: a fixed cost (an overhead, a GEMM start-up flops_half / peak, a
@@ -61,8 +72,13 @@ TARGET_MEDIAN = 0.05
 TARGET_WORST = 0.15
 OVERLAP_GRID: tuple[float | None, ...] = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 10.0, None)
 WAVE_TILES = ((128, 128), (128, 256), (256, 128))
-FORM = ("t = max(latency_floor, overhead + smax_p(bytes / bandwidth, "
+FORM = ("t = max(latency_floor, overhead + smax_p(bytes / bandwidth(dtype), "
         "w(M,N) * (flops + flops_half) / peak))")
+# a dtype needs this many gemv cases (best provider each) to be given its own bandwidth
+MIN_GEMV_FOR_OWN_BANDWIDTH = 4
+# squared log-time error below which fits do not differ (relative errors ~1e-6: no timer)
+COST_RESOLUTION = 1e-12
+BOUND_FACTOR = 4.0  # bandwidth, peaks and per-dtype bandwidth ratios: within 4x of the data
 
 
 def _mode(rec: dict[str, Any]) -> str:
@@ -168,11 +184,13 @@ def _predict(theta: np.ndarray, pts: _Points, floor_s: float, p: float | None,
     """numpy mirror of RooflineModel.predict.
 
     theta = log of: bandwidth (B/s), overhead graph, overhead eager (s), then per dtype
-    peak (FLOP/s) and flops_half (FLOP)."""
-    bw = math.exp(theta[0])
+    peak (FLOP/s) and flops_half (FLOP), then per dtype the bandwidth ratio r_d (0: the
+    shared bandwidth; held at 0 unless the dtype's own bandwidth is fitted)."""
+    end = 3 + 2 * len(pts.dtypes)
+    bw = math.exp(theta[0]) * np.exp(theta[end:])[pts.d]  # exp(0) = 1: exactly the shared
     ovh = np.where(pts.graph, math.exp(theta[1]), math.exp(theta[2]))
-    peak = np.exp(theta[3::2])[pts.d]
-    half = np.exp(theta[4::2])[pts.d]
+    peak = np.exp(theta[3:end:2])[pts.d]
+    half = np.exp(theta[4:end:2])[pts.d]
     mem = pts.bytes / bw
     comp = wf * (pts.flops + half) / peak
     hi, lo = np.maximum(mem, comp), np.minimum(mem, comp)
@@ -236,15 +254,19 @@ def _score(errs: dict[str, np.ndarray]) -> float:
 
 
 def _better(cand: dict[str, Any], best: dict[str, Any]) -> bool:
-    """An extra term must pay for itself: no worse score and 10% less squared error."""
-    return cand["score"] <= best["score"] and cand["cost"] < 0.9 * best["cost"]
+    """An extra term must pay for itself: no worse score and 10% less squared error, by
+    more than COST_RESOLUTION (on exact data both fits sit at rounding noise)."""
+    return (cand["score"] <= best["score"]
+            and best["cost"] - cand["cost"] > max(0.1 * best["cost"], COST_RESOLUTION))
 
 
 def _fit_params(pts: _Points, floor_s: float, bw0: float, bw_free: bool,
-                wave: dict[str, dict[str, Any]], overlap_grid) -> dict[str, Any]:
-    """Best (theta, p) over the overlap grid for a given wave choice."""
+                wave: dict[str, dict[str, Any]], overlap_grid,
+                own_bw: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Best (theta, p) over the overlap grid for a given wave choice, with the dtypes in
+    `own_bw` streaming at their own bandwidth (the others at the shared one)."""
     nd = len(pts.dtypes)
-    theta0 = np.empty(3 + 2 * nd)
+    theta0 = np.zeros(3 + 3 * nd)  # the bandwidth ratios r_d start (and are held) at 0
     theta0[0] = math.log(bw0 * 1e9)
     theta0[1:3] = math.log(max(0.3 * float(pts.time_s.min()), 1e-9))
     for j in range(nd):
@@ -257,20 +279,23 @@ def _fit_params(pts: _Points, floor_s: float, bw0: float, bw_free: bool,
     lo = np.full_like(theta0, -60.0)
     hi = np.full_like(theta0, 80.0)
     rates = pts.bytes / pts.time_s
-    lo[0] = math.log(min(bw0 * 1e9, float(rates.max())) / 4.0)
-    hi[0] = math.log(max(bw0 * 1e9, float(rates.max())) * 4.0)
+    lo[0] = math.log(min(bw0 * 1e9, float(rates.max())) / BOUND_FACTOR)
+    hi[0] = math.log(max(bw0 * 1e9, float(rates.max())) * BOUND_FACTOR)
+    lo[3 + 2 * nd:], hi[3 + 2 * nd:] = -math.log(BOUND_FACTOR), math.log(BOUND_FACTOR)
     for i, sel in ((1, pts.graph), (2, ~pts.graph)):
         if sel.any():
             hi[i] = math.log(float(pts.time_s[sel].min()))
     for j in range(nd):
         log_best = theta0[3 + 2 * j] - math.log(1.2)  # best measured FLOP/s of the dtype
-        lo[3 + 2 * j], hi[3 + 2 * j] = log_best - math.log(4.0), log_best + math.log(4.0)
+        lo[3 + 2 * j] = log_best - math.log(BOUND_FACTOR)
+        hi[3 + 2 * j] = log_best + math.log(BOUND_FACTOR)
         # start-up (flops_half / peak) no longer than the slowest record
         hi[4 + 2 * j] = hi[3 + 2 * j] + math.log(float(pts.time_s.max()))
     theta0 = np.clip(theta0, lo, hi)
     free = np.ones(theta0.size, dtype=bool)
     free[0] = bw_free
     free[1], free[2] = bool(pts.graph.any()), bool((~pts.graph).any())
+    free[3 + 2 * nd:] = [bw_free and d in own_bw for d in pts.dtypes]
     wf = pts.wave_factors(wave)
     log_t = np.log(pts.time_s)
     best: dict[str, Any] | None = None
@@ -281,7 +306,8 @@ def _fit_params(pts: _Points, floor_s: float, bw0: float, bw_free: bool,
         theta, cost = _levenberg_marquardt(resid, theta0, free, lo, hi)
         score = _score(_errors(_predict(theta, pts, floor_s, p, wf), pts))
         if best is None or (round(score, 6), cost) < (round(best["score"], 6), best["cost"]):
-            best = {"theta": theta, "p": p, "cost": cost, "score": score, "wave": dict(wave)}
+            best = {"theta": theta, "p": p, "cost": cost, "score": score, "wave": dict(wave),
+                    "own_bw": tuple(own_bw)}
     assert best is not None
     return best
 
@@ -298,6 +324,22 @@ def _fit_items(matmul: list[dict[str, Any]], gemv_rows: list[dict[str, Any]],
     items = [item("matmul", r, r["m"], r["n"], r["k"]) for r in matmul]
     items += [item("gemv", row["_record"], row["batch"], row["n"], row["k"]) for row in gemv_rows]
     return [it for it in items if it["time_s"] > 0 and it["flops"] > 0]
+
+
+def _gemv_counts(items: list[dict[str, Any]]) -> dict[str, int]:
+    """{compute dtype: number of gemv cases} (best provider per case)."""
+    counts: dict[str, int] = {}
+    for it in items:
+        if it["probe"] == "gemv":
+            counts[it["cdtype"]] = counts.get(it["cdtype"], 0) + 1
+    return counts
+
+
+def reference_dtype(items: list[dict[str, Any]]) -> str | None:
+    """The compute dtype whose streaming rate is bandwidth_GBps: the most gemv cases; ties
+    go to bf16 (what decode streams most often), then to the first by name. None: no gemv."""
+    counts = _gemv_counts(items)
+    return min(counts, key=lambda d: (-counts[d], d != "bf16", d)) if counts else None
 
 
 def _best_matmul(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -392,6 +434,15 @@ def fit_model(records: list[dict[str, Any]], ceilings: dict[str, Any],
     pts = _Points(items, dtypes)
     floor_s = floor_us * 1e-6 if floor_us is not None else 0.0
     best = _fit_params(pts, floor_s, bw0, bw_free, {}, OVERLAP_GRID)
+    # per-dtype streaming bandwidth: only on a gemv-fitted bandwidth, kept when it pays
+    ref = reference_dtype(items) if bw_src == "gemv" else None
+    counts = _gemv_counts(items)
+    tried = [d for d in dtypes
+             if ref and d != ref and counts.get(d, 0) >= MIN_GEMV_FOR_OWN_BANDWIDTH]
+    if tried:
+        cand = _fit_params(pts, floor_s, bw0, bw_free, {}, OVERLAP_GRID, tuple(tried))
+        if _better(cand, best):
+            best = cand
     slots = int((device or {}).get("multiprocessors") or 0)
     if slots and (device or {}).get("kind") in ("cuda", "rocm"):
         for d in dtypes:  # greedy, one dtype at a time, each candidate refitted in full
@@ -402,15 +453,26 @@ def fit_model(records: list[dict[str, Any]], ceilings: dict[str, Any],
                        for it in items if it["cdtype"] == d):
                     continue
                 # screen at the current p; only a promising tile shape gets the full p grid
-                cand = _fit_params(pts, floor_s, bw0, bw_free, wave, (best["p"],))
+                cand = _fit_params(pts, floor_s, bw0, bw_free, wave, (best["p"],),
+                                   best["own_bw"])
                 if not _better(cand, best):
                     continue
-                cand = _fit_params(pts, floor_s, bw0, bw_free, wave, OVERLAP_GRID)
+                cand = _fit_params(pts, floor_s, bw0, bw_free, wave, OVERLAP_GRID,
+                                   best["own_bw"])
                 if _better(cand, best):
                     best = cand
+    if tried and not best["own_bw"] and best["wave"]:
+        # judged once more against the model with its wave term, whose misfit hid the gain
+        cand = _fit_params(pts, floor_s, bw0, bw_free, best["wave"], OVERLAP_GRID, tuple(tried))
+        if _better(cand, best):
+            best = cand
 
     theta = best["theta"]
     bw_GBps = math.exp(theta[0]) / 1e9 if bw_free else float(bw0)  # held: exactly the ceiling
+    end = 3 + 2 * len(dtypes)
+    # as _predict computes it: shared rate x exp(r_d)
+    own_bw = {d: math.exp(theta[0]) * math.exp(theta[end + j]) / 1e9
+              for j, d in enumerate(dtypes) if d in best["own_bw"]}
     has_graph = bool(pts.graph.any())
     undetermined: list[str] = []
     overhead = {"graph_us": math.exp(theta[1]) * 1e6 if has_graph else None,
@@ -442,9 +504,15 @@ def fit_model(records: list[dict[str, Any]], ceilings: dict[str, Any],
         }
         if d in best["wave"]:
             entry["wave"] = best["wave"][d]
+        if d in own_bw:
+            entry["bandwidth_GBps"] = own_bw[d]
         model_matmul[d] = entry
     bandwidth["source"] = bw_src
     bandwidth["fitted"] = bw_free
+    bandwidth["reference_dtype"] = ref
+    if own_bw:
+        bandwidth["per_dtype_GBps"] = {ref: bw_GBps, **own_bw}
+    bandwidth["per_dtype_tried"] = tried
     section = ModelSection(bw_GBps, model_matmul, floor_us, "measured", overhead_us, best["p"],
                            form=FORM, overhead=overhead, bandwidth=bandwidth, latency=latency)
     model = RooflineModel.from_profile({"model": section.to_dict()})
@@ -459,8 +527,9 @@ def fit_model(records: list[dict[str, Any]], ceilings: dict[str, Any],
             "datasheet": (model_matmul[d]["datasheet_TFLOPS"] * 1e12 / (ds_bw * 1e9)
                           if ds_bw and model_matmul[d]["datasheet_TFLOPS"] else None)}
         for d in dtypes}
-    if ds_bw and bw_GBps > ds_bw:
-        notes.append(f"fitted bandwidth {bw_GBps:.0f} GB/s is above the datasheet {ds_bw:.0f} "
+    top_bw = max([bw_GBps, *own_bw.values()])
+    if ds_bw and top_bw > ds_bw:
+        notes.append(f"fitted bandwidth {top_bw:.0f} GB/s is above the datasheet {ds_bw:.0f} "
                      "GB/s: check the gemv working sets exceed the caches")
     for d, e in model_matmul.items():
         if e["datasheet_TFLOPS"] and e["peak_TFLOPS"] > 1.05 * e["datasheet_TFLOPS"]:

@@ -250,6 +250,9 @@ def _model(c: _Checker, model: Any) -> None:
     c.numbers(bw, "model.bandwidth", {"hbm_read_GBps": BANDWIDTH, "gemv_plateau_GBps": BANDWIDTH})
     plateau = c.mapping(bw.get("gemv_plateau"), "model.bandwidth.gemv_plateau")
     c.numbers(plateau, "model.bandwidth.gemv_plateau", {"GBps": BANDWIDTH, "n_points": COUNT})
+    c.text(bw.get("reference_dtype"), "model.bandwidth.reference_dtype")
+    c.table(bw.get("per_dtype_GBps"), "model.bandwidth.per_dtype_GBps", BANDWIDTH)
+    c.strings(bw.get("per_dtype_tried"), "model.bandwidth.per_dtype_tried")
     for dtype, entry in c.mapping(model.get("matmul"), "model.matmul").items():
         _model_dtype(c, entry, f"model.matmul.{dtype}")
     ridge = c.mapping(model.get("ridge_point_FLOP_per_byte"), "model.ridge_point_FLOP_per_byte")
@@ -272,6 +275,9 @@ def _model_dtype(c: _Checker, entry: Any, path: str) -> None:
     entry = c.mapping(entry, path, required=True)
     c.numbers(entry, path, {"peak_TFLOPS": THROUGHPUT, "flops_half": WORK_FLOP,
                             "best_measured_TFLOPS": THROUGHPUT, "datasheet_TFLOPS": THROUGHPUT})
+    # the dtype's own streaming rate (optional): when present it prices its bytes, so 0 is
+    # as malformed as NaN (the fit writes it only where it fitted one)
+    c.number(entry.get("bandwidth_GBps"), f"{path}.bandwidth_GBps", BANDWIDTH, positive=True)
     c.table(entry.get("n_records"), f"{path}.n_records", COUNT)
     wave = c.mapping(entry.get("wave"), f"{path}.wave")
     if wave:

@@ -9,6 +9,7 @@ Pure Python (no torch, no numpy): the planner and the reports use it.
 
     m = ModelSection.of(profile)           # the fitted roofline model (roofline.model)
     m.peaks_TFLOPS()                       # {dtype: fitted peak} for positive peaks only
+    m.own_bandwidths_GBps()                # {dtype: its own streaming GB/s} where fitted
     ModelSection.datasheet(bw, peaks, floor).to_dict()   # a model from vendor numbers
 
 Values are kept as stored (an int stays an int) so that of() then to_dict() writes the
@@ -86,13 +87,14 @@ class ModelSection:
     datasheet() the vendor-number twin; both write it through to_dict(), the one writer.
 
     The fields after `notes` are the fit's detail, read by the reports and compare:
-    `bandwidth` (where the bandwidth came from: gemv plateau, hbm read), `latency` (launch
+    `bandwidth` (where the bandwidth came from: gemv plateau, hbm read; the reference dtype
+    whose rate bandwidth_GBps is, and each dtype's when some got their own), `latency` (launch
     floors), `overhead` (per-kernel overhead per timing mode), `ridge_point_FLOP_per_byte`
     ({dtype: {measured, ceilings, datasheet}}), `fit_error` (the model on its own records),
     `gemv_best_provider` (rows), `undetermined` (fitted terms the data did not determine)."""
-    bandwidth_GBps: float | None = None
+    bandwidth_GBps: float | None = None  # the reference dtype's (bandwidth.reference_dtype)
     matmul: dict[str, dict[str, Any]] = field(default_factory=dict)  # dtype -> peak_TFLOPS,
-    latency_floor_us: float | None = None                            # flops_half, wave?, ...
+    latency_floor_us: float | None = None       # flops_half, wave?, bandwidth_GBps?, ...
     source: str | None = None           # "measured" | "datasheet"
     overhead_us: float | None = None
     overlap_p: float | None = None      # None: t = max(t_mem, t_comp)
@@ -152,6 +154,13 @@ class ModelSection:
         """{dtype: fitted peak} for the dtypes with a positive peak."""
         return {d: float(p["peak_TFLOPS"]) for d, p in self.matmul.items()
                 if isinstance(p, dict) and positive(p.get("peak_TFLOPS"))}
+
+    def own_bandwidths_GBps(self) -> dict[str, float]:
+        """{dtype: GB/s} for the dtypes the fit gave their own streaming bandwidth (a positive
+        matmul[dtype]["bandwidth_GBps"] beside a positive peak); the others use bandwidth_GBps."""
+        peaks = self.peaks_TFLOPS()
+        return {d: float(p["bandwidth_GBps"]) for d, p in self.matmul.items()
+                if d in peaks and positive(p.get("bandwidth_GBps"))}
 
     def is_undetermined(self, name: str) -> bool:
         """Whether the fit marked `name` (e.g. "matmul.bf16.flops_half") as not determined."""

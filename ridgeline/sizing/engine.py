@@ -139,6 +139,8 @@ class EngineProfile:
                              "no eager overhead or floor: the fitted (graph) ones are used")
         if self.bandwidth_efficiency != 1.0:
             changes["bandwidth_GBps"] = m.bandwidth_GBps * self.bandwidth_efficiency
+            changes["bandwidth_by_dtype"] = {d: v * self.bandwidth_efficiency
+                                             for d, v in m.bandwidth_by_dtype.items()}
         if self.compute_efficiency != 1.0:
             changes["peak_TFLOPS"] = {d: v * self.compute_efficiency
                                       for d, v in m.peak_TFLOPS.items()}

@@ -84,7 +84,7 @@ class AttentionRoofline:
         d = model.compute_dtype(dtype)
         self.floor_s = model.latency_floor_us * 1e-6
         self.overhead_s = model.overhead_us * 1e-6
-        self.s_per_byte = 1.0 / (model.bandwidth_GBps * 1e9)
+        self.s_per_byte = 1.0 / (model.bandwidth_for(dtype) * 1e9)
         self.s_per_flop = 1.0 / (model.peak_TFLOPS[d] * 1e12)
         half = model.flops_half.get(d, 0.0)
         self.startup_s = half * self.s_per_flop if half > 0 else 0.0  # flops / tput = work + this
