@@ -1,4 +1,5 @@
-"""validate's drift check (ridgeline.validation.drift): the profile's own GEMV case, timed again."""
+"""validate's drift check (ridgeline.validation.drift): two of the profile's own cases, a GEMV
+and a matmul, timed again before and after the points."""
 
 from __future__ import annotations
 
@@ -9,56 +10,76 @@ import pytest
 from ridgeline.validation import drift
 
 
-def _profile(rows):
-    return {"model": {"gemv_best_provider": rows}}
-
-
 def _row(dtype, k, n, batch=1, bw=10.0, provider="torch"):
     return {"dtype": dtype, "k": k, "n": n, "batch": batch, "bw_GBps": bw, "provider": provider,
             "weight_bytes": k * n * 2}
 
 
-def test_the_reference_is_the_largest_batch_1_gemv_of_the_weight_dtype():
+def _profile(rows=(), matmul=None):
+    prof = {"model": {"gemv_best_provider": list(rows)}}
+    if matmul:
+        prof["ceilings"] = {"memory_bandwidth_GBps": {"read": 20.0},
+                            "matmul_TFLOPS": {d: v["TFLOPS"] for d, v in matmul.items()},
+                            "matmul_detail": matmul}
+    return prof
+
+
+MATMUL = {"bf16": {"provider": "torch", "m": 96, "n": 80, "k": 64, "shape_kind": "square",
+                   "TFLOPS": 0.3},
+          "fp32": {"provider": "torch", "m": 128, "n": 128, "k": 128, "TFLOPS": 0.1}}
+
+
+def test_the_references_are_the_largest_batch_1_gemv_and_the_matmul_ceiling_of_the_dtype():
     rows = [_row("bf16", 4096, 4096, bw=11.0), _row("bf16", 4096, 14336, bw=12.0),
             _row("bf16", 4096, 14336, batch=4, bw=16.0), _row("fp32", 8192, 8192, bw=9.0)]
-    ref = drift.reference_case(_profile(rows), "bf16")
-    assert ref == {"case": {"provider": "torch", "dtype": "bf16", "batch": 1, "k": 4096,
-                            "n": 14336}, "profile_GBps": 12.0}
-    # fp8 weights without an fp8 row: bf16's; nothing in bf16 either: any dtype's
-    assert drift.reference_case(_profile(rows), "fp8")["case"]["dtype"] == "bf16"
-    assert drift.reference_case(_profile(rows[3:]), "fp8")["case"]["dtype"] == "fp32"
-    assert drift.reference_case(_profile([]), "bf16") is None
-    assert drift.reference_case({}, "bf16") is None
+    gemv, matmul = drift.references(_profile(rows, MATMUL), "bf16")
+    assert (gemv.kind, gemv.case, gemv.profile_rate) == (
+        "gemv", {"provider": "torch", "dtype": "bf16", "batch": 1, "k": 4096, "n": 14336}, 12.0)
+    assert (matmul.kind, matmul.case, matmul.profile_rate) == (
+        "matmul", {"dtype": "bf16", "shape_kind": "square", "m": 96, "n": 80, "k": 64}, 0.3)
+    # fp8 weights without fp8 cases: bf16's; nothing in bf16 either: any dtype's
+    assert [r.case["dtype"] for r in drift.references(_profile(rows, MATMUL), "fp8")] == [
+        "bf16", "bf16"]
+    assert drift.references(_profile(rows[3:]), "fp8")[0].case["dtype"] == "fp32"
+    assert drift.references(_profile(), "bf16") == []
+    assert drift.references({}, "bf16") == []
 
 
-def test_drift_above_ten_percent_is_a_note():
-    ref = {"case": {"provider": "torch", "dtype": "bf16", "batch": 1, "k": 64, "n": 96},
-           "profile_GBps": 10.0}
-    quiet = drift.summarize(ref, 10.5, 9.6)
-    assert quiet["before"] == pytest.approx(0.05) and quiet["after"] == pytest.approx(-0.04)
+def test_a_change_above_ten_percent_is_a_note():
+    refs = drift.references(_profile([_row("bf16", 64, 96)], MATMUL), "bf16")
+    quiet = drift.summarize(refs, [10.5, 0.29], [9.6, 0.31])
+    assert quiet["gemv"]["before_change"] == pytest.approx(0.05)
+    assert quiet["matmul"]["after_change"] == pytest.approx(0.31 / 0.3 - 1)
     assert drift.note(quiet) is None
-    moved = drift.summarize(ref, 10.2, 7.5)
+    moved = drift.summarize(refs, [10.2, 0.3], [7.5, 0.2])
     line = drift.note(moved)
-    assert "-25% after the points" in line and "before" not in line and "10 GB/s" in line
-    assert drift.note(drift.summarize(ref, None, None)) is None
-    assert drift.note(None) is None
+    assert "bf16 GEMV 64x96 batch 1 (torch) -25% after the points" in line
+    assert "bf16 matmul 96x80x64 (torch) -33% after" in line and "+2% before" not in line
+    assert drift.note(drift.summarize(refs, [None, None], [None, None])) is None
+    assert drift.note(None) is None and drift.lines(None) == []
+    assert drift.lines(moved)[0].endswith("+2% before, -25% after the points")
 
 
-def test_validate_times_the_reference_before_and_after(tmp_path):
+def test_validate_times_both_references_before_and_after(tmp_path):
     from ridgeline.cli import main
     from tests.test_commands_validate import FAST, cpu_profile
 
     path = cpu_profile(tmp_path / "profile.json")
     prof = json.loads(path.read_text())
     prof["model"]["gemv_best_provider"] = [_row("bf16", 256, 384, bw=5.0)]
+    prof["ceilings"]["matmul_detail"] = {"bf16": MATMUL["bf16"]}
     path.write_text(json.dumps(prof))
     rc = main(["validate", *FAST, "--batch", "1", "--context", "4", "--prefill", "none",
                "--profile", str(path), "-o", str(tmp_path / "out")])
     data = json.loads((tmp_path / "out" / "validation.json").read_text())
     assert rc == 0
-    d = data["drift"]
-    assert d["case"] == {"provider": "torch", "dtype": "bf16", "batch": 1, "k": 256, "n": 384}
-    assert d["before_GBps"] > 0 and d["after_GBps"] > 0
-    assert d["before"] == pytest.approx(d["before_GBps"] / 5.0 - 1)
+    gemv, matmul = data["drift"]["gemv"], data["drift"]["matmul"]
+    assert gemv["case"] == {"provider": "torch", "dtype": "bf16", "batch": 1, "k": 256, "n": 384}
+    assert gemv["before"] > 0 and gemv["after"] > 0 and gemv["unit"] == "GB/s"
+    assert gemv["before_change"] == pytest.approx(gemv["before"] / 5.0 - 1)
+    # the profile's matmul ceiling is 0.05 TFLOP/s (bf16 in the synthetic profile)
+    assert matmul["before"] > 0 and matmul["after"] > 0 and matmul["unit"] == "TFLOP/s"
+    assert matmul["before_change"] == pytest.approx(matmul["before"] / 0.05 - 1)
     md = (tmp_path / "out" / "validation.md").read_text()
-    assert "device drift (the profile's bf16 GEMV 256x384, batch 1, torch" in md
+    assert "device drift, bf16 GEMV 256x384 batch 1 (torch, profile 5 GB/s)" in md
+    assert "device drift, bf16 matmul 96x80x64 (torch, profile 0.05 TFLOP/s)" in md

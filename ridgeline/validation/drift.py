@@ -1,86 +1,147 @@
-"""Has the device changed since it was profiled? One of the profile's own GEMV cases, timed again.
+"""Has the device changed since it was profiled? Two of the profile's own cases, timed again.
 
 `validate` prices its points on a profile measured earlier. A device whose streaming rate
-moved in between (a shared VM's neighbours, another tenant on the GPU, a clock or power
-change) shows up as prediction error that is not the model's. So validate runs the gemv
-probe again on one case the profile measured, before and after its points:
+or compute rate moved in between (a shared VM's neighbours, another tenant on the GPU, a
+clock or power change) shows up as prediction error that is not the model's. So validate
+runs two cases the profile measured again, with the same probe code, provider and timer,
+before and after its points:
 
-    case   = the profile's best-provider GEMV row (model.gemv_best_provider) in the
-             validation's weight dtype (else bf16, else any), batch 1, largest weights;
-             same provider, same shape, same probe code and timer as the profile
-    drift  = bw_now_GBps / bw_profile_GBps - 1          (before and after the points)
+    gemv    the best-provider decode GEMV (model.gemv_best_provider) in the validation's
+            weight dtype (else bf16, else any), batch 1, largest weights   -> GB/s
+    matmul  the matmul ceiling's shape (ceilings.matmul_detail) in the weight dtype
+            (else bf16, else any), its provider                            -> TFLOP/s
 
-A |drift| above roofline.trust.NOISY_SPREAD (10%) on either side adds a note: the errors
-then include the device's own change. validation.json "drift":
+    change = rate_now / rate_profile - 1          (before and after the points)
 
-    {"case": {"provider", "dtype", "batch", "k", "n"}, "profile_GBps", "before_GBps",
-     "after_GBps", "before", "after"}                   (null when the profile has no row)
+A |change| above roofline.trust.NOISY_SPREAD (10%) on either side adds a note: the errors
+then include the device's own change (memory-bound points follow the GEMV, compute-bound
+ones, CPU attention among them, the matmul). validation.json "drift":
+
+    {"gemv": {"case": {...}, "unit": "GB/s", "profile", "before", "after",
+              "before_change", "after_change"},
+     "matmul": {... "unit": "TFLOP/s" ...}}        (a kind the profile cannot give: absent)
 
 Run by ridgeline.validation.run (not with --tp); tests: tests/test_validation_drift.py.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from ridgeline.roofline.sections import ModelSection
+from ridgeline.roofline.sections import Ceilings, ModelSection
 from ridgeline.roofline.trust import NOISY_SPREAD
 
+UNITS = {"gemv": "GB/s", "matmul": "TFLOP/s"}
+RATE_FIELD = {"gemv": "bw_GBps", "matmul": "TFLOPS"}
 
-def reference_case(profile: dict[str, Any], weights: str) -> dict[str, Any] | None:
-    """The profile's GEMV case to time again, with its rate then; None without gemv rows."""
+
+@dataclass(frozen=True)
+class Reference:
+    """One profiled case to time again: its probe (`kind`), case parameters and rate then."""
+
+    kind: str                  # "gemv" | "matmul"
+    case: dict[str, Any]       # the probe's Case parameters
+    provider: str
+    profile_rate: float        # in UNITS[kind]
+
+    def label(self) -> str:
+        c = self.case
+        return (f"{c['dtype']} GEMV {c['k']}x{c['n']} batch 1" if self.kind == "gemv"
+                else f"{c['dtype']} matmul {c['m']}x{c['n']}x{c['k']}")
+
+
+def _prefer(candidates: dict[str, Any], weights: str) -> str | None:
+    for dtype in (weights, "bf16"):
+        if dtype in candidates:
+            return dtype
+    return next(iter(sorted(candidates)), None)
+
+
+def references(profile: dict[str, Any], weights: str) -> list[Reference]:
+    """The profile's GEMV and matmul cases to time again (either may be missing)."""
+    out = []
     rows = [r for r in ModelSection.of(profile).gemv_best_provider or []
             if isinstance(r, dict) and r.get("batch") == 1 and r.get("bw_GBps")
             and r.get("provider") and r.get("k") and r.get("n")]
-    for dtype in (weights, "bf16", None):
-        mine = [r for r in rows if dtype is None or r.get("dtype") == dtype]
-        if mine:
-            row = max(mine, key=lambda r: (r.get("weight_bytes") or 0, r["k"] * r["n"]))
-            return {"case": {"provider": row["provider"], "dtype": row["dtype"], "batch": 1,
-                             "k": int(row["k"]), "n": int(row["n"])},
-                    "profile_GBps": float(row["bw_GBps"])}
-    return None
+    by_dtype: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_dtype.setdefault(str(r.get("dtype")), []).append(r)
+    dtype = _prefer(by_dtype, weights)
+    if dtype is not None:
+        row = max(by_dtype[dtype], key=lambda r: (r.get("weight_bytes") or 0, r["k"] * r["n"]))
+        out.append(Reference("gemv", {"provider": row["provider"], "dtype": dtype, "batch": 1,
+                                      "k": int(row["k"]), "n": int(row["n"])},
+                             str(row["provider"]), float(row["bw_GBps"])))
+    ceilings = Ceilings.of(profile)
+    detail = {d: v for d, v in (ceilings.matmul_detail or {}).items()
+              if isinstance(v, dict) and ceilings.matmul_TFLOPS.get(d)
+              and all(v.get(k) for k in ("m", "n", "k", "provider"))}
+    dtype = _prefer(detail, weights)
+    if dtype is not None:
+        d = detail[dtype]
+        out.append(Reference("matmul", {"dtype": dtype, "shape_kind": d.get("shape_kind", "square"),
+                                        "m": int(d["m"]), "n": int(d["n"]), "k": int(d["k"])},
+                             str(d["provider"]), float(ceilings.matmul_TFLOPS[dtype])))
+    return out
 
 
-def time_reference(case: dict[str, Any], device, timer) -> float | None:
-    """The case's weight-streaming rate now (GB/s), through the gemv probe; None when it
-    was waived, failed or did not validate."""
+def time_reference(ref: Reference, device, timer) -> float | None:
+    """The case's rate now (UNITS[kind]) through its probe; None when it was waived, failed
+    or did not validate."""
+    from ridgeline.probes import get_probe
     from ridgeline.probes.base import Case, ProbeContext
-    from ridgeline.probes.gemv import GemvProbe
 
-    probe = GemvProbe()
+    probe = get_probe(ref.kind)
     try:
-        (rec,) = probe.run(Case(dict(case)), ProbeContext(device, timer))
+        records = probe.run(Case(dict(ref.case)), ProbeContext(device, timer))
     except Exception:  # noqa: BLE001 - a reference that cannot run is reported as not run
         return None
     finally:
-        probe.pools.drop()
-    rate = rec.get("bw_GBps")
-    return float(rate) if rec.get("validated") and rate else None
+        pools = getattr(probe, "pools", None)
+        if pools is not None:
+            pools.drop()
+    mine = [r for r in records if r.get("provider") == ref.provider and r.get("validated")
+            and r.get(RATE_FIELD[ref.kind])]
+    return float(mine[0][RATE_FIELD[ref.kind]]) if mine else None
 
 
-def summarize(ref: dict[str, Any], before_GBps: float | None,
-              after_GBps: float | None) -> dict[str, Any]:
-    """validation.json "drift" from the reference and the two rates."""
-    then = ref["profile_GBps"]
+def summarize(refs: list[Reference], before: list[float | None],
+              after: list[float | None]) -> dict[str, Any]:
+    """validation.json "drift" from the references and their rates before and after."""
+    out = {}
+    for ref, b, a in zip(refs, before, after):
+        def change(now: float | None) -> float | None:
+            return now / ref.profile_rate - 1.0 if now else None
 
-    def rel(now: float | None) -> float | None:
-        return now / then - 1.0 if now else None
-
-    return {**ref, "before_GBps": before_GBps, "after_GBps": after_GBps,
-            "before": rel(before_GBps), "after": rel(after_GBps)}
+        out[ref.kind] = {"case": dict(ref.case), "provider": ref.provider, "label": ref.label(),
+                         "unit": UNITS[ref.kind], "profile": ref.profile_rate, "before": b,
+                         "after": a, "before_change": change(b), "after_change": change(a)}
+    return out
 
 
 def note(drift: dict[str, Any] | None) -> str | None:
-    """One line when the device streamed more than NOISY_SPREAD away from its profile."""
-    if not drift:
+    """One line when a reference ran more than NOISY_SPREAD away from its profile."""
+    parts = []
+    for d in (drift or {}).values():
+        moved = [f"{100 * d[f'{side}_change']:+.0f}% {side}" for side in ("before", "after")
+                 if d.get(f"{side}_change") is not None
+                 and abs(d[f"{side}_change"]) > NOISY_SPREAD]
+        if moved:
+            parts.append(f"{d['label']} ({d['provider']}) {' and '.join(moved)} the points "
+                         f"against the profile's {d['profile']:.3g} {d['unit']}")
+    if not parts:
         return None
-    moved = [(side, drift[side]) for side in ("before", "after")
-             if drift.get(side) is not None and abs(drift[side]) > NOISY_SPREAD]
-    if not moved:
-        return None
-    c = drift["case"]
-    sides = ", ".join(f"{100 * v:+.0f}% {side} the points" for side, v in moved)
-    return (f"the device changed since it was profiled: its {c['dtype']} GEMV "
-            f"({c['k']}x{c['n']}, batch 1, {c['provider']}) streamed {sides} against the "
-            f"profile's {drift['profile_GBps']:.3g} GB/s: the errors include that change")
+    return ("the device changed since it was profiled: " + "; ".join(parts)
+            + ": the errors include that change")
+
+
+def lines(drift: dict[str, Any] | None) -> list[str]:
+    """Markdown lines, one per reference: how far it ran from the profile, before and after."""
+    def signed(rel: float | None) -> str:
+        return "-" if rel is None else f"{100 * rel:+.0f}%"
+
+    return [f"- device drift, {d['label']} ({d['provider']}, profile {d['profile']:.3g} "
+            f"{d['unit']}): {signed(d.get('before_change'))} before, "
+            f"{signed(d.get('after_change'))} after the points"
+            for d in (drift or {}).values()]

@@ -21,6 +21,7 @@ from typing import Any
 
 from ridgeline.outputs import atomic_write_bytes, atomic_write_text
 from ridgeline.roofline.profile import json_safe
+from ridgeline.validation import drift
 
 VALIDATION_KIND = "ridgeline-validation"
 VALIDATION_SCHEMA_VERSION = 1
@@ -133,21 +134,6 @@ def allreduce_lines(result: dict[str, Any]) -> list[str]:
             for phase, a in (result.get("summary_allreduce") or {}).items()]
 
 
-def drift_lines(result: dict[str, Any]) -> list[str]:
-    """'- device drift: ...' (ridgeline.validation.drift), when the reference was timed."""
-    d = result.get("drift")
-    if not d:
-        return []
-    c = d["case"]
-    sides = ", ".join(f"{side} {fmt_signed(d.get(side))}" for side in ("before", "after"))
-    return [f"- device drift (the profile's {c['dtype']} GEMV {c['k']}x{c['n']}, batch 1, "
-            f"{c['provider']}, again; profile {d['profile_GBps']:.3g} GB/s): {sides}"]
-
-
-def fmt_signed(rel: float | None) -> str:
-    return "-" if rel is None else f"{100 * rel:+.0f}%"
-
-
 def print_result(result: dict[str, Any], console) -> None:
     from rich.table import Table
 
@@ -189,7 +175,7 @@ def write_markdown(result: dict[str, Any], path: Path) -> Path:
            f"- when: {prov.get('timestamp_utc', '?')}; "
            f"ridgeline {prov.get('ridgeline_version', '?')}"
            f"; torch {prov.get('versions', {}).get('torch', '?')}",
-           *drift_lines(result),
+           *drift.lines(result.get("drift")),
            "", "error = |predicted - measured| / measured", ""]
     if not result.get("complete", True):
         out += ["**Incomplete** (interrupted): only the finished points are shown.", ""]

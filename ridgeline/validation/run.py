@@ -254,13 +254,12 @@ def measure_points(setup: Setup, device: DeviceInfo, points: list[Point], sweep:
         say(p.label(), done, len(points))
 
     out = Measurement(notes=notes, timer_name=timer.name, resident=plan.resident)
-    reference = drift.reference_case(setup.profile, weights)
+    references = drift.references(setup.profile, weights)
     try:
         with torch.inference_mode():
-            before = None
-            if reference is not None:
-                say("timing the profile's reference GEMV again", 0, len(points))
-                before = drift.time_reference(reference["case"], device, timer)
+            if references:
+                say("timing the profile's reference GEMV and matmul again", 0, len(points))
+            before = [drift.time_reference(ref, device, timer) for ref in references]
             bench = model = None
             if plan.resident:
                 model = DecoderModel(spec, weights, layers=plan.resident,
@@ -275,10 +274,10 @@ def measure_points(setup: Setup, device: DeviceInfo, points: list[Point], sweep:
                 cpu=device.kind == "cpu", on_result=on_result)
             bench = model = None   # the weights go before the reference's copies come
             ms._release(device)
-            if reference is not None:
-                after = (None if out.interrupted
-                         else drift.time_reference(reference["case"], device, timer))
-                out.drift = drift.summarize(reference, before, after)
+            if references:
+                after = [None if out.interrupted else drift.time_reference(ref, device, timer)
+                         for ref in references]
+                out.drift = drift.summarize(references, before, after)
                 line = drift.note(out.drift)
                 if line:
                     notes.append(line)
