@@ -272,3 +272,19 @@ def test_a_noisy_curve_is_refused_by_the_planner_and_flagged_in_the_report(tmp_p
     path = tmp_path / "fitted.json"
     path.write_text(json.dumps(prof))
     assert load_profile(path)["efficiency"]["attention_prefill"]["bf16"]["status"] == "noisy"
+
+
+def test_a_shape_far_beyond_the_measured_range_is_named_in_the_notes(tmp_path):
+    spec, p = load_model("llama-3.1-8b"), Precision()
+    hw = hardware_from_profile(_profile_dict(tmp_path, HALF))   # batch 1-64, 512-8192 tokens
+    inside = decode_step_time(spec, p, hw, 100, 8191)           # within 2x of the edges
+    assert not any("held at its measured edge" in n for n in inside.notes)
+    far = decode_step_time(spec, p, hw, 256, 40000)
+    (note,) = [n for n in far.notes if "held at its measured edge" in n]
+    assert note.startswith("decode attention efficiency held at its measured edge")
+    assert "batch 256 (measured 1-64)" in note
+    # 40001 tokens x 4 KiB of K and V
+    assert "kv_bytes_per_seq 156 MiB (measured 2 MiB-32 MiB)" in note
+    curve = Curve.of(HALF["attention_prefill"]["bf16"])
+    assert curve.beyond(tokens=100) == [] and curve.beyond(tokens=32) == [
+        "tokens 32 (measured 128-8192)"]

@@ -105,6 +105,13 @@ CURVES: dict[str, CurveSpec] = {
     "dequant": CurveSpec("dequant", "gemv", ("batch",), "weight-only dequantizing GEMV"),
 }
 SECTION = "efficiency"
+# A query more than this factor outside a curve's measured range on an axis is named in the
+# plan's notes (held at the edge there); within it, holding the edge is routine.
+EXTRAPOLATION_FACTOR = 2.0
+
+
+def _show(axis: str, v: float) -> str:
+    return f"{v / 2**20:.3g} MiB" if axis == "kv_bytes_per_seq" else f"{v:g}"
 
 
 def _case_key(r: dict[str, Any], spec: CurveSpec) -> tuple | None:
@@ -184,6 +191,20 @@ class Curve:
     def grid(self, axis: str) -> list[float]:
         """The measured values along `axis`, ascending."""
         return [2.0 ** x for x in self._grids[self.axes.index(axis)]]
+
+    def beyond(self, **coords: float) -> list[str]:
+        """The axes on which `coords` lie more than EXTRAPOLATION_FACTOR outside the measured
+        range, in words ("batch 512 (measured 1-16)"): there the curve is held at its edge,
+        a guess a plan must own up to."""
+        out = []
+        for a, grid in zip(self.axes, self._grids):
+            v = coords.get(a)
+            if not positive(v):
+                continue
+            lo, hi = 2.0 ** grid[0], 2.0 ** grid[-1]
+            if float(v) > hi * EXTRAPOLATION_FACTOR or float(v) < lo / EXTRAPOLATION_FACTOR:
+                out.append(f"{a} {_show(a, float(v))} (measured {_show(a, lo)}-{_show(a, hi)})")
+        return out
 
     def at(self, **coords: float) -> float:
         """The measured efficiency at these coordinates (interpolated, held at the edges)."""

@@ -22,7 +22,9 @@ never on datasheet peaks unless the hardware is a datasheet (field guide §3):
                  prefill attention (tokens), MoE
                  expert GEMMs (tokens per expert), weight-only int8/int4 GEMMs (batch) cost
                  t_roofline / efficiency(shape); without one they stay at the roofline
-                 (optimistic), and hardware_from_profile's notes say so
+                 (optimistic), and hardware_from_profile's notes say so; a shape more than
+                 2x beyond a curve's measured range is priced at its edge and named in
+                 the step's notes
     floor        every kernel costs at least the measured latency floor: per-step floor
                  = latency floor x kernels per step
     TP           two all-reduces per layer of tokens x hidden activations from the
@@ -45,7 +47,7 @@ from typing import Any
 
 from ridgeline.counts.moe import expected_experts_loaded
 from ridgeline.errors import RidgelineError
-from ridgeline.roofline.efficiency import Efficiency, kv_bytes_per_seq
+from ridgeline.roofline.efficiency import CURVES, Efficiency, kv_bytes_per_seq
 from ridgeline.roofline.interconnect import tp_allreduce_time
 from ridgeline.roofline.model import RooflineModel
 from ridgeline.sizing.engine import EngineProfile
@@ -137,6 +139,8 @@ class _Pricer:
         # the engine layer's kernel-level terms (eager overheads, efficiencies) on the roofline
         hw = engine.hardware(hw) if engine is not None else hw
         self.spec, self.p, self.hw, self.tp, self.engine = spec, precision, hw, tp, engine
+        # curve -> the axes a priced shape lay beyond its measured range on (held at the edge)
+        self.extrapolated: dict[str, set[str]] = {}
         self.model = hw.model
         self.floor_s = self.model.latency_floor_us * 1e-6
         self.gemm_dtype = resolve_compute_dtype(self.model, precision.gemm_dtype)
@@ -151,7 +155,12 @@ class _Pricer:
         """`op` at the measured efficiency of its kernel kind (t / efficiency(shape)), or as it
         is when the profile has no such curve (hardware notes say which are missing)."""
         factor = self.efficiency.factor(curve, dtype, **shape)
-        if factor is None or factor >= 1.0:
+        if factor is None:
+            return op
+        beyond = self.efficiency.curve(curve, dtype).beyond(**shape)
+        if beyond:
+            self.extrapolated.setdefault(curve, set()).update(beyond)
+        if factor >= 1.0:
             return op
         return replace(op, time_s=op.time_s / factor)
 
@@ -412,6 +421,9 @@ def _step(spec: ModelSpec, precision: Precision, hw: Hardware, phase: str, m: fl
     bound = max(by_bound, key=lambda k: by_bound[k])
     if source in ("estimated", "datasheet"):
         notes.append(f"all-reduce {source}, not measured: {detail}")
+    for curve, where in sorted(pr.extrapolated.items()):
+        notes.append(f"{CURVES[curve].what} efficiency held at its measured edge beyond the "
+                     f"shapes it was measured at: {'; '.join(sorted(where))}")
     if loaded is not None:
         notes.append(f"MoE: {loaded:.1f} of {spec.num_experts} experts loaded per layer "
                      f"(expected, uniform routing) for {um:.0f} token{'s' if um != 1 else ''}")
