@@ -18,18 +18,22 @@ NOISY = {"status": "noisy", "reason": "samples spread 35%", "spread": {"samples_
 UNVERIFIED = {"status": "unverified", "reason": "no plateau", "spread": {}}
 
 
-def synthetic_cpu_profile() -> dict[str, Any]:
-    """A plausible measured profile of this machine's CPU (a real `ridgeline profile` takes
-    minutes), as a dict: the validate tests plan the tiny model on it."""
-    from ridgeline.device import cpu_device
+def synthetic_cpu_profile(bf16_TFLOPS: float = 0.05,
+                          device: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A plausible measured profile of a CPU (a real `ridgeline profile` takes minutes), as a
+    dict: the validate tests plan the tiny model on it. `device`: this machine's CPU (needs
+    torch) unless given."""
+    if device is None:
+        from ridgeline.device import cpu_device
 
-    prof = new_profile(cpu_device().to_dict(), command_line=["test"], versions={})
+        device = cpu_device().to_dict()
+    prof = new_profile(device, command_line=["test"], versions={})
     prof["complete"] = True
     prof["ceilings"] = {"memory_bandwidth_GBps": {"read": 20.0},
-                        "matmul_TFLOPS": {"fp32": 0.2, "bf16": 0.05}}
+                        "matmul_TFLOPS": {"fp32": 0.2, "bf16": bf16_TFLOPS}}
     prof["model"] = {"bandwidth_GBps": 20.0, "latency_floor_us": 10.0, "source": "measured",
                      "matmul": {"fp32": {"peak_TFLOPS": 0.2, "flops_half": 1e6},
-                                "bf16": {"peak_TFLOPS": 0.05, "flops_half": 1e6}}}
+                                "bf16": {"peak_TFLOPS": bf16_TFLOPS, "flops_half": 1e6}}}
     return prof
 
 

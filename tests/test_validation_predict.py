@@ -9,17 +9,10 @@ from ridgeline.validation import predict as pr
 
 
 def _profile():
-    from ridgeline.roofline.profile import new_profile
+    from tests.profile_fixtures import synthetic_cpu_profile
 
-    prof = new_profile({"name": "test-cpu", "kind": "cpu", "memory_bytes": 2**34},
-                       command_line=["test"], versions={})
-    prof["complete"] = True
-    prof["ceilings"] = {"memory_bandwidth_GBps": {"read": 20.0},
-                        "matmul_TFLOPS": {"fp32": 0.2, "bf16": 0.1}}
-    prof["model"] = {"bandwidth_GBps": 20.0, "latency_floor_us": 10.0, "source": "measured",
-                     "matmul": {"fp32": {"peak_TFLOPS": 0.2, "flops_half": 1e6},
-                                "bf16": {"peak_TFLOPS": 0.1, "flops_half": 1e6}}}
-    return prof
+    return synthetic_cpu_profile(bf16_TFLOPS=0.1, device={"name": "test-cpu", "kind": "cpu",
+                                                          "memory_bytes": 2**34})
 
 
 def test_relative_error_exact():
