@@ -60,7 +60,7 @@ def test_a_change_above_ten_percent_is_a_note():
     assert drift.lines(moved)[0].endswith("+2% before, -25% after the points")
 
 
-def test_validate_times_both_references_before_and_after(tmp_path):
+def test_validate_times_both_references_before_and_after(tmp_path, capsys):
     from ridgeline.cli import main
     from tests.test_commands_validate import FAST, cpu_profile
 
@@ -80,6 +80,7 @@ def test_validate_times_both_references_before_and_after(tmp_path):
     # the profile's matmul ceiling is 0.05 TFLOP/s (bf16 in the synthetic profile)
     assert matmul["before"] > 0 and matmul["after"] > 0 and matmul["unit"] == "TFLOP/s"
     assert matmul["before_change"] == pytest.approx(matmul["before"] / 0.05 - 1)
+    assert "device drift, bf16 GEMV 256x384 batch 1" in capsys.readouterr().out
     md = (tmp_path / "out" / "validation.md").read_text()
     assert "device drift, bf16 GEMV 256x384 batch 1 (torch, profile 5 GB/s)" in md
     assert "device drift, bf16 matmul 96x80x64 (torch, profile 0.05 TFLOP/s)" in md

@@ -149,6 +149,8 @@ def print_result(result: dict[str, Any], console) -> None:
                       "where marked, scaled to the full depth")
     for line in summary_lines(result):
         console.print(line)
+    for line in drift.lines(result.get("drift")):
+        console.print(line[2:])   # without the markdown bullet
     for s in result.get("skipped", []):
         console.print(f"[dim]skipped: {point_label(s)} {s['mode']}: {s['reason']}[/dim]")
     for note in result.get("notes", []):
