@@ -129,11 +129,11 @@ def point_work(curve: str, shape: dict[str, Any], point: dict[str, Any], dtype: 
         if curve == "attention_decode":
             B, c = float(point["batch"]), float(point["context"])
             coords = {"batch": B, "q_per_kv": hq / hkv, "kv_bytes_per_seq": kv_bytes_per_seq(
-                c, hkv, d, bytes_per_element(dtype))}
+                c, hkv, d, bytes_per_element(dtype)), "head_dim": float(d)}
             flops, read, written = attention.work("decode", B, c, hq, hkv, d, dtype)
         else:
             s = float(point["tokens"])
-            coords = {"tokens": s}
+            coords = {"tokens": s, "head_dim": float(d)}
             flops, read, written = attention.work("prefill", float(shape["total_tokens"]) / s,
                                                   s, hq, hkv, d, dtype)
         return coords, [(flops, read + written)]

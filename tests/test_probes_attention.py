@@ -120,19 +120,23 @@ def test_cpu_sweep_small_torch_only_within_its_cache_bound():
         cases = probe.cases(ctx)
         runnable = [c for c in cases if probe.waiver(c.params, ctx) is None]
         assert {(c["provider"], c["dtype"]) for c in runnable} == {("torch_sdpa", "bf16")}
-        decode = {(c["batch"], c["context"]) for c in runnable if c["kernel"] == "decode"}
+        dims = (128,) if quick else A.CPU_HEAD_DIMS
+        decode = {(c["batch"], c["context"]) for c in runnable
+                  if c["kernel"] == "decode" and c["head_dim"] == 128}
         assert decode == {(b, s) for b in batches for s in contexts
                           if AC.kv_cache_bytes(b, s, 8, 128, "bf16") <= 64 * MiB}
         assert (1, 4096 if not quick else 1024) in decode and len(decode) >= 4
         # the full sweep measures every point at 2, 4 and 8 query heads per KV head (8 KV
-        # heads): CPU SDPA is compute-bound, so the ratio moves its efficiency per KV byte
-        ratios = {(c["batch"], c["context"], c["q_heads"] // c["kv_heads"])
-                  for c in runnable if c["kernel"] == "decode"}
-        assert ratios == {(b, s, r) for b, s in decode
-                          for r in ((4,) if quick else A.CPU_Q_PER_KV)}
+        # heads) and at head_dim 128 and 64: CPU SDPA is compute-bound, so the ratio moves its
+        # efficiency per KV byte, and the head size its efficiency per FLOP; at 64 the context
+        # doubles, so each point holds the same KV bytes per sequence as at 128
+        shapes = {(c["batch"], c["context"] * c["head_dim"] // 128, c["q_heads"] // c["kv_heads"],
+                   c["head_dim"]) for c in runnable if c["kernel"] == "decode"}
+        assert shapes == {(b, s, r, d) for b, s in decode
+                          for r in ((4,) if quick else A.CPU_Q_PER_KV) for d in dims}
         assert {c["kv_heads"] for c in runnable} == {8}
-        assert [(c["batch"], c["tokens"]) for c in runnable if c["kernel"] == "prefill"] == \
-            [(1, t) for t in tokens]
+        assert [(c["batch"], c["tokens"], c["head_dim"]) for c in runnable
+                if c["kernel"] == "prefill"] == [(1, t, d) for t in tokens for d in dims]
         waived = [c for c in cases if c not in runnable]
         assert [(c["kernel"], c["provider"]) for c in waived] == [("decode", "triton")]
         assert probe.waiver(waived[0].params, ctx) == TRITON_ON_CPU

@@ -51,13 +51,13 @@ def test_fit_divides_the_roofline_time_by_the_measured_time_fastest_provider(tmp
     ]
     eff = fit_efficiency(records, prof)
     curve = eff["attention_decode"]["bf16"]
-    assert curve["axes"] == ["batch", "kv_bytes_per_seq", "q_per_kv"]
+    assert curve["axes"] == ["batch", "kv_bytes_per_seq", "q_per_kv", "head_dim"]
     assert curve["providers"] == ["torch_sdpa", "triton"]
     (point,) = curve["points"]
     assert point["provider"] == "triton"
     # the KV bytes each sequence holds: context x 2 x kv_heads x head_dim x 2 B (bf16)
-    assert (point["batch"], point["kv_bytes_per_seq"], point["q_per_kv"]) == (
-        8, 4096 * 2 * 8 * 128 * 2, 4.0)
+    assert (point["batch"], point["kv_bytes_per_seq"], point["q_per_kv"], point["head_dim"]) == (
+        8, 4096 * 2 * 8 * 128 * 2, 4.0, 128)
     assert point["efficiency"] == pytest.approx(0.5)
     assert point["roofline_ms"] == pytest.approx(roof_ms)
     assert set(eff) == {"attention_decode"}
@@ -222,7 +222,8 @@ def _timed(rec, spread):
 
 def _prefill_records(spreads):
     return [_timed(_record("attention", "prefill", "torch_sdpa", 1.0 + i, 1e9, 1e6,
-                           tokens=128 * 2**i), s) for i, s in enumerate(spreads)]
+                           tokens=128 * 2**i, head_dim=128), s)
+            for i, s in enumerate(spreads)]
 
 
 def test_curve_trust_counts_the_shapes_that_scatter():
@@ -288,3 +289,44 @@ def test_a_shape_far_beyond_the_measured_range_is_named_in_the_notes(tmp_path):
     curve = Curve.of(HALF["attention_prefill"]["bf16"])
     assert curve.beyond(tokens=100) == [] and curve.beyond(tokens=32) == [
         "tokens 32 (measured 128-8192)"]
+
+
+def test_attention_is_priced_at_the_models_head_dim(tmp_path):
+    """Curves measured at two head sizes price each model at its own; one measured at a single
+    head size holds it (and a caller that gives none gets it)."""
+    def decode(eff_by_dim):
+        return {"axes": ["batch", "kv_bytes_per_seq", "q_per_kv", "head_dim"],
+                "points": [{"batch": b, "kv_bytes_per_seq": kv, "q_per_kv": 2, "head_dim": d,
+                            "efficiency": e} for d, e in eff_by_dim.items() for b in (1, 64)
+                           for kv in (2**18, 2**26)]}
+
+    def prefill(eff_by_dim):
+        return {"axes": ["tokens", "head_dim"],
+                "points": [{"tokens": t, "head_dim": d, "efficiency": e}
+                           for d, e in eff_by_dim.items() for t in (64, 8192)]}
+
+    two = {"attention_decode": {"bf16": decode({64: 0.1, 128: 0.4})},
+           "attention_prefill": {"bf16": prefill({64: 0.2, 128: 0.5})}}
+    one = {"attention_decode": {"bf16": decode({128: 0.4})},
+           "attention_prefill": {"bf16": prefill({128: 0.5})}}
+    tiny, p = load_model("tiny"), Precision()                    # head_dim 64, 4 / 2 heads
+    bare = hardware_from_profile(_profile_dict(tmp_path))
+    roof_d = _attention_s(decode_step_time(tiny, p, bare, 8, 300))
+    roof_p = prefill_time(tiny, p, bare, 1, 300).breakdown["attention"]
+    hw = hardware_from_profile(_profile_dict(tmp_path, two))
+    assert _attention_s(decode_step_time(tiny, p, hw, 8, 300)) == pytest.approx(roof_d / 0.1)
+    assert prefill_time(tiny, p, hw, 1, 300).breakdown["attention"] == pytest.approx(
+        roof_p / 0.2, rel=1e-6)
+    held = hardware_from_profile(_profile_dict(tmp_path, one))
+    assert _attention_s(decode_step_time(tiny, p, held, 8, 300)) == pytest.approx(roof_d / 0.4)
+    assert Efficiency.of({"efficiency": one}).factor(
+        "attention_decode", "bf16", batch=8, kv_bytes_per_seq=2**20, q_per_kv=2) == 0.4
+    with pytest.raises(ValueError, match="head_dim"):
+        Efficiency.of({"efficiency": two}).factor(
+            "attention_decode", "bf16", batch=8, kv_bytes_per_seq=2**20, q_per_kv=2)
+    # the simulator's step model prices them as the planner does
+    sm = StepModel(tiny, p, hw, 1)
+    assert sm.step_s(8, 8 * 301) == pytest.approx(
+        decode_step_time(tiny, p, hw, 8, 300).time_s, rel=1e-9)
+    assert sm.step_s(0, 0, [(300, 0)]) == pytest.approx(prefill_time(tiny, p, hw, 1, 300).time_s,
+                                                       rel=1e-9)

@@ -39,8 +39,9 @@ Sweep (per dtype: bf16, and fp16 on a GPU except with --quick):
                  quick: (1, 16, 64) x (2048, 32768)
     GPU prefill  tokens (128, 512, 2048, 8192), batch = ceil(8192 / tokens); quick: 512, 8192
     CPU decode   batch (1, 4, 16) x context (256, 1024, 4096), quick (1, 8) x (256, 1024),
-                 where the cache is <= 64 MiB
-    CPU prefill  tokens (128, 512, 1024), batch 1; quick: 128, 512
+                 where the cache is <= 64 MiB; the full sweep at 2, 4 and 8 query heads per
+                 KV head and head_dim 128 and 64 (contexts doubled at 64: the same KV bytes)
+    CPU prefill  tokens (128, 512, 1024), batch 1, head_dim 128 and 64; quick: 128, 512
 A case whose working set does not fit in half the free memory is waived with the sizes.
 
 Honest timing (the rules ridgeline.probes.rotation keeps for the four rotating probes):
@@ -109,6 +110,9 @@ CPU_MAX_KV_BYTES = 64 * 2**20     # CPU SDPA streams ~0.5 GB/s in bf16 on 2 core
 # sweep measures three ratios (KV heads as HEADS); a GPU's decode kernels stream the KV and
 # its quick sweep needs one, HEADS' own
 CPU_Q_PER_KV = (2, 4, 8)
+# ... and two head sizes (Llama's 128, the 64 of GPT-2-class and small models): CPU SDPA does
+# 10-15% less per FLOP on the shorter head, which the work counts cannot see
+CPU_HEAD_DIMS = (128, 64)
 CPU_PREFILL_TOKENS = (128, 512, 1024)
 CPU_QUICK_PREFILL_TOKENS = (128, 512)
 
@@ -216,23 +220,31 @@ class AttentionProbe(RotatingProbe):
         kv_cap = None if gpu or "batches" in opts or "contexts" in opts else CPU_MAX_KV_BYTES
 
         # decode head layouts: HEADS (or the options'), and on the CPU's full sweep the
-        # other query-per-KV-head ratios of CPU_Q_PER_KV
+        # other query-per-KV-head ratios of CPU_Q_PER_KV at each head size of CPU_HEAD_DIMS
+        # (prefill: each head size); a shorter head runs proportionally longer contexts, so
+        # the KV bytes per sequence, the decode curve's axis, stay on one grid
         layouts = [heads]
-        if not gpu and not ctx.quick and "q_heads" not in opts:
-            layouts = [{**heads, "q_heads": heads["kv_heads"] * r} for r in CPU_Q_PER_KV]
+        prefill_layouts = [heads]
+        if not gpu and not ctx.quick and not {"q_heads", "head_dim"} & set(opts):
+            layouts = [{**heads, "q_heads": heads["kv_heads"] * r, "head_dim": d}
+                       for d in CPU_HEAD_DIMS for r in CPU_Q_PER_KV]
+            prefill_layouts = [{**heads, "head_dim": d} for d in CPU_HEAD_DIMS]
 
         def params():
             for dtype in dtypes:
                 for kernel, batch, context in points:
-                    if kernel == "decode" and kv_cap and kv_cache_bytes(
-                            batch, context, heads["kv_heads"], heads["head_dim"], dtype) > kv_cap:
-                        continue
-                    for layout in layouts if kernel == "decode" else [heads]:
+                    for layout in layouts if kernel == "decode" else prefill_layouts:
+                        n = context
+                        if kernel == "decode":
+                            n = context * heads["head_dim"] // layout["head_dim"]
+                            if kv_cap and kv_cache_bytes(batch, n, layout["kv_heads"],
+                                                         layout["head_dim"], dtype) > kv_cap:
+                                continue
                         for provider in PROVIDERS[kernel]:
                             if not only or provider in only:
                                 yield {"kernel": kernel, "provider": provider, "dtype": dtype,
-                                       "batch": batch, "context": context,
-                                       "tokens": 1 if kernel == "decode" else context, **layout}
+                                       "batch": batch, "context": n,
+                                       "tokens": 1 if kernel == "decode" else n, **layout}
         return self.plan(ctx, params(), waive_by=("kernel", "dtype", "provider"))
 
     # --- one case --------------------------------------------------------------------

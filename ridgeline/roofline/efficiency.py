@@ -18,8 +18,9 @@ roofline stays a bound.
 
 Curves (CURVES; the probe's record fields named by `axes`):
 
-    attention_decode   attention probe, kernel "decode"   axes batch, kv_bytes_per_seq, q_per_kv
-    attention_prefill  attention probe, kernel "prefill"  axes tokens
+    attention_decode   attention probe, kernel "decode"   axes batch, kv_bytes_per_seq, q_per_kv,
+                                                          head_dim
+    attention_prefill  attention probe, kernel "prefill"  axes tokens, head_dim
     moe                moe probe, kernel "grouped_gemm"   axes tokens_per_expert
     dequant            dequant probe, kernel "gemv"       axes batch (dtype = weight dtype)
 
@@ -30,7 +31,11 @@ over, whatever the head layout (FlashInfer measures the same utilization for 64 
 as for 64 x 8k GQA with 8x fewer KV heads), so a curve measured on one layout prices another.
 Its third, q_per_kv = q_heads / kv_heads, carries a compute-bound kernel (CPU SDPA), whose
 efficiency per KV byte falls with the query heads each KV head serves; a curve measured at
-one ratio (a GPU's, a published one) is held constant along it.
+one ratio (a GPU's, a published one) is held constant along it. head_dim, the last axis of
+both attention curves, carries what the work counts cannot: a compute-bound kernel does
+less per FLOP on shorter heads (CPU SDPA about 10-15% at 64 against 128); a curve measured at
+one head size is held constant along it, and a profile written before the axis existed
+keeps its stored axes (the planner passes head_dim; a curve without that axis ignores it).
 
 Each is stored per dtype (the record's `dtype`; the roofline is priced in its
 `compute_dtype` where the record has one, as the weight-only dequant records do):
@@ -78,7 +83,12 @@ def _decode_axes(r: dict[str, Any]) -> dict[str, float]:
             "kv_bytes_per_seq": kv_bytes_per_seq(float(r["context"]), float(r["kv_heads"]),
                                                  float(r["head_dim"]),
                                                  dtypes.bytes_per_element(str(r["dtype"]))),
-            "q_per_kv": float(r["q_heads"]) / float(r["kv_heads"])}
+            "q_per_kv": float(r["q_heads"]) / float(r["kv_heads"]),
+            "head_dim": float(r["head_dim"])}
+
+
+def _prefill_axes(r: dict[str, Any]) -> dict[str, float]:
+    return {"tokens": float(r["tokens"]), "head_dim": float(r["head_dim"])}
 
 
 @dataclass(frozen=True)
@@ -98,9 +108,10 @@ class CurveSpec:
 
 CURVES: dict[str, CurveSpec] = {
     "attention_decode": CurveSpec("attention", "decode",
-                                  ("batch", "kv_bytes_per_seq", "q_per_kv"),
+                                  ("batch", "kv_bytes_per_seq", "q_per_kv", "head_dim"),
                                   "decode attention", _decode_axes),
-    "attention_prefill": CurveSpec("attention", "prefill", ("tokens",), "prefill attention"),
+    "attention_prefill": CurveSpec("attention", "prefill", ("tokens", "head_dim"),
+                                   "prefill attention", _prefill_axes),
     "moe": CurveSpec("moe", "grouped_gemm", ("tokens_per_expert",), "MoE expert GEMMs"),
     "dequant": CurveSpec("dequant", "gemv", ("batch",), "weight-only dequantizing GEMV"),
 }
@@ -209,8 +220,11 @@ class Curve:
     def at(self, **coords: float) -> float:
         """The measured efficiency at these coordinates (interpolated, held at the edges)."""
         q = []
-        for a in self.axes:
+        for a, grid in zip(self.axes, self._grids):
             v = coords.get(a)
+            if v is None and len(grid) == 1:   # measured at one value: held constant along it
+                q.append(grid[0])
+                continue
             if not positive(v):
                 raise ValueError(f"efficiency curve needs {a} > 0, got {v!r}")
             q.append(math.log2(float(v)))

@@ -221,14 +221,14 @@ def _attention_standard(pr: _Pricer, phase: str, m: float, seqs: int, new: int, 
         op = pr.work("attention", "attention", flops, moved, pr.base_dtype, 1, count)
         return ops + [pr.measured(op, "attention_decode", pr.base_dtype, batch=seqs,
                                   kv_bytes_per_seq=kv_bytes_per_seq(max(ctx, 1), hkv, d, kvb),
-                                  q_per_kv=hq / hkv)]
+                                  q_per_kv=hq / hkv, head_dim=d)]
     span = prior + (new + 1) / 2.0
     if window:
         span = min(span, window)
     flops = 4.0 * seqs * hq * d * new * span              # causal: new x (prior + (new+1)/2)
     moved = seqs * (prior + new) * 2 * hkv * d * kvb + m * 2 * hq * d * b  # minimal bytes
     op = pr.work("attention", "attention", flops, moved, pr.base_dtype, 1, count)
-    return ops + [pr.measured(op, "attention_prefill", pr.base_dtype, tokens=new)]
+    return ops + [pr.measured(op, "attention_prefill", pr.base_dtype, tokens=new, head_dim=d)]
 
 
 def _attention_mla(pr: _Pricer, phase: str, m: float, seqs: int, new: int, prior: int,

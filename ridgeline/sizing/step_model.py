@@ -227,7 +227,8 @@ class StepModel:
                                                                                 s.num_kv_heads))
             xs = curve.grid("kv_bytes_per_seq")
             out = (np.log2(xs), np.array([min(1.0, curve.at(batch=seqs, kv_bytes_per_seq=x,
-                                                            q_per_kv=ratio)) for x in xs]))
+                                                            q_per_kv=ratio, head_dim=s.head_dim))
+                                          for x in xs]))
         self._decode_eff[seqs] = out
         return out
 
@@ -259,7 +260,7 @@ class StepModel:
             op = next(o for o in attention(self._pr, "prefill", float(new), 1, new, prior, 1)
                       if o.name == "attention")
             eff = self._pr.efficiency.factor("attention_prefill", self._pr.base_dtype,
-                                             tokens=new) or 1.0
+                                             tokens=new, head_dim=self.spec.head_dim) or 1.0
             w = self._chunk_work[key] = (op.flops, op.bytes, op.flops / eff)
         return w
 
