@@ -21,6 +21,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ridgeline.timing import capture_graph
+
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.benchmark,
@@ -40,19 +42,6 @@ def _cases():
                 for provider in providers:
                     yield pytest.param(provider, dtype, k, n, batch,
                                        id=f"{provider}-{dtype}-K{k}-N{n}-B{batch}")
-
-
-def _graph(fn, launches: int) -> torch.cuda.CUDAGraph:
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(launches):
-            fn()
-    return graph
 
 
 @pytest.mark.parametrize("provider,dtype,k,n,batch", list(_cases()))
@@ -82,7 +71,7 @@ def test_gemv(benchmark, provider, dtype, k, n, batch):
         pytest.skip(w.reason)
     assert rec["validated"], f"output off the reference (max abs err {rec['max_abs_error']})"
 
-    graph = _graph(timer.fn, timer.launches)
+    graph = capture_graph(timer.fn, launches=timer.launches)[0]
 
     def replay():
         graph.replay()

@@ -206,6 +206,28 @@ def sample_ms(
     return [watch.elapsed_ms() / launches for watch in watches]
 
 
+def capture_graph(fn: Callable[[], Any], device: Any = None, *, launches: int = 1,
+                  warmups: int = 1) -> tuple[Any, Any]:
+    """`launches` calls of `fn` captured in one CUDA/HIP graph: (graph, the last call's output,
+    which replays refill). `fn` runs `warmups` times first on a side stream (capture needs a
+    warmed-up, non-default stream, and library workspaces allocated outside it). The one
+    capture every timer, validation and benchmark replays."""
+    import torch
+
+    current = torch.cuda.current_stream(device)
+    side = torch.cuda.Stream(device)
+    side.wait_stream(current)
+    with torch.cuda.stream(side):
+        for _ in range(warmups):
+            fn()
+    current.wait_stream(side)
+    graph, out = torch.cuda.CUDAGraph(), None
+    with torch.cuda.graph(graph):
+        for _ in range(launches):
+            out = fn()
+    return graph, out
+
+
 class Timer(ABC):
     """Times a zero-argument callable; every probe goes through one of these."""
 
@@ -277,17 +299,7 @@ class EventTimer(Timer):
         self._flush_buf.zero_()
 
     def _graph_of(self, fn: Callable[[], Any], launches: int) -> Callable[[], Any]:
-        torch = self.torch
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):  # capture needs a warmed-up, non-default stream
-            fn()
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            for _ in range(launches):
-                fn()
-        return graph.replay
+        return capture_graph(fn, self.device, launches=launches)[0].replay
 
     def time(self, fn, *, work=None, warmup_ms=DEFAULT_WARMUP_MS, rep_ms=DEFAULT_REP_MS,
              min_reps=5, max_reps=500, flush_cache=True, launches_per_sample=1) -> Timing:

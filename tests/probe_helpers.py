@@ -78,15 +78,10 @@ def assert_graph_replays_eager(run: Callable[[], Any]) -> None:
     needs a warmed-up one), then captured in a CUDA graph and replayed: the same output."""
     import torch
 
+    from ridgeline.timing import capture_graph
+
     eager = run()
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        run()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = run()
+    graph, out = capture_graph(run)
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(out, eager)

@@ -198,17 +198,12 @@ def capture_graph(fn: Callable[[], Any], device_index: int):
     """Capture fn into a CUDA graph (warmed up on a side stream first); (graph, static output)."""
     import torch
 
+    from ridgeline.timing import capture_graph as capture
+
     dev = torch.device(f"cuda:{device_index}")
     torch.cuda.synchronize(dev)
-    side = torch.cuda.Stream(dev)
-    side.wait_stream(torch.cuda.current_stream(dev))
-    with torch.cuda.stream(side):
-        for _ in range(2):  # cuBLAS/attention workspaces and heuristics before capture
-            fn()
-    torch.cuda.current_stream(dev).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = fn()
+    # two warm-ups: cuBLAS/attention workspaces and heuristics settle before capture
+    graph, out = capture(fn, dev, warmups=2)
     torch.cuda.synchronize(dev)
     return graph, out
 
