@@ -183,17 +183,23 @@ def gpu_device(index: int) -> DeviceInfo:
     return info
 
 
+def gpu_count() -> int:
+    """GPUs torch can see (CUDA or ROCm); 0 when none, or when the driver is unusable."""
+    import torch
+
+    try:
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except RuntimeError:  # a broken driver shows up here
+        return 0
+
+
 def list_devices() -> list[DeviceInfo]:
     """Every GPU torch can see, then the CPU."""
     try:
-        import torch
+        count = gpu_count()
     except ImportError as exc:  # pragma: no cover - torch is a dependency
         raise DeviceError(f"torch is not importable: {exc}") from exc
     devices: list[DeviceInfo] = []
-    try:
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except RuntimeError:  # a broken driver shows up here
-        count = 0
     for i in range(count):
         devices.append(gpu_device(i))
     devices.append(cpu_device())
@@ -205,12 +211,7 @@ def get_device(spec: str | None = None) -> DeviceInfo:
     import torch
 
     if spec is None:
-        try:
-            if torch.cuda.is_available() and torch.cuda.device_count() > 0:
-                return gpu_device(0)
-        except RuntimeError:
-            pass
-        return cpu_device()
+        return gpu_device(0) if gpu_count() > 0 else cpu_device()
     spec = spec.strip().lower()
     if spec == "cpu":
         return cpu_device()

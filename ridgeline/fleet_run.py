@@ -61,6 +61,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from ridgeline.device import gpu_count
 from ridgeline.errors import DeviceError, RidgelineError
 
 DEFAULT_RANK_TIMEOUT_S = 1800.0
@@ -161,15 +162,6 @@ def folder_names(infos: list[RankInfo]) -> list[str]:
         raise RidgelineError(f"two ranks claim the same host, node and local rank ({twice[0]}): "
                              "check the launcher's --nnodes and --node-rank")
     return names
-
-
-def _gpu_count() -> int:
-    import torch
-
-    try:
-        return torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except RuntimeError:
-        return 0
 
 
 def rank_device_spec(requested: str | None, local_rank: int, gpu_count: int) -> str:
@@ -472,7 +464,7 @@ def run_group(req: GroupRequest, hooks: Hooks) -> int:
     me = RankInfo.from_env()
     if req.timeout_s <= 0:
         raise RidgelineError(f"--rank-timeout-s {req.timeout_s:g} must be positive")
-    device = get_device(rank_device_spec(req.device, me.local_rank, _gpu_count()))
+    device = get_device(rank_device_spec(req.device, me.local_rank, gpu_count()))
     lead = me.rank == 0
     # one progress bar and one summary (rank 0's); every rank says one line of its own
     console = Console(stderr=True, quiet=not lead)

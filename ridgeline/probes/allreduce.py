@@ -59,6 +59,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ridgeline.device import gpu_count
 from ridgeline.errors import RidgelineError
 from ridgeline.probes.base import Case, Probe, ProbeContext
 from ridgeline.probes.collective_worker import planned_cases
@@ -159,15 +160,6 @@ def spawn_world(config: dict[str, Any], world_size: int, *, timeout_s: float,
         return _read_records(workdir / "records.jsonl")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _gpu_count() -> int:
-    try:
-        import torch
-
-        return torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except RuntimeError:
-        return 0
 
 
 def _backend_for(device_kind: str) -> tuple[str, str]:
@@ -297,7 +289,7 @@ class AllReduceProbe(Probe):
             return "this torch build has no torch.distributed"
         if ctx.device.kind == "cpu":
             return None if dist.is_gloo_available() else "this torch build has no gloo backend"
-        if _gpu_count() < 2:
+        if gpu_count() < 2:
             return "one GPU: all-reduce waived"
         if not dist.is_nccl_available():
             return "this torch build has no NCCL/RCCL backend"
@@ -306,7 +298,7 @@ class AllReduceProbe(Probe):
     def cases(self, ctx: ProbeContext) -> list[Case]:
         sizes = ctx.options.get("world_sizes")
         if sizes is None:
-            sizes = [2] if ctx.device.kind == "cpu" else sweep_world_sizes(_gpu_count())
+            sizes = [2] if ctx.device.kind == "cpu" else sweep_world_sizes(gpu_count())
         return [Case({"world_size": w}) for w in sizes]
 
     def _max_bytes(self, ctx: ProbeContext) -> int:
@@ -386,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     """torchrun entry point (also runs on one node without torchrun, spawning the ranks)."""
     args = build_parser().parse_args(argv)
     out_dir = Path(args.out)
-    gpus = _gpu_count() if args.device != "cpu" else 0
+    gpus = gpu_count() if args.device != "cpu" else 0
     kind = "cpu" if gpus == 0 else ("rocm" if _is_rocm() else "cuda")
     options: dict[str, Any] = {}
     if args.dtypes:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ridgeline.device import gpu_count
 from ridgeline.probes.base import Case, Probe, ProbeContext
 from ridgeline.records import make_record
 from ridgeline.timing import Timer, Work
@@ -85,15 +86,6 @@ def measure_p2p(src: int, dst: int, size_bytes: int, src_device, dst_device, tim
     return rec
 
 
-def _gpu_count() -> int:
-    try:
-        import torch
-
-        return torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except RuntimeError:
-        return 0
-
-
 class P2PProbe(Probe):
     name = "p2p"
     description = "GPU-to-GPU copy bandwidth and latency for every pair, with its path"
@@ -105,7 +97,7 @@ class P2PProbe(Probe):
     def available(self, ctx: ProbeContext) -> str | None:
         if ctx.device.kind == "cpu":
             return "the CPU device has no GPU peers: p2p waived"
-        if _gpu_count() < 2:
+        if gpu_count() < 2:
             return "one GPU: p2p waived"
         return None
 
@@ -120,7 +112,7 @@ class P2PProbe(Probe):
         sizes = ctx.options.get("sizes") or p2p_sizes(ctx.quick, ctx.free_memory_bytes(),
                                                        ctx.options.get("max_bytes", GiB))
         return [Case({"src": s, "dst": d, "size_bytes": n})
-                for s, d in gpu_pairs(_gpu_count()) for n in sizes]
+                for s, d in gpu_pairs(gpu_count()) for n in sizes]
 
     def _timer_for(self, ctx: ProbeContext, index: int) -> Timer:
         """An event timer on GPU `index` (ctx.timer if already there, or not event-based)."""

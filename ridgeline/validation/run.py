@@ -385,7 +385,7 @@ def tp_device_kind(device_id: str | None, tp: int, *, spawn: bool = True) -> str
 
     An index other than 0, or fewer GPUs than ranks to spawn, is one line.
     """
-    import torch
+    from ridgeline.device import gpu_count
 
     if device_id:
         spec = device_id.strip().lower()
@@ -398,10 +398,7 @@ def tp_device_kind(device_id: str | None, tp: int, *, spawn: bool = True) -> str
         if m.group(2) and int(m.group(2)) != 0:
             raise RidgelineError(f"--tp {tp} runs rank r on GPU r (LOCAL_RANK under torchrun): "
                                  f"give --device {m.group(1)}, not {device_id}")
-    try:
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except RuntimeError:
-        count = 0
+    count = gpu_count()
     if not device_id and count == 0:
         return "cpu"
     if count == 0:
