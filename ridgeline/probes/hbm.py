@@ -33,7 +33,7 @@ from ridgeline.kernels.stream_counts import ARRAYS_PER_KERNEL, stream_bytes
 from ridgeline.probes.base import Case, Probe, ProbeContext
 from ridgeline.records import fit_ready, make_record
 from ridgeline.roofline.ceilings import bandwidth_plateau, fastest_per_size, plateau_floor_bytes
-from ridgeline.roofline.trust import DEFAULT_CACHE_BYTES, NOISY_SPREAD, sample_spread
+from ridgeline.roofline.trust import DEFAULT_CACHE_BYTES, sample_spread, scatters
 from ridgeline.timing import Work
 
 if TYPE_CHECKING:  # annotations only: importing a probe module loads no torch
@@ -139,7 +139,7 @@ class HbmProbe(Probe):
             detail = bandwidth_plateau(rows, cache)
             sizes = set(detail["plateau_sizes_bytes"])
             suspect = {r["size_bytes"] for r in fastest_per_size(rows)
-                       if r["size_bytes"] in sizes and (sample_spread(r) or 0.0) > NOISY_SPREAD}
+                       if r["size_bytes"] in sizes and scatters(sample_spread(r))}
             suspect |= set(detail["disturbed_sizes_bytes"])
             again = []
             for size in sorted(suspect):

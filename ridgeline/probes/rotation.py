@@ -48,7 +48,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from ridgeline.errors import Waived
 from ridgeline.probes.base import Case, Probe, ProbeContext
-from ridgeline.roofline.trust import NOISY_SPREAD, sample_spread
+from ridgeline.roofline.trust import sample_spread, scatters
 from ridgeline.timing import Timing, Work
 
 MIN_GPU_LAUNCHES = 16                # launches per graph-replayed sample, at least
@@ -309,7 +309,7 @@ class RotatingProbe(Probe):
                 raise Waived(reason)
             rec = self.measure(ctx, self.pool(ctx, case.params), case.params)
             rec["attempt"] = int(case.get("attempt", 1))
-            if rec.get("validated") and (sample_spread(rec) or 0.0) > NOISY_SPREAD:
+            if rec.get("validated") and scatters(sample_spread(rec)):
                 self._scattered.append(case)
             return [rec]
         finally:

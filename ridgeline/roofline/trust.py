@@ -18,8 +18,8 @@ Every ceiling's detail in profile.json carries
 
 Measured kernel-efficiency curves (roofline.efficiency) carry the same three fields per
 curve and dtype (curve_trust): a curve spans many shapes, each timed once, so it is noisy
-when more than NOISY_POINT_SHARE of its shapes scatter above NOISY_SPREAD (one disturbed
-shape among many is named in the reason of the report's row, not the whole curve);
+when more than NOISY_POINT_SHARE of its shapes scatter above NOISY_SPREAD (fewer disturbed
+shapes are counted in the report's status column, the curve stays verified);
 unverified when it has one shape (held constant over every shape the planner asks for) or
 its samples' spread was not recorded; "spread" then holds the worst and the median sample
 spread over its shapes and how many scatter.
@@ -93,6 +93,12 @@ def sample_spread(rec: dict[str, Any]) -> float | None:
     return (hi - lo) / med
 
 
+def scatters(spread: float | None) -> bool:
+    """A (p80 - p20) / median above NOISY_SPREAD: the samples say something else was running.
+    None (not recorded) is not evidence either way."""
+    return spread is not None and spread > NOISY_SPREAD
+
+
 def curve_trust(spreads: list[float | None]) -> dict[str, Any]:
     """{"status", "reason", "spread"} of one efficiency curve from its shapes' sample spreads
     ((p80 - p20) / median, None where a record has no percentiles)."""
@@ -101,7 +107,7 @@ def curve_trust(spreads: list[float | None]) -> dict[str, Any]:
     if not known or len(known) < n:
         return {"status": UNVERIFIED, "reason": f"sample spread not recorded for "
                 f"{n - len(known)} of {n} shape(s)", "spread": {}}
-    scattered = sum(s > NOISY_SPREAD for s in known)
+    scattered = sum(scatters(s) for s in known)
     spread = {"samples_p20_p80": known[-1], "median_samples_p20_p80": known[len(known) // 2],
               "noisy_points": scattered, "points": n}
     if scattered > NOISY_POINT_SHARE * n:

@@ -40,7 +40,7 @@ import gc
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
-from ridgeline.roofline.trust import NOISY_SPREAD
+from ridgeline.roofline.trust import NOISY_SPREAD, scatters
 from ridgeline.validation import footprint
 
 GRAPH_WAIVED_CPU = "CUDA graphs need a GPU: the CPU runs eager only"
@@ -292,7 +292,7 @@ class Bench:
                 try:
                     m = self._measure(point, layers, mode, tokens, cache)
                     for _ in range(REMEASURE_ATTEMPTS):
-                        if not _scatters(m.spread):
+                        if not scatters(m.spread):
                             break
                         again = self._measure(point, layers, mode, tokens, cache)
                         again.attempts = m.attempts + 1
@@ -301,7 +301,7 @@ class Bench:
                     if m.attempts > 1:
                         m.notes.append(f"measured {m.attempts} times (samples scattered above "
                                        f"{NOISY_SPREAD:.0%}): the quietest attempt kept")
-                    m.noisy = _scatters(m.spread)
+                    m.noisy = scatters(m.spread)
                     if m.noisy:
                         m.notes.append(f"noisy: samples spread {m.spread:.0%} (p20..p80 of the "
                                        "median) after every attempt: other work disturbed it")
@@ -315,22 +315,19 @@ class Bench:
                     why = "out of memory" if oom else f"failed ({type(exc).__name__})"
                     results.append(Skipped(point.phase, mode, point.batch, point.context,
                                            f"{why}: {first}"))
-                    _release(self.device)
+                    release_memory(self.device)
         finally:
             del cache, tokens
-            _release(self.device)
+            release_memory(self.device)
         return results
-
-
-def _scatters(spread: float | None) -> bool:
-    return spread is not None and spread > NOISY_SPREAD
 
 
 def _quieter(a: float | None, b: float | None) -> bool:
     return a is not None and (b is None or a < b)
 
 
-def _release(device) -> None:
+def release_memory(device) -> None:
+    """Free what a point (or the model) left: Python garbage, and torch's cached GPU blocks."""
     gc.collect()
     if device.kind != "cpu":
         import torch

@@ -273,7 +273,7 @@ def measure_points(setup: Setup, device: DeviceInfo, points: list[Point], sweep:
                 points, plan, modes, bench.run_point if bench else None,
                 cpu=device.kind == "cpu", on_result=on_result)
             bench = model = None   # the weights go before the reference's copies come
-            ms._release(device)
+            ms.release_memory(device)
             if references:
                 after = [None if out.interrupted else drift.time_reference(ref, device, timer)
                          for ref in references]

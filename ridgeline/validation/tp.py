@@ -65,8 +65,8 @@ from ridgeline.errors import RidgelineError
 from ridgeline.ranks import apply_test_fault
 from ridgeline.validation.footprint import (LayerDims, dims_from_spec, normalize_weights,
                                             weight_bytes_per_layer)
-from ridgeline.roofline.trust import NOISY_SPREAD
-from ridgeline.validation.measure import (Measured, Point, Skipped, _release, relative_spread,
+from ridgeline.roofline.trust import scatters
+from ridgeline.validation.measure import (Measured, Point, Skipped, release_memory, relative_spread,
                                           scale_to_depth)
 from ridgeline.validation.transformer import DecoderLayer, DecoderModel, Linear, sdpa_has_gqa
 
@@ -390,7 +390,7 @@ class TPBench:
             return [self._mode(point, layers, mode, step, head, alone) for mode in modes]
         finally:
             del step, head, alone, cache, tokens, buf
-            _release(self.device)
+            release_memory(self.device)
 
     def _mode(self, point: Point, layers: int, mode: str, step_fn: Callable[[], Any],
               head_fn: Callable[[], Any], alone_fn: Callable[[], Any]) -> Any:
@@ -426,7 +426,7 @@ class TPBench:
             notes.append("non-finite logits: point excluded from the error summary")
         # marked, not re-measured: every rank would have to agree to measure again
         spread = relative_spread(step.samples_ms)
-        noisy = spread is not None and spread > NOISY_SPREAD
+        noisy = scatters(spread)
         if noisy:
             notes.append(f"noisy: samples spread {spread:.0%} (p20..p80 of the median)")
         return TPMeasured(
@@ -555,7 +555,7 @@ def run_rank(job: dict[str, Any], group, progress: Callable[[str], None],
             progress("checking the sharded layer against the unsharded one")
             err = group.reduce([shard_error(model)], "max")[0]
             model.drop_reference()
-            _release(device)
+            release_memory(device)
             tol = check_tolerance(weights)
             report["check_error"] = err
             if not err <= tol:
