@@ -172,7 +172,7 @@ class RooflineModel:
         floor_s = self.latency_floor_us * 1e-6
         overhead_s = self.overhead_us * 1e-6
         d = self.compute_dtype(dtype)
-        bw_GBps = self.bandwidth_by_dtype.get(d, self.bandwidth_GBps)
+        bw_GBps = self.bandwidth_for(d)
         mem_s = bytes_moved / (bw_GBps * 1e9) if bytes_moved else 0.0
         comp_s = flops / self.throughput_flops_per_s(dtype, flops) if flops else 0.0
         has_shape = m is not None and n is not None
