@@ -259,7 +259,7 @@ def measure_points(setup: Setup, device: DeviceInfo, points: list[Point], sweep:
         with torch.inference_mode():
             if references:
                 say("timing the profile's reference GEMV and matmul again", 0, len(points))
-            before = [drift.time_reference(ref, device, timer) for ref in references]
+            before = drift.time_references(references, device, timer)
             bench = model = None
             if plan.resident:
                 model = DecoderModel(spec, weights, layers=plan.resident,
@@ -275,12 +275,11 @@ def measure_points(setup: Setup, device: DeviceInfo, points: list[Point], sweep:
             bench = model = None   # the weights go before the reference's copies come
             ms.release_memory(device)
             if references:
-                after = [None if out.interrupted else drift.time_reference(ref, device, timer)
-                         for ref in references]
+                after = ([[] for _ in references] if out.interrupted
+                         else drift.time_references(references, device, timer))
                 out.drift = drift.summarize(references, before, after)
-                line = drift.note(out.drift)
-                if line:
-                    notes.append(line)
+                notes.extend(line for line in (drift.note(out.drift), drift.spread_note(out.drift))
+                             if line)
     except KeyboardInterrupt:  # while building the model or timing the reference
         out.interrupted = True
     if out.interrupted:
