@@ -16,7 +16,7 @@ POINT_KEYS = {"phase", "mode", "batch", "context", "measured_s", "predicted_prof
               "predicted_datasheet_s", "error_profile", "error_datasheet", "bound"}
 SUMMARY_KEYS = {"median_error_profile", "worst_error_profile", "median_error_datasheet",
                 "worst_error_datasheet"}
-FAST = ["--device", "cpu", "--model", "tiny", "--rep-ms", "5"]
+FAST = ["--device", "cpu", "--model", "tiny", "--rep-ms", "5", "--passes", "1"]
 
 
 def cpu_profile(path):
@@ -87,6 +87,9 @@ def test_end_to_end_writes_the_documented_files(run_cpu):
     (["--tp", "0"], "--tp"),
     (["--tp", "2", "--device", "cuda:1"], "not cuda:1"),
     (["--tp", "2", "--timeout-s", "-1"], "--timeout-s"),
+    (["--passes", "0"], "--passes must be positive"),
+    (["--passes", "two"], "--passes takes a positive number"),
+    (["--tp", "2", "--passes", "2"], "--passes applies to one device"),
 ])
 def test_bad_input_exits_2_with_one_line(argv, needle, profile_path, tmp_path, capsys):
     rc = main(["validate", "--device", "cpu", "--model", "tiny", "--profile", str(profile_path),
@@ -416,3 +419,26 @@ def test_tp_under_torchrun(tmp_path):
     (p,) = data["points"]
     assert data["tp"] == 2 and p["allreduce_source"] == "measured" and p["allreduce_s"] >= 0
     assert any("the profile's fit for 2 ranks" in n for n in data["notes"])
+
+
+def test_the_cpu_measures_every_point_in_three_passes_by_default(profile_path, tmp_path):
+    out = tmp_path / "val"
+    argv = [a for a in FAST if a not in ("--passes", "1")]
+    rc = main(["validate", *argv, "--batch", "2", "--context", "5", "--prefill", "3",
+               "--profile", str(profile_path), "-o", str(out)])
+    assert rc == 0
+    data = json.loads((out / "validation.json").read_text())
+    assert data["provenance"]["passes"] == 3
+    assert data["provenance"]["statistic"] == "median of samples, median of 3 passes"
+    for p in data["points"]:
+        assert len(p["passes_s"]) == 3
+        assert p["measured_s"] == pytest.approx(sorted(p["passes_s"])[1], rel=1e-12)
+        assert p["attempts"] >= 3
+    assert "--passes" not in data["provenance"]["command_line"]
+    assert "statistic: median of samples, median of 3 passes" in (out / "validation.md").read_text()
+    rc = main(["validate", *argv, "--passes", "2", "--batch", "2", "--context", "5",
+               "--prefill", "none", "--profile", str(profile_path), "-o", str(tmp_path / "two")])
+    data = json.loads((tmp_path / "two" / "validation.json").read_text())
+    assert rc == 0 and data["provenance"]["passes"] == 2
+    cmd = data["provenance"]["command_line"]
+    assert cmd[cmd.index("--passes") + 1] == "2"

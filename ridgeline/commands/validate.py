@@ -30,6 +30,7 @@ from typing import Any
 
 from ridgeline.errors import RidgelineError
 from ridgeline.validation import run as vrun
+from ridgeline.validation.measure import DEFAULT_PASSES_CPU
 from ridgeline.validation.run import (DEFAULT_PREFILL, DEFAULT_PREFILL_CPU,
                                       DEFAULT_RANK_TIMEOUT_S, Setup, Sweep, check_window, prepare,
                                       save, validate)
@@ -67,6 +68,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output folder (default ./ridgeline-out)")
     p.add_argument("--rep-ms", default="200", metavar="MS",
                    help="timing budget per point and mode in ms (default 200)")
+    p.add_argument("--passes", default=None, metavar="N",
+                   help=f"measure every point N times, in passes of alternating order, and "
+                        f"quote each point's median (default {DEFAULT_PASSES_CPU} on the CPU, "
+                        f"whose memory bandwidth moves over seconds; 1 on a GPU; --tp: 1)")
     p.add_argument("--tp", default=None, metavar="N",
                    help="tensor-parallel over N ranks (local GPUs, or N CPU ranks over gloo; "
                         "under torchrun, its WORLD_SIZE): sharded layers, real all-reduces, "
@@ -127,7 +132,7 @@ def command_line(args: argparse.Namespace) -> list[str]:
            "--batch", args.batch, "--context", args.context]
     for flag, value in (("--prefill", args.prefill), ("--profile", args.profile),
                         ("--layers", args.layers), ("--device", args.device), ("-o", args.output),
-                        ("--rep-ms", args.rep_ms), ("--tp", args.tp),
+                        ("--rep-ms", args.rep_ms), ("--passes", args.passes), ("--tp", args.tp),
                         ("--timeout-s", args.timeout_s)):
         if value is not None:
             cmd += [flag, str(value)]
@@ -143,10 +148,14 @@ def run(args: argparse.Namespace) -> int:
     sweep = Sweep(batches=tuple(batches), contexts=tuple(contexts),
                   prefills=tuple(prefills) if prefills is not None else None,
                   layers_cap=parse_positive(args.layers, "--layers"),
-                  rep_ms=parse_positive(args.rep_ms, "--rep-ms", float))
+                  rep_ms=parse_positive(args.rep_ms, "--rep-ms", float),
+                  passes=parse_positive(args.passes, "--passes"))
 
     tp = parse_positive(args.tp, "--tp")
     timeout_s = parse_positive(args.timeout_s, "--timeout-s", float) or DEFAULT_RANK_TIMEOUT_S
+    if tp is not None and tp > 1 and (sweep.passes or 1) > 1:
+        raise RidgelineError("--passes applies to one device: a --tp run measures every point "
+                             "once (its ranks would all have to repeat a pass together)")
 
     from ridgeline.outputs import prepare_output_dir
 

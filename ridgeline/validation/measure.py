@@ -32,11 +32,24 @@ scaled point the alternating rounds' step - head differences, which the scaling 
 Above roofline.trust.NOISY_SPREAD the point is measured again (REMEASURE_ATTEMPTS more
 times) and the quieter attempt kept; still above it, the point is kept and marked `noisy`,
 and the summary counts it (validate never drops a point).
+
+Passes: the samples of one timing are seconds apart at most, while a shared host's memory
+bandwidth moves over seconds to minutes (docs/validation.md, "The CPU": one GEMV timed 77
+times in a minute spread 26%), so a point timed once is one draw of the machine's state.
+With `passes` > 1 every point is measured in each pass, the passes alternating in order
+(forward, backward, ...) so each point's timings lie apart in the run, and the point quotes
+the median of its passes (merge_passes):
+
+    measured_s = median over passes;  spread = max(spread across the passes,
+                                                   the median pass's own spread)
+
+Default: DEFAULT_PASSES_CPU on the CPU (host clock, shared memory), 1 on a GPU; --tp runs one.
 """
 
 from __future__ import annotations
 
 import gc
+import statistics
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
@@ -47,6 +60,8 @@ GRAPH_WAIVED_CPU = "CUDA graphs need a GPU: the CPU runs eager only"
 MEMORY_SAFETY = 0.90          # of the free memory, for allocator fragmentation
 MEMORY_RESERVE_BYTES = 256 * 2**20
 REMEASURE_ATTEMPTS = 1        # extra attempts of a point whose samples scatter
+DEFAULT_PASSES_CPU = 3        # passes over every point on the CPU (see Passes above)
+NOISY_NOTE = "noisy: "        # how a noisy point's note starts
 
 
 @dataclass(frozen=True)
@@ -100,6 +115,7 @@ class Measured:
     spread: float | None = None    # (p80 - p20) / median of what measured_s comes from
     noisy: bool = False            # spread above NOISY_SPREAD after every attempt
     attempts: int = 1
+    passes_s: list[float] | None = None   # each pass's measured_s, when there were several
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -303,8 +319,8 @@ class Bench:
                                        f"{NOISY_SPREAD:.0%}): the quietest attempt kept")
                     m.noisy = scatters(m.spread)
                     if m.noisy:
-                        m.notes.append(f"noisy: samples spread {m.spread:.0%} (p20..p80 of the "
-                                       "median) after every attempt: other work disturbed it")
+                        m.notes.append(f"{NOISY_NOTE}samples spread {m.spread:.0%} (p20..p80 of "
+                                       "the median) after every attempt: other work disturbed it")
                     if not m.finite:
                         m.notes.append("non-finite logits: point excluded from the error summary")
                     results.append(m)
@@ -335,32 +351,75 @@ def release_memory(device) -> None:
         torch.cuda.empty_cache()
 
 
+def merge_passes(runs: list[Measured]) -> Measured:
+    """One point's passes as one: the median time, the median pass's timing statistics, and
+    a spread that covers both the passes and that pass's own samples (see Passes above)."""
+    if len(runs) == 1:
+        return runs[0]
+    times_s = [m.measured_s for m in runs]
+    middle = sorted(runs, key=lambda m: m.measured_s)[(len(runs) - 1) // 2]
+    spreads = [s for s in (relative_spread([t * 1e3 for t in times_s]), middle.spread)
+               if s is not None]
+    spread = max(spreads) if spreads else None
+    notes = [n for m in runs for n in m.notes if not n.startswith(NOISY_NOTE)]
+    notes = list(dict.fromkeys(notes))   # each pass says the same things
+    notes.append(f"median of {len(runs)} passes over the points (alternating order): "
+                 + ", ".join(f"{1e3 * t:.3g}" for t in times_s) + " ms")
+    noisy = scatters(spread)
+    if noisy:
+        notes.append(f"{NOISY_NOTE}spread {spread:.0%} (p20..p80 of the median, across passes "
+                     "and samples): the device moved between its passes")
+    return replace(middle, measured_s=statistics.median(times_s), spread=spread, noisy=noisy,
+                   finite=all(m.finite for m in runs), attempts=sum(m.attempts for m in runs),
+                   notes=notes, passes_s=times_s)
+
+
 def run_points(points: list[Point], plan: DepthPlan, modes: list[str],
                run_point: Callable[[Point, int, list[str]], list] | None, *, cpu: bool,
-               on_result: Callable[[Point, list], None] | None = None,
+               on_result: Callable[[Point, list], None] | None = None, passes: int = 1,
                ) -> tuple[list[Measured], list[Skipped], bool]:
-    """Every point in every mode; Ctrl-C stops and keeps what finished (interrupted=True).
+    """Every point in every mode, `passes` times (merge_passes); Ctrl-C stops and keeps what
+    finished (interrupted=True; a point with at least one pass is kept).
 
     `run_point(point, layers, modes)` is Bench.run_point (None when nothing fits).
+    on_result is called after each point of each pass.
     """
-    measured: list[Measured] = []
     skipped: list[Skipped] = []
     if cpu:
         skipped += [Skipped(p.phase, "graph", p.batch, p.context, GRAPH_WAIVED_CPU) for p in points]
+    runs: dict[tuple[Point, str], list[Measured]] = {}
+    skips: dict[tuple[Point, str], Skipped] = {}
     interrupted = False
-    for p in points:
-        layers = plan.per_point.get(p, 0)
-        try:
-            if layers == 0 or run_point is None:
-                out: list = [Skipped(p.phase, m, p.batch, p.context,
-                                     plan.reasons.get(p, "does not fit")) for m in modes]
-            else:
-                out = run_point(p, layers, modes)
-        except KeyboardInterrupt:
-            interrupted = True
+    for i in range(passes):
+        for p in (points if i % 2 == 0 else points[::-1]):
+            layers = plan.per_point.get(p, 0)
+            if i and (layers == 0 or run_point is None):
+                if on_result:   # nothing to measure (said in the first pass); progress moves
+                    on_result(p, [])
+                continue
+            try:
+                if layers == 0 or run_point is None:
+                    out: list = [Skipped(p.phase, m, p.batch, p.context,
+                                         plan.reasons.get(p, "does not fit")) for m in modes]
+                else:
+                    out = run_point(p, layers, modes)
+            except KeyboardInterrupt:
+                interrupted = True
+                break
+            for r in out:
+                if isinstance(r, Measured):
+                    runs.setdefault((p, r.mode), []).append(r)
+                else:
+                    skips.setdefault((p, r.mode), r)
+            if on_result:
+                on_result(p, out)
+        if interrupted:
             break
-        for r in out:
-            (measured if isinstance(r, Measured) else skipped).append(r)
-        if on_result:
-            on_result(p, out)
+    measured: list[Measured] = []
+    for p in points:
+        for mode in modes:
+            if (p, mode) in runs:   # a pass that failed where another measured: the measured
+                measured.append(merge_passes(runs[(p, mode)]))
+            elif (p, mode) in skips:
+                skipped.append(skips[(p, mode)])
     return measured, skipped, interrupted

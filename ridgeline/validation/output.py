@@ -172,7 +172,8 @@ def write_markdown(result: dict[str, Any], path: Path) -> Path:
            f"- profile: `{result['profile']}`",
            f"- layers: {result['layers_measured']} of {result['layers_total']} measured"
            + (" (scaled to the full depth where marked *)" if result["scaled"] else ""),
-           f"- timer: {prov.get('timer', '?')}; statistic: median of samples",
+           f"- timer: {prov.get('timer', '?')}; statistic: "
+           f"{prov.get('statistic', 'median of samples')}",
            f"- command: `{' '.join(prov.get('command_line', []))}`",
            f"- when: {prov.get('timestamp_utc', '?')}; "
            f"ridgeline {prov.get('ridgeline_version', '?')}"

@@ -160,6 +160,7 @@ def score_point(m: dict[str, Any], spec: Any, precision: Precision, hw_profile: 
         "spread": m.get("spread"),              # (p80 - p20) / median of what was measured
         "noisy": bool(m.get("noisy", False)),   # still scattered after re-measuring: counted
         "attempts": int(m.get("attempts", 1)),
+        "passes_s": m.get("passes_s"),          # each pass's time, when there were several
     }
     if tp > 1:
         point.update(tp_fields(m, pred, sheet, why, tp))

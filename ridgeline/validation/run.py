@@ -73,10 +73,19 @@ class Sweep:
     prefills: tuple[int, ...] | None = None  # prefill lengths at batch 1; None: the default
     layers_cap: int | None = None            # measure at most this many layers, scale the rest
     rep_ms: float = 200.0                    # timing budget per point and mode
+    passes: int | None = None                # passes over every point; None: the device's
 
     def __post_init__(self) -> None:
         if not self.contexts and self.prefills == ():
             raise RidgelineError("nothing to measure: --context and --prefill are both 'none'")
+
+    def passes_for(self, kind: str) -> int:
+        """Passes over every point on a device of this kind (measure.py, "Passes")."""
+        from ridgeline.validation.measure import DEFAULT_PASSES_CPU
+
+        if self.passes is not None:
+            return self.passes
+        return DEFAULT_PASSES_CPU if kind == "cpu" else 1
 
     def prefills_for(self, kind: str) -> tuple[int, ...]:
         """The prefill lengths on a device of this kind ("cpu", "cuda", ...)."""
@@ -110,6 +119,7 @@ class Measurement:
     timer_name: str | None = None
     resident: int = 0            # layers built on the device
     drift: dict[str, Any] | None = None   # ridgeline.validation.drift
+    passes: int = 1              # passes over every point (measure.py, "Passes")
 
 
 def prepare(model: str, weights: str, profile_path: Path,
@@ -244,21 +254,24 @@ def measure_points(setup: Setup, device: DeviceInfo, points: list[Point], sweep:
                          graph="graph" in modes, gqa_native=gqa_native)
     notes += depth_notes(plan, layers_cap, dims.num_layers)
 
+    passes = sweep.passes_for(device.kind)
+    total = len(points) * passes
     say = on_progress or (lambda description, done, total: None)
-    say(f"building {plan.resident} layer(s) of {spec.name}", 0, len(points))
+    say(f"building {plan.resident} layer(s) of {spec.name}", 0, total)
     done = 0
 
     def on_result(p: Point, _results: list) -> None:
         nonlocal done
         done += 1
-        say(p.label(), done, len(points))
+        say(p.label() + (f" (pass {1 + (done - 1) // len(points)} of {passes})"
+                         if passes > 1 else ""), done, total)
 
-    out = Measurement(notes=notes, timer_name=timer.name, resident=plan.resident)
+    out = Measurement(notes=notes, timer_name=timer.name, resident=plan.resident, passes=passes)
     references = drift.references(setup.profile, weights)
     try:
         with torch.inference_mode():
             if references:
-                say("timing the profile's reference GEMV and matmul again", 0, len(points))
+                say("timing the profile's reference GEMV and matmul again", 0, total)
             before = drift.time_references(references, device, timer)
             bench = model = None
             if plan.resident:
@@ -271,7 +284,7 @@ def measure_points(setup: Setup, device: DeviceInfo, points: list[Point], sweep:
                 bench = ms.Bench(model, device, timer, rep_ms=sweep.rep_ms)
             out.measured, out.skipped, out.interrupted = ms.run_points(
                 points, plan, modes, bench.run_point if bench else None,
-                cpu=device.kind == "cpu", on_result=on_result)
+                cpu=device.kind == "cpu", on_result=on_result, passes=passes)
             bench = model = None   # the weights go before the reference's copies come
             ms.release_memory(device)
             if references:
@@ -342,7 +355,9 @@ def build_result(setup: Setup, device: DeviceInfo, hw_sheet: Hardware | None,
             "device": device.to_dict(),
             "versions": versions,
             "timer": measurement.timer_name,
-            "statistic": "median of samples",
+            "statistic": "median of samples" + (f", median of {measurement.passes} passes"
+                                                 if measurement.passes > 1 else ""),
+            "passes": measurement.passes,
         },
     }
     if tp > 1:
