@@ -11,7 +11,10 @@ Target (issue 13): median <= 10%, worst <= 20% for each phase of each model. Not
 (see docs/validation.md, "The CPU"), so the target is an expected failure: the numbers
 are printed and kept in the benchmark's extra_info either way, and an XPASS says it is
 met. Needs a quiet machine: the CPU's memory bandwidth drifts by tens of percent when
-anything else runs. About 7 minutes on a 2-core machine.
+anything else runs, and on a shared VM even when nothing does (docs/validation.md, "The
+CPU": the noise floor). validate measures every point in 3 passes on the CPU and times the
+profile's own GEMV and matmul 6 times (their run-to-run spread is printed beside the
+errors). About 17 minutes on a 2-core machine.
 
     python -m pytest benchmarks/bench_validate_cpu.py --benchmark-only -s
 """
