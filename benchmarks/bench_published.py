@@ -22,12 +22,19 @@ serving results"):
     output_tokens_per_s           api.simulate(closed loop: `requests` clients,  output_tokens_per_s
                                   one request each, all at t = 0; serving_engine)
 
-Every call forces the row's TP and precision (weights, GEMM activations, KV cache, and the
-int4 group size: `int4_group`, weights per fp16 scale, empty = the planner's 128). A row
-whose `engine` has a preset in ridgeline/data/engines.json (vllm, sglang, trtllm) passes it
-as `serving_engine` where the API takes one (prefill and simulate: its sourced overheads and
-all-reduce); `api.static_batch` takes none, and gpt-fast has no preset: those rows run on the
-hardware alone (`serving_engine_for`). Per row and per category:
+Every call forces the row's TP and precision: weights, GEMM activations, KV cache and,
+for int4 weights only:
+
+    column            PrecisionOptions field   meaning (empty = the planner's default)
+    int4_group        int4_group_size          int4 weights per fp16 scale (128)
+    int4_zero_point   int4_zero_point          zero point per group: none (default), int4
+                                               (0.5 B, AWQ/GPTQ qzeros), fp16/bf16 (2 B,
+                                               gpt-fast's scales_and_zeros)
+
+A row whose `engine` has a preset in ridgeline/data/engines.json (vllm, sglang, trtllm)
+passes it as `serving_engine` to every call (prefill, static_batch and simulate: its sourced
+overheads and all-reduce); gpt-fast has no preset: its rows run on the hardware alone
+(`serving_engine_for`). Per row and per category:
 
     error      = |predicted - measured| / measured
     optimistic = predicted faster than measured (a rate above, a time below the measurement)
@@ -55,9 +62,9 @@ except ImportError:  # pragma: no cover
     pytest = None
 
 DATA = Path(__file__).resolve().parent / "published" / "serving.csv"
-COLUMNS = ("id", "category", "model", "gpu", "weights", "activations", "kv", "int4_group", "tp",
-           "engine", "batch", "concurrency", "requests", "input_len", "output_len",
-           "max_num_seqs", "metric", "value", "source_url", "source_where", "note")
+COLUMNS = ("id", "category", "model", "gpu", "weights", "activations", "kv", "int4_group",
+           "int4_zero_point", "tp", "engine", "batch", "concurrency", "requests", "input_len",
+           "output_len", "max_num_seqs", "metric", "value", "source_url", "source_where", "note")
 RATES = ("tokens_per_s", "output_tokens_per_s_per_gpu", "output_tokens_per_s")
 TIMES = ("latency_ms", "ttft_ms")
 METRICS = RATES + TIMES
@@ -75,6 +82,7 @@ class Row:
     activations: str
     kv: str
     int4_group: int | None      # int4 weights per fp16 scale; None: the planner's default
+    int4_zero_point: str | None  # none, int4, fp16 (bf16); None: the planner's default
     tp: int
     engine: str
     batch: int | None
@@ -106,6 +114,17 @@ def _planner_weights(weights: str) -> str:
     return planner_name(weights) if find(weights) else weights.strip().lower()
 
 
+def _zero_point(name: str) -> str:
+    """The planner's name of an int4 zero point; ValueError (its one line) when unknown."""
+    from ridgeline.errors import RidgelineError
+    from ridgeline.sizing.precision import normalize_zero_point
+
+    try:
+        return normalize_zero_point(name)
+    except RidgelineError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def parse_row(d: dict[str, str]) -> Row:
     """A Row from one CSV record; ValueError naming the row and field when it is malformed."""
     rid = d.get("id") or "?"
@@ -127,9 +146,13 @@ def parse_row(d: dict[str, str]) -> Row:
         ints = {c: _int(d[c], c) for c in ("int4_group", "tp", "batch", "concurrency",
                                             "requests", "input_len", "output_len",
                                             "max_num_seqs")}
-        if ints["int4_group"] is not None and _planner_weights(d["weights"]) != "int4":
-            raise ValueError(f"int4_group applies to int4 weights only, got weights "
-                             f"{d['weights']!r}")
+        zero = d["int4_zero_point"].strip().lower() or None
+        for c, v in (("int4_group", ints["int4_group"]), ("int4_zero_point", zero)):
+            if v is not None and _planner_weights(d["weights"]) != "int4":
+                raise ValueError(f"{c} applies to int4 weights only, got weights "
+                                 f"{d['weights']!r}")
+        if zero is not None:
+            zero = _zero_point(zero)   # "bf16" -> "fp16"
         for c in ("tp", "input_len", "output_len"):
             if ints[c] is None:
                 raise ValueError(f"{c} is empty")
@@ -138,7 +161,7 @@ def parse_row(d: dict[str, str]) -> Row:
         if d["metric"] != "output_tokens_per_s" and ints["batch"] is None:
             raise ValueError("a latency or static-batch row needs its batch")
         return Row(d["id"], d["category"], d["model"], d["gpu"], d["weights"],
-                   d["activations"] or "auto", d["kv"] or "auto", ints["int4_group"],
+                   d["activations"] or "auto", d["kv"] or "auto", ints["int4_group"], zero,
                    ints["tp"], d["engine"], ints["batch"], ints["concurrency"],
                    ints["requests"], ints["input_len"], ints["output_len"],
                    ints["max_num_seqs"], d["metric"], value, d["source_url"],
@@ -174,12 +197,13 @@ def serving_engine_for(engine: str) -> str | None:
 
 
 def precision_for(row: Row):
-    """The row's precision as the API takes it (an empty int4_group: the planner's default)."""
+    """The row's precision as the API takes it (an empty int4 column: the planner's default)."""
     from ridgeline import api
 
-    group = {} if row.int4_group is None else {"int4_group_size": row.int4_group}
+    int4 = {k: v for k, v in (("int4_group_size", row.int4_group),
+                              ("int4_zero_point", row.int4_zero_point)) if v is not None}
     return api.PrecisionOptions(weights=row.weights, activations=row.activations, kv=row.kv,
-                                **group)
+                                **int4)
 
 
 def predict(row: Row, derate: bool = True) -> float:
@@ -207,7 +231,7 @@ def predict(row: Row, derate: bool = True) -> float:
         return float(sim.detail["points"][0]["output_tokens_per_s"])
     run = api.static_batch(row.model, gpu, batch=row.batch, input_len=row.input_len,
                            output_len=row.output_len, precision=precision,
-                           parallel=api.ParallelOptions(tp=row.tp))
+                           parallel=api.ParallelOptions(tp=row.tp), serving_engine=layer)
     return {"tokens_per_s": run.tokens_per_s,
             "output_tokens_per_s_per_gpu": run.tokens_per_s_per_gpu,
             "latency_ms": run.latency_s * 1e3}[row.metric]

@@ -18,13 +18,15 @@ Inputs are the planner's option dataclasses (Workload, SLO, EngineConfig, Parall
 FleetOptions, PrecisionOptions, PlanMethod, and simulate's LengthOptions, LoadOptions,
 CurveSLO: keyword construction, the CLI's defaults and checks);
 outputs are plain dataclasses with units in their field names, each with `to_dict()`.
-`serving_engine` (decode_step, prefill, plan, simulate) adds the engine layer on top of the
-hardware: a preset name ("vllm", "sglang", "trtllm"), an engine.json written by
+`serving_engine` (decode_step, prefill, static_batch, plan, simulate) adds the engine layer
+on top of the hardware: a preset name ("vllm", "sglang", "trtllm"), an engine.json written by
 `ridgeline calibrate`, or an EngineProfile (docs/engine.md); None adds nothing.
 `precision` is a weight dtype ("fp8": activations and KV cache chosen as `ridgeline plan`
-chooses them), a PrecisionOptions (`weights`, `activations`, `kv`, `int4_group_size`: the
-flags; `PrecisionOptions(weights="int4", int4_group_size=32)` for G=32 checkpoints), or a
-resolved Precision (its `int4_group_size` field, default 128). Bad input raises
+chooses them), a PrecisionOptions (`weights`, `activations`, `kv`, `int4_group_size`,
+`int4_zero_point`: the flags; `PrecisionOptions(weights="int4", int4_group_size=32,
+int4_zero_point="fp16")` for gpt-fast's G=32 checkpoints, a bf16 zero per group), or a
+resolved Precision (its `int4_group_size` field, default 128, and `int4_zero_point`, default
+"none"; "int4" for AWQ/GPTQ qzeros). Bad input raises
 ridgeline.errors.RidgelineError with one line. The names in `__all__` are the stable
 surface; everything under ridgeline.sizing may change.
 """
@@ -209,14 +211,18 @@ def prefill(model: Model | str, gpu: GPU | str, *, input_tokens: int, batch: int
 def static_batch(model: Model | str, gpu: GPU | str, *, batch: int, input_len: int,
                  output_len: int, precision: PrecisionLike = "bf16",
                  engine: EngineConfig | None = None,
-                 parallel: ParallelOptions | None = None) -> StaticBatchResult:
-    """One batch run to completion: latency and tokens/s per GPU (ridgeline.sizing.static_batch)."""
+                 parallel: ParallelOptions | None = None,
+                 serving_engine: EngineLike = None) -> StaticBatchResult:
+    """One batch run to completion: latency and tokens/s per GPU (ridgeline.sizing.static_batch).
+    `serving_engine` prices its prefill and every decode step with the engine layer (step
+    overhead, all-reduce, efficiencies) and adds its request overhead once to the latency."""
     from ridgeline.sizing.static_batch import static_batch as run
 
     m, hw = _model(model), _hardware(gpu)
     p, notes = _precision(precision, hw)
     result = run(m.spec, p, hw, StaticBatch(batch=batch, input_len=input_len,
-                                            output_len=output_len), engine, parallel)
+                                            output_len=output_len), engine, parallel,
+                 engine_layer=_serving_engine(serving_engine))
     result.notes[:0] = list(m.notes) + notes
     return result
 

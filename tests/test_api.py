@@ -107,6 +107,26 @@ def test_static_batch_and_serving_point(h100):
     assert point.concurrency == 16 and point.rps * point.e2e_s == pytest.approx(16, rel=1e-6)
 
 
+def test_static_batch_takes_the_serving_engine(h100):
+    """None keeps the hardware-alone numbers; a preset name or an EngineProfile prices every
+    step with it (as prefill and simulate do) and adds its request overhead once."""
+    kw = dict(batch=4, input_len=512, output_len=30, parallel=api.ParallelOptions(tp=2))
+    bare = api.static_batch("llama-3.1-8b", h100, **kw)
+    same = api.static_batch("llama-3.1-8b", h100, serving_engine=None, **kw)
+    assert (same.latency_s, same.prefill_s, same.decode_s) == \
+        (bare.latency_s, bare.prefill_s, bare.decode_s)
+    assert bare.engine_layer["name"] == "none" and bare.request_overhead_s == 0
+    slow = api.load_engine("none").with_values(step_overhead_us=500.0,
+                                               request_overhead_us=3000.0)
+    got = api.static_batch("llama-3.1-8b", h100, serving_engine=slow, **kw)
+    # one prefill pass (4 x 512 tokens) and 29 decode steps at 0.5 ms, 3 ms once
+    assert got.latency_s == pytest.approx(bare.latency_s + 30 * 500e-6 + 3e-3, rel=1e-12)
+    vllm = api.static_batch("llama-3.1-8b", h100, serving_engine="vllm", **kw)
+    assert vllm.engine_layer["allreduce"] == "one_shot" and vllm.latency_s < bare.latency_s
+    with pytest.raises(api.RidgelineError):
+        api.static_batch("llama-3.1-8b", h100, serving_engine="no-such-engine", **kw)
+
+
 def test_plan_headline_and_detail():
     h100 = api.load_gpu("h100-sxm", derate=False)   # the 100% sheet: the ITL SLO binds
     p = api.plan("llama-3.1-70b", h100,

@@ -46,8 +46,22 @@ def test_the_gpt_fast_int4_rows_carry_their_group_size_of_32():
         assert r.int4_group == 32 and "G=32" in r.source_where, r.id
         assert "per 128" not in r.note, r.id
         p, _ = bp.precision_for(r).resolve(None)
-        assert p.int4_group_size == 32 and p.weight_bytes == 0.5 + 2 / 32
+        assert p.int4_group_size == 32 and p.weight_bytes == 0.5 + (2 + 2) / 32
     assert all(r.int4_group is None for r in ROWS if r.weights != "int4")
+
+
+def test_the_gpt_fast_int4_rows_count_their_bf16_zero_point():
+    """gpt-fast's quantize.py stores scales_and_zeros [K/G, N, 2] bf16: a zero per group."""
+    int4 = [r for r in ROWS if r.weights == "int4"]
+    for r in int4:
+        assert r.engine == "gpt-fast" and r.int4_zero_point == "fp16", r.id
+        assert "bf16 zero" in r.note and "counts both" in r.note, r.id
+        assert "scale only" not in r.note, r.id
+        p, _ = bp.precision_for(r).resolve(None)
+        assert p.int4_zero_point == "fp16" and p.weight_bytes == 0.625
+    assert all(r.int4_zero_point is None for r in ROWS if r.weights != "int4")
+    header = bp.DATA.read_text().splitlines()[0].split(",")
+    assert header.index("int4_zero_point") == header.index("int4_group") + 1
 
 
 def _write(tmp_path, rows):
@@ -109,6 +123,21 @@ def test_a_malformed_row_is_refused_naming_it(tmp_path, field, value, match):
         bp.load_rows(_write(tmp_path, [row]))
 
 
+def test_the_loader_reads_the_int4_zero_point_column(tmp_path):
+    rows = bp.load_rows(_write(tmp_path, [
+        {**BASE, "id": n, "category": "a", "metric": "tokens_per_s", "value": "1",
+         "weights": w, "int4_zero_point": z}
+        for n, w, z in (("fp16", "int4", "fp16"), ("bf16", "int4", " BF16"),
+                        ("awq", "awq", "int4"), ("sym", "int4", "none"),
+                        ("default", "int4", ""))]))
+    assert [r.int4_zero_point for r in rows] == ["fp16", "fp16", "int4", "none", None]
+    opts = [bp.precision_for(r) for r in rows]
+    assert [o.int4_zero_point for o in opts] == ["fp16", "fp16", "int4", "none", "none"]
+    resolved = [o.resolve(None)[0] for o in opts]
+    assert [p.weight_bytes for p in resolved] == [0.5 + (2 + z) / 128
+                                                  for z in (2, 2, 0.5, 0, 0)]
+
+
 def test_the_loader_reads_the_int4_group_column(tmp_path):
     rows = bp.load_rows(_write(tmp_path, [
         {**BASE, "id": "g32", "category": "a", "metric": "tokens_per_s", "value": "1",
@@ -126,6 +155,12 @@ def test_the_loader_reads_the_int4_group_column(tmp_path):
     ({"weights": "int4", "int4_group": "0"}, "int4_group must be >= 1"),
     ({"weights": "int4", "int4_group": "x"}, "invalid literal"),
     ({"weights": "bf16", "int4_group": "32"}, "int4_group applies to int4 weights only"),
+    ({"weights": "int4", "int4_zero_point": "int8"},
+     "--int4-zero-point must be one of none, int4, fp16"),
+    ({"weights": "bf16", "int4_zero_point": "fp16"},
+     "int4_zero_point applies to int4 weights only"),
+    ({"weights": "fp8", "int4_zero_point": "none"},
+     "int4_zero_point applies to int4 weights only"),
 ])
 def test_a_bad_int4_group_is_refused_naming_the_row(tmp_path, fields, match):
     row = {**BASE, "id": "bad", "category": "a", "metric": "tokens_per_s", "value": "1",
@@ -140,6 +175,16 @@ def test_the_row_group_size_reaches_the_prediction():
 
     row = next(r for r in ROWS if r.int4_group == 32 and r.tp == 1)
     assert bp.predict(row) < bp.predict(replace(row, int4_group=None))
+
+
+def test_the_row_zero_point_reaches_the_prediction():
+    """A row with gpt-fast's bf16 zero reads more bytes a step than without one: slower."""
+    from dataclasses import replace
+
+    row = next(r for r in ROWS if r.int4_zero_point == "fp16" and r.tp == 1)
+    sym = replace(row, int4_zero_point=None)
+    awq = replace(row, int4_zero_point="int4")
+    assert bp.predict(row) < bp.predict(awq) < bp.predict(sym)
 
 
 def test_a_derated_datasheet_predicts_slower_than_the_100_percent_sheet():

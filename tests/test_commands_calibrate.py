@@ -115,13 +115,6 @@ def test_plan_and_simulate_use_the_engine_file_and_name_it(engine_file, capsys):
     assert "engine layer: sglang" in capsys.readouterr().out
 
 
-def test_engine_does_not_apply_to_a_static_batch(capsys):
-    argv = ["plan", *BASE, "--static-batch", "4", "--input-len", "128", "--output-len", "16",
-            "--engine", "vllm"]
-    assert main(argv) == 2
-    assert "--engine does not apply to --static-batch" in capsys.readouterr().err
-
-
 def test_documented_flags_exist():
     doc = (ROOT / "docs" / "engine.md").read_text()
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices

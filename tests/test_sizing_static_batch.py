@@ -7,6 +7,7 @@ import pytest
 
 from ridgeline.cli import main
 from ridgeline.errors import RidgelineError
+from ridgeline.sizing.engine import ENGINE_KIND, NO_ENGINE, EngineProfile, entry_of, load_engine
 from ridgeline.sizing import static_batch as sb
 from ridgeline.sizing.hardware import hardware_from_gpu_name
 from ridgeline.sizing.latency import decode_step_time, prefill_time
@@ -83,3 +84,107 @@ def test_cli_prints_latency_and_tokens_per_gpu(capsys):
     assert main(["plan", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--static-batch",
                  "8"]) == 2
     assert "--input-len" in capsys.readouterr().err
+
+
+# -- the serving engine layer (sizing.engine): priced as prefill_time/decode_step_time price it --
+
+STEP_1MS = EngineProfile(name="step", step_overhead_us=1000.0)
+ONE_SHOT = EngineProfile(name="os", allreduce="one_shot", one_shot_latency_us={2: 9.0},
+                         one_shot_max_bytes={2: 8 * 2**20})
+
+
+def _numbers(run) -> dict:
+    return {k: v for k, v in run.to_dict().items() if k not in ("notes", "engine_layer")}
+
+
+def test_no_engine_layer_keeps_the_hardware_alone_numbers():
+    run = StaticBatch(batch=3, input_len=700, output_len=40)
+    for parallel in (ParallelOptions(), ParallelOptions(tp=2)):
+        bare = static_batch(SPEC, BF16, H100, run, EngineConfig(), parallel)
+        assert bare.engine_layer is None and bare.request_overhead_s == 0
+        assert not any(n.startswith("engine layer") for n in bare.notes)
+        for same in (NO_ENGINE, EngineProfile(name="nccl"), load_engine("trtllm")):
+            got = static_batch(SPEC, BF16, H100, run, EngineConfig(), parallel,
+                               engine_layer=same)
+            assert _numbers(got) == _numbers(bare), same.name   # exactly, not approximately
+            assert got.notes[0] == same.describe()
+
+
+@pytest.mark.parametrize("batch, passes", [(8, 1), (16, 2)])   # 8 x 1000 tokens: one pass
+def test_step_overhead_is_paid_by_each_prefill_pass_and_each_decode_step(batch, passes):
+    run = StaticBatch(batch=batch, input_len=1000, output_len=50)
+    bare = static_batch(SPEC, BF16, H100, run)
+    slow = static_batch(SPEC, BF16, H100, run, engine_layer=STEP_1MS)
+    assert slow.prefill_s == pytest.approx(bare.prefill_s + passes * 1e-3, rel=1e-12)
+    assert slow.decode_s == pytest.approx(bare.decode_s + 49 * 1e-3, rel=1e-12)
+    assert slow.mean_step_s == pytest.approx(bare.mean_step_s + 1e-3, rel=1e-12)
+    # O - 1 decode steps and the prefill's passes: output_len ms with one pass
+    assert slow.latency_s == pytest.approx(bare.latency_s + (49 + passes) * 1e-3, rel=1e-12)
+    assert slow.tokens_per_s == pytest.approx(batch * 50 / slow.latency_s)
+
+
+def test_step_overhead_survives_the_interpolated_sum(monkeypatch):
+    monkeypatch.setattr(sb, "EXACT_STEPS", 64)
+    run = StaticBatch(batch=4, input_len=128, output_len=600)
+    bare = static_batch(SPEC, BF16, H100, run)
+    slow = static_batch(SPEC, BF16, H100, run, engine_layer=STEP_1MS)
+    assert slow.decode_s == pytest.approx(bare.decode_s + 599e-3, rel=1e-9)
+
+
+def test_request_overhead_is_added_once_to_the_latency():
+    run = StaticBatch(batch=8, input_len=256, output_len=20)
+    bare = static_batch(SPEC, BF16, H100, run)
+    eng = EngineProfile(name="o", request_overhead_us=20_000.0)
+    got = static_batch(SPEC, BF16, H100, run, engine_layer=eng)
+    assert (got.prefill_s, got.decode_s) == (bare.prefill_s, bare.decode_s)   # no engine time
+    assert got.request_overhead_s == pytest.approx(0.02)
+    assert got.latency_s == pytest.approx(bare.latency_s + 0.02, rel=1e-12)
+    assert got.tokens_per_s == pytest.approx(8 * 20 / got.latency_s)
+    assert any("request overhead once" in n for n in got.notes)
+
+
+def test_every_step_is_the_engines_prefill_and_decode_step():
+    """A mixed engine (overheads, one-shot all-reduce, efficiencies) prices each step as
+    prefill_time / decode_step_time do with it."""
+    eng = ONE_SHOT.with_values(step_overhead_us=300.0, bandwidth_efficiency=0.8,
+                               compute_efficiency=0.9, allreduce_efficiency=0.7)
+    run = static_batch(SPEC, BF16, H100, StaticBatch(batch=2, input_len=300, output_len=12),
+                       EngineConfig(), ParallelOptions(tp=2), engine_layer=eng)
+    prefill = prefill_time(SPEC, BF16, H100, 2, 300, tp=2, max_batched_tokens=8192, engine=eng)
+    steps = [decode_step_time(SPEC, BF16, H100, 2, 300 + j, tp=2, engine=eng).time_s
+             for j in range(11)]
+    assert run.prefill_s == pytest.approx(prefill.time_s, rel=1e-12)
+    assert run.decode_s == pytest.approx(sum(steps), rel=1e-12)
+    assert run.engine_layer["name"] == "os" and run.notes[0] == eng.describe()
+
+
+def test_one_shot_allreduce_shortens_a_small_tp2_batch():
+    """At batch 1 the TP=2 all-reduce is latency-bound: one-shot's single step (9 us) beats
+    the profile's (datasheet NVLink) all-reduce, so every step and the latency shrink."""
+    run = StaticBatch(batch=1, input_len=128, output_len=32)
+    nccl = static_batch(SPEC, BF16, H100, run, EngineConfig(), ParallelOptions(tp=2),
+                        engine_layer=EngineProfile(name="nccl"))
+    one = static_batch(SPEC, BF16, H100, run, EngineConfig(), ParallelOptions(tp=2),
+                       engine_layer=ONE_SHOT)
+    assert one.first_step_s < nccl.first_step_s and one.decode_s < nccl.decode_s
+    assert one.latency_s < nccl.latency_s
+    assert one.tokens_per_s_per_gpu > nccl.tokens_per_s_per_gpu
+    # at TP=1 there is no all-reduce: the implementation changes nothing
+    alone = static_batch(SPEC, BF16, H100, run, engine_layer=ONE_SHOT)
+    assert alone.latency_s == static_batch(SPEC, BF16, H100, run).latency_s
+
+
+def test_cli_static_batch_takes_the_engine(tmp_path, capsys):
+    path = tmp_path / "engine.json"
+    path.write_text(json.dumps({"kind": ENGINE_KIND, "schema_version": 1, "name": "slow",
+                                "engine": entry_of(STEP_1MS)}))
+    argv = ["plan", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--static-batch", "8",
+            "--input-len", "1000", "--output-len", "50", "--json"]
+    assert main(argv) == 0
+    bare = json.loads(capsys.readouterr().out)
+    assert bare["engine_layer"]["name"] == "none"
+    assert main([*argv, "--engine", str(path)]) == 0
+    slow = json.loads(capsys.readouterr().out)
+    assert slow["engine_layer"]["name"] == "slow"
+    assert any(n.startswith("engine layer: slow") for n in slow["notes"])
+    assert slow["latency_s"] == pytest.approx(bare["latency_s"] + 50e-3, rel=1e-12)

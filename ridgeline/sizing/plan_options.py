@@ -76,13 +76,11 @@ def static_batch_plan(values: dict[str, Any]) -> dict[str, Any]:
 
     spec, notes = build(ModelOptions, values).load()
     batch = build(StaticBatch, values)
-    if not build(EngineLayerOptions, values).load().is_none:
-        raise RidgelineError("--engine does not apply to --static-batch (one batch run to "
-                             "completion on the hardware alone): drop one of them")
+    layer = build(EngineLayerOptions, values).load()   # --engine: as plan and simulate use it
     hw = build(HardwareOptions, values).load()
     precision, more = build(PrecisionOptions, values).resolve(hw.device_dtypes)
     result = static_batch(spec, precision, hw, batch, build(EngineConfig, values),
-                          build(ParallelOptions, values))
+                          build(ParallelOptions, values), engine_layer=layer)
     result.notes[:0] = notes + more
     return {**result.to_dict(), "model": spec.summary(), "hardware": hw.summary(),
             "precision": precision.to_dict(), "warnings": list(hw.warnings)}

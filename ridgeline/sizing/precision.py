@@ -1,20 +1,28 @@
 """Precision: weights, GEMM activations and the KV cache, each chosen separately.
 
     Precision(weights="fp8", activations="fp8", kv_cache="fp8")
-    Precision(weights="int4", int4_group_size=32)       # gpt-fast's G=32 checkpoints
+    Precision(weights="int4", int4_group_size=32, int4_zero_point="fp16")  # gpt-fast's G=32
 
 Bytes per element (field guide §2.1's table; fp8 added; ridgeline.dtypes holds
 them): fp32 4, fp16/bf16 2, fp8/int8 1, int4 0.5. The planner names storage, not
 formats: every fp8 format (fp8_e4m3, fp8_e4m3fnuz, fp8_e5m2, ...) is "fp8" here.
 Group-quantized int4 (GPTQ/AWQ style) also stores one fp16 scale per group of
-`int4_group_size` weights (`--int4-group-size`, default INT4_GROUP_SIZE = 128):
+`int4_group_size` weights (`--int4-group-size`, default INT4_GROUP_SIZE = 128), and, for
+asymmetric formats, a zero point per group (`--int4-zero-point`, ZERO_POINT_BYTES):
 
-    weight_bytes(int4) = 0.5 + SCALE_BYTES / int4_group_size   # G=128: 0.515625, G=32: 0.5625
+    weight_bytes(int4) = 0.5 + (SCALE_BYTES + ZERO_POINT_BYTES[zero]) / int4_group_size
+
+    zero   B/group  stored as (who)                                     G=128       G=32
+    none   0        nothing: symmetric (GPTQ sym repacked for Marlin)   0.515625    0.5625
+    int4   0.5      `qzeros`, eight per int32 (AWQ, GPTQ)               0.51953125  0.578125
+    fp16   2        bf16 in `scales_and_zeros` (gpt-fast, torchao       0.53125     0.625
+                    tinygemm); "bf16" is an alias
 
 GPTQ, AWQ and gpt-fast use powers of two from 32 to 128 (16-1024 exist); any whole number
->= 1 is accepted. The group size applies to int4 weights only: another value with other
-weights is an error. `to_dict` carries `int4_group_size` only when the weights are int4.
-Memory (memory.py) and the step times (latency.py) both read `weight_bytes`, so they agree.
+>= 1 is accepted. The group size and the zero point apply to int4 weights only: a value
+other than the default with other weights is an error. `to_dict` carries `int4_group_size`
+and `int4_zero_point` only when the weights are int4. Memory (memory.py) and the step
+times (latency.py) both read `weight_bytes`, so they agree.
 
 Which parts are quantized (as in published FP8/INT4 checkpoints): the linear
 layers of the transformer blocks. The embedding, the LM head, the MoE router and
@@ -42,6 +50,10 @@ KV_DTYPES = ("fp16", "bf16", "fp8", "fp32")
 WIDE = ("fp16", "bf16", "fp32")  # dtypes hidden states can live in
 INT4_GROUP_SIZE = 128
 SCALE_BYTES = 2.0  # one fp16 scale per int4 group
+INT4_ZERO_POINT = "none"  # symmetric: no zero point stored
+# bytes of one int4 group's zero point, by how it is stored (see the module docstring)
+ZERO_POINT_BYTES = {"none": 0.0, "int4": 0.5, "fp16": 2.0}
+ZERO_POINT_ALIASES = {"bf16": "fp16"}  # gpt-fast stores bf16 zeros: 2 bytes like fp16
 
 # bytes per element of every planner dtype (WEIGHT_DTYPES holds them all); memory.py reads it
 BYTES = {d: float(bytes_per_element(d)) for d in WEIGHT_DTYPES}
@@ -65,6 +77,7 @@ class Precision:
     activations: str = "bf16"
     kv_cache: str = "bf16"
     int4_group_size: int = INT4_GROUP_SIZE
+    int4_zero_point: str = INT4_ZERO_POINT
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", normalize_dtype(self.weights, WEIGHT_DTYPES, "weight"))
@@ -72,6 +85,8 @@ class Precision:
                            normalize_dtype(self.activations, ACTIVATION_DTYPES, "activation"))
         object.__setattr__(self, "kv_cache", normalize_dtype(self.kv_cache, KV_DTYPES, "KV cache"))
         check_int4_group_size(self.int4_group_size, self.weights)
+        object.__setattr__(self, "int4_zero_point",
+                           normalize_zero_point(self.int4_zero_point, self.weights))
         if self.activations in ("fp8", "int8") and self.weights != self.activations:
             raise RidgelineError(f"{self.activations} activations need {self.activations} weights "
                                  f"(W8A8); got {self.weights} weights")
@@ -83,9 +98,11 @@ class Precision:
 
     @property
     def weight_bytes(self) -> float:
-        """Bytes per quantized weight, int4 group scales included."""
+        """Bytes per quantized weight, int4 group scales and zero points included."""
         b = dtype_bytes(self.weights)
-        return b + SCALE_BYTES / self.int4_group_size if self.weights == "int4" else b
+        if self.weights != "int4":
+            return b
+        return b + (SCALE_BYTES + ZERO_POINT_BYTES[self.int4_zero_point]) / self.int4_group_size
 
     @property
     def base_bytes(self) -> float:
@@ -106,6 +123,7 @@ class Precision:
              "kv_bytes": self.kv_bytes}
         if self.weights == "int4":  # meaningless for other weights (see the module docstring)
             d["int4_group_size"] = self.int4_group_size
+            d["int4_zero_point"] = self.int4_zero_point
         return d
 
 
@@ -118,6 +136,21 @@ def check_int4_group_size(size: Any, weights: str | None = None) -> None:
     if weights is not None and weights != "int4" and size != INT4_GROUP_SIZE:
         raise RidgelineError(f"--int4-group-size applies to int4 weights only (the weights "
                              f"are {weights})")
+
+
+def normalize_zero_point(value: Any, weights: str | None = None) -> str:
+    """The table name of an int4 zero point ("bf16" -> "fp16"); RidgelineError (one line)
+    unless it is one of ZERO_POINT_BYTES or an alias, and, when the planner name of the
+    weights is given, unless it is the default or the weights are int4."""
+    name = value.strip().lower() if isinstance(value, str) else None
+    name = ZERO_POINT_ALIASES.get(name, name)
+    if name not in ZERO_POINT_BYTES:
+        raise RidgelineError(f"--int4-zero-point must be one of {', '.join(ZERO_POINT_BYTES)} "
+                             f"(bf16 = fp16), got {value!r}")
+    if weights is not None and weights != "int4" and name != INT4_ZERO_POINT:
+        raise RidgelineError(f"--int4-zero-point applies to int4 weights only (the weights "
+                             f"are {weights})")
+    return name
 
 
 def device_supports(dtypes: dict[str, bool] | None, dtype: str) -> bool | None:
@@ -179,18 +212,25 @@ class PrecisionOptions:
     int4_group_size: int = option(INT4_GROUP_SIZE, "int4 weights per fp16 scale (GPTQ/AWQ "
                                                    "group size; gpt-fast's checkpoints: 32); "
                                                    "int4 weights only", metavar="N")
+    int4_zero_point: str = option(INT4_ZERO_POINT, "int4 zero point per group: none "
+                                                   "(symmetric), int4 (AWQ/GPTQ qzeros, 0.5 B), "
+                                                   "fp16 (gpt-fast/torchao, 2 B; bf16 alias); "
+                                                   "int4 weights only",
+                                  metavar="{none,int4,fp16}")
 
     def __post_init__(self) -> None:
         check_int4_group_size(self.int4_group_size)  # the weights are checked when resolved
+        normalize_zero_point(self.int4_zero_point)
 
     def resolve(self, device_dtypes: dict[str, bool] | None) -> tuple[Precision, list[str]]:
         return resolve_precision(self.weights, self.activations, self.kv, device_dtypes,
-                                 self.int4_group_size)
+                                 self.int4_group_size, self.int4_zero_point)
 
 
 def resolve_precision(weights: str, activations: str | None, kv_cache: str | None,
                       device_dtypes: dict[str, bool] | None,
-                      int4_group_size: int = INT4_GROUP_SIZE) -> tuple[Precision, list[str]]:
+                      int4_group_size: int = INT4_GROUP_SIZE,
+                      int4_zero_point: str = INT4_ZERO_POINT) -> tuple[Precision, list[str]]:
     """Fill defaults and check them against the device; returns (precision, notes).
 
     Defaults: 16-bit weights compute in their own dtype; fp8/int8 weights run W8A8
@@ -212,6 +252,7 @@ def resolve_precision(weights: str, activations: str | None, kv_cache: str | Non
     a = normalize_dtype(activations, ACTIVATION_DTYPES, "activation")
     if kv_cache in (None, "", "auto"):
         kv_cache = a if a in WIDE else "bf16"
-    precision = Precision(w, a, normalize_dtype(kv_cache, KV_DTYPES, "KV cache"), int4_group_size)
+    precision = Precision(w, a, normalize_dtype(kv_cache, KV_DTYPES, "KV cache"), int4_group_size,
+                          int4_zero_point)
     require_supported(precision, device_dtypes)
     return precision, notes + device_notes(precision, device_dtypes)

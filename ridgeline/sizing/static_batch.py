@@ -13,6 +13,7 @@ context (times from sizing.latency on the profile's roofline):
     latency    = prefill(B prompts of I tokens)               the passes of the chunked-
                                                               prefill budget, one after another
                  + sum over j = 1 .. O-1 of decode(B, I + j - 1)   step j attends to I + j tokens
+                 + the engine layer's request overhead         once (below; 0 without one)
     tokens/s   = B x O / latency                              gptSessionBenchmark's tokensPerSec
     per GPU    = tokens/s / (TP x PP)
 
@@ -21,6 +22,13 @@ EXACT_STEPS + 1 evenly spaced contexts and summed over the steps by linear inter
 (the decode step is linear in context up to the smooth roofline maximum: far under 0.1%).
 The batch must fit: B x (I + O) tokens of KV on the chosen TP x PP (the lowest TP inside
 a node that holds it, unless --tp/--pp force one).
+
+A serving engine layer (`engine_layer`, `--engine`; sizing.engine) prices the prefill and
+every decode step as the other entry points price theirs: its step overhead on each prefill
+pass and each decode step, its all-reduce implementation and efficiency factors in every
+step. Its per-request overhead is added once to the latency (the first token comes at
+prefill + it): the B requests are in flight together, as the simulation adds it to each
+request's TTFT and E2E and once to a run's duration. None: the hardware alone.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from functools import lru_cache
 from typing import Any
 
 from ridgeline.errors import RidgelineError
+from ridgeline.sizing.engine import EngineProfile
 from ridgeline.sizing.hardware import Hardware
 from ridgeline.sizing.latency import StepTime, decode_step_time, prefill_time, valid_tp
 from ridgeline.sizing.memory import EngineConfig, replica_memory
@@ -73,7 +82,7 @@ class StaticBatchResult:
     prefill_s: float                 # all B prompts: also the time to the first token
     decode_steps: int                # O - 1
     decode_s: float                  # the decode steps together
-    latency_s: float                 # prefill_s + decode_s
+    latency_s: float                 # prefill_s + decode_s + request_overhead_s
     first_step_s: float | None       # decode step at context I (None when O = 1)
     last_step_s: float | None        # decode step at context I + O - 2
     mean_step_s: float | None        # decode_s / decode_steps: the mean ITL
@@ -84,6 +93,8 @@ class StaticBatchResult:
     memory_per_gpu_bytes: float
     usable_per_gpu_bytes: float
     basis: str
+    request_overhead_s: float = 0.0  # the engine layer's, once (TTFT = prefill_s + this)
+    engine_layer: dict[str, Any] | None = None   # EngineProfile.summary(); None: not given
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,8 +146,10 @@ def _decode_total(step_s, first_context: int, steps: int) -> float:
 
 def static_batch(spec: ModelSpec, precision: Precision, hw: Hardware, run: StaticBatch,
                  engine: EngineConfig | None = None,
-                 parallel: ParallelOptions | None = None) -> StaticBatchResult:
-    """Latency and tokens/s of one static batch (see the module docstring)."""
+                 parallel: ParallelOptions | None = None, *,
+                 engine_layer: EngineProfile | None = None) -> StaticBatchResult:
+    """Latency and tokens/s of one static batch (see the module docstring); `engine` is the
+    scheduler's configuration, `engine_layer` the serving engine on top (None: nothing)."""
     engine = engine or EngineConfig()
     parallel = parallel or ParallelOptions()
     b, i, o = run.batch, run.input_len, run.output_len
@@ -146,19 +159,26 @@ def static_batch(spec: ModelSpec, precision: Precision, hw: Hardware, run: Stati
                              f"of {window:,}")
     tp, pp, mem = _layout(spec, precision, hw, engine, run, parallel)
     prefill = prefill_time(spec, precision, hw, b, i, tp=tp, pp=pp,
-                           max_batched_tokens=engine.max_batched_tokens)
+                           max_batched_tokens=engine.max_batched_tokens, engine=engine_layer)
 
     @lru_cache(maxsize=None)
     def step(context: int) -> StepTime:
-        return decode_step_time(spec, precision, hw, b, context, tp=tp, pp=pp)
+        return decode_step_time(spec, precision, hw, b, context, tp=tp, pp=pp,
+                                engine=engine_layer)
 
     steps = o - 1
     decode_s = _decode_total(lambda c: step(c).time_s, i, steps) if steps else 0.0
     first = step(i).time_s if steps else None
     last = step(i + steps - 1).time_s if steps else None
-    latency = prefill.time_s + decode_s
+    # the requests overlap: their overhead (tokenize, set up, detokenize) is paid once
+    request_s = engine_layer.request_overhead_s if engine_layer is not None else 0.0
+    latency = prefill.time_s + decode_s + request_s
     tokens_per_s = b * o / latency
-    notes = list(prefill.notes)
+    notes = [engine_layer.describe()] if engine_layer is not None else []
+    notes += prefill.notes
+    if request_s:
+        notes.append(f"latency includes the engine's request overhead once "
+                     f"({request_s * 1e3:g} ms: the {b} requests run together)")
     if steps > EXACT_STEPS:
         notes.append(f"{steps:,} decode steps summed from {EXACT_STEPS + 1:,} priced contexts "
                      "(linear in between)")
@@ -170,4 +190,5 @@ def static_batch(spec: ModelSpec, precision: Precision, hw: Hardware, run: Stati
         prefill_bound=prefill.bound,
         decode_bound=step(i + steps - 1).bound if steps else None,
         memory_per_gpu_bytes=mem.total_bytes, usable_per_gpu_bytes=mem.usable_bytes,
-        basis=hw.source, notes=notes)
+        basis=hw.source, request_overhead_s=request_s,
+        engine_layer=engine_layer.summary() if engine_layer is not None else None, notes=notes)
