@@ -38,7 +38,7 @@ from typing import Any
 
 from ridgeline import datasheets
 from ridgeline.counts import attention, moe
-from ridgeline.dtypes import bytes_per_element
+from ridgeline.dtypes import bytes_per_element, find
 from ridgeline.errors import RidgelineError
 from ridgeline.roofline.efficiency import CURVES, kv_bytes_per_seq
 from ridgeline.roofline.model import RooflineModel
@@ -66,7 +66,8 @@ def _bad(where: str, what: str) -> RidgelineError:
 
 def check(data: dict[str, Any]) -> None:
     """Every entry names a known curve, a datasheet SKU in a generation, the curve's axes,
-    positive points and a source with a URL."""
+    positive points, a source with a URL, and the element size it was measured at
+    (shape.dtype_bytes) equal to that of its dtype and of every dtype it stands for."""
     gens = data.get("generations")
     if not isinstance(gens, dict) or not gens:
         raise _bad("generations", "missing")
@@ -92,6 +93,14 @@ def check(data: dict[str, Any]) -> None:
                 if not pts or not all(isinstance(p.get("value"), (int, float))
                                       and p["value"] > 0 for p in pts):
                     raise _bad(where, "needs points with positive values")
+                # the counts take element sizes from the dtype names (the entry's and those
+                # it stands for); the source's own size must agree, or its bytes are miscounted
+                size = (e.get("shape") or {}).get("dtype_bytes")
+                for d in [dtype, *e.get("also", [])]:
+                    known = find(d)
+                    if known is None or size != known.bytes:
+                        raise _bad(where, f"shape.dtype_bytes {size!r} is not the element size "
+                                          f"of {d} ({known.bytes if known else 'unknown dtype'})")
 
 
 def generation_of(sku: str, generations: dict[str, list[str]] | None = None) -> str | None:
@@ -157,8 +166,8 @@ def measured_time_s(entry: dict[str, Any], point: dict[str, Any], dtype: str) ->
         return value * 1e-6
     if how["kind"] == "bandwidth_fraction":
         # the bytes the source counts: those the kernel reads (KV and q), not the output
-        read = attention.decode_bytes_read(float(point["batch"]), float(point["context"]), s["q_heads"],
-                                 s["kv_heads"], s["head_dim"], dtype)
+        read = attention.decode_bytes_read(float(point["batch"]), float(point["context"]),
+                                           s["q_heads"], s["kv_heads"], s["head_dim"], dtype)
         return read / (value * float(how["peak_GBps"]) * 1e9)
     # TFLOPS, FLOPs as flash-attention's benchmark counts them (causal: half of 4 B s^2 H d)
     tokens = float(point["tokens"])

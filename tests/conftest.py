@@ -35,7 +35,8 @@ PLANNER_TESTS = frozenset({
     "test_sizing_fleet", "test_sizing_hardware", "test_sizing_latency", "test_sizing_memory",
     "test_sizing_models", "test_sizing_options", "test_sizing_plan", "test_sizing_precision",
     "test_sizing_simulation",
-    "test_sizing_simulation_measured", "test_sizing_static_batch", "test_validation_predict",
+    "test_sizing_simulation_measured", "test_sizing_static_batch", "test_telemetry",
+    "test_validation_predict",
 })
 
 

@@ -70,6 +70,11 @@ def test_a_sku_resolves_to_its_own_measurement_else_its_generation_else_none():
      "positive"),
     (lambda d: d["curves"]["moe"].update({"h100": d["curves"]["moe"]["h100-sxm5-80gb"]}),
      "SKU"),
+    # the source's element size must be its dtype's (and every `also` dtype's): fp8 is 1 B
+    (lambda d: d["curves"]["attention_decode"]["h100-sxm5-80gb"]["fp16"]["also"].append("fp8"),
+     "dtype_bytes 2 is not the element size of fp8"),
+    (lambda d: d["curves"]["moe"]["h100-sxm5-80gb"]["bf16"]["shape"].pop("dtype_bytes"),
+     "dtype_bytes None"),
 ])
 def test_a_malformed_file_is_one_clear_error(broken, match):
     data = copy.deepcopy(pe.load_published())
