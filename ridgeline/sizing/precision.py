@@ -52,8 +52,8 @@ INT4_GROUP_SIZE = 128
 SCALE_BYTES = 2.0  # one fp16 scale per int4 group
 INT4_ZERO_POINT = "none"  # symmetric: no zero point stored
 # bytes of one int4 group's zero point, by how it is stored (see the module docstring)
-ZERO_POINT_BYTES = {"none": 0.0, "int4": 0.5, "fp16": 2.0}
-ZERO_POINT_ALIASES = {"bf16": "fp16"}  # gpt-fast stores bf16 zeros: 2 bytes like fp16
+ZERO_POINT_BYTES = {"none": 0.0, "int4": float(bytes_per_element("int4")),
+                    "fp16": float(bytes_per_element("fp16"))}
 
 # bytes per element of every planner dtype (WEIGHT_DTYPES holds them all); memory.py reads it
 BYTES = {d: float(bytes_per_element(d)) for d in WEIGHT_DTYPES}
@@ -143,7 +143,8 @@ def normalize_zero_point(value: Any, weights: str | None = None) -> str:
     unless it is one of ZERO_POINT_BYTES or an alias, and, when the planner name of the
     weights is given, unless it is the default or the weights are int4."""
     name = value.strip().lower() if isinstance(value, str) else None
-    name = ZERO_POINT_ALIASES.get(name, name)
+    if name == "bf16":   # gpt-fast stores bf16 zeros: 2 bytes, as fp16
+        name = "fp16"
     if name not in ZERO_POINT_BYTES:
         raise RidgelineError(f"--int4-zero-point must be one of {', '.join(ZERO_POINT_BYTES)} "
                              f"(bf16 = fp16), got {value!r}")
