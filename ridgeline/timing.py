@@ -261,7 +261,7 @@ class Timer(ABC):
         out: dict[str, list[Timing]] = {name: [] for name in fns}
         counts: dict[str, int] = {}
         clock = getattr(self, "clock", None)
-        flush = getattr(self, "_flush", None)
+        flush = getattr(self, "flush", None)
         for r in range(rounds):
             for name, fn in fns.items():
                 if r == 0 or clock is None:  # a timer without a clock (fake) times afresh
@@ -292,7 +292,8 @@ class EventTimer(Timer):
     def synchronize(self) -> None:
         self.clock.synchronize()
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Evict the L2 (write a buffer twice its size); run outside the timed region."""
         if self._flush_buf is None:
             self._flush_buf = self.torch.empty(self.flush_bytes // 4, dtype=self.torch.int32,
                                                device=self.device)
@@ -312,7 +313,7 @@ class EventTimer(Timer):
             # estimate one sample's time to turn budgets into counts
             est_ms = sample_ms(body, self.clock, n_warmup=0, n_rep=1, launches=3)[0]
             n_warmup, n_rep = budget_counts(est_ms, warmup_ms, rep_ms, min_reps, max_reps)
-            flush = self._flush if flush_cache else None  # outside the events: not timed
+            flush = self.flush if flush_cache else None  # outside the events: not timed
             per_sample = sample_ms(body, self.clock, n_warmup=n_warmup, n_rep=n_rep,
                                    before_sample=flush)
             samples = [s / launches for s in per_sample]
@@ -330,7 +331,8 @@ class HostTimer(Timer):
         self._flush_buf = None
         self.clock = HostClock()
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Evict the last-level cache (write a buffer twice its size); outside the timing."""
         if self._flush_buf is None:
             self._flush_buf = np.empty(self.flush_bytes // 8, dtype=np.float64)
         self._flush_buf.fill(0.0)
@@ -345,7 +347,7 @@ class HostTimer(Timer):
         n_warmup, n_rep = budget_counts(est_ms, warmup_ms, rep_ms, min_reps, max_reps,
                                         max_warmup=min(10 * max_reps, 1000))
         samples = sample_ms(fn, self.clock, n_warmup=n_warmup, n_rep=n_rep, launches=launches,
-                            before_sample=self._flush if flush_cache else None)
+                            before_sample=self.flush if flush_cache else None)
         return Timing(samples, self.name, launches)
 
 

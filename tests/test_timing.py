@@ -118,7 +118,7 @@ def test_event_timer_runs_the_shared_loop_without_a_gpu():
     clock, events = _TickClock(), []
     timer.clock = clock
     timer.torch = SimpleNamespace(cuda=SimpleNamespace(device=lambda d: nullcontext()))
-    timer._flush = lambda: events.append("flush")
+    timer.flush = lambda: events.append("flush")
 
     def graph_of(fn, launches):  # what a graph replay does: `launches` calls in one
         return lambda: [fn() for _ in range(launches)]

@@ -78,8 +78,8 @@ import itertools
 import math
 from typing import Any
 
-from ridgeline.dtypes import torch_dtype
 from ridgeline.counts.attention import kv_cache_bytes, work
+from ridgeline.dtypes import torch_dtype
 from ridgeline.errors import RidgelineError
 from ridgeline.probes import rotation
 from ridgeline.probes.base import Case, ProbeContext

@@ -19,7 +19,7 @@ A |change| above roofline.trust.NOISY_SPREAD (10%) on either side adds a note: t
 then include the device's own change (memory-bound points follow the GEMV, compute-bound
 ones, CPU attention among them, the matmul). A spread above it adds another: the same
 kernel, timed again seconds apart, varies that much, so errors of that size cannot be told
-from the device's own variation (each point is one such timing). On a shared VM the
+from the device's own variation (a point is one such timing per pass). On a shared VM the
 machine's memory bandwidth moves with its neighbours without any CPU steal showing: one
 bf16 GEMV timed 77 times in a minute on the project's 2-core VM ranged 9.8-17.9 GB/s,
 spread 26% (docs/validation.md, "The CPU"). validation.json "drift":
@@ -181,8 +181,8 @@ def spread_note(drift: dict[str, Any] | None) -> str | None:
     if not parts:
         return None
     return ("the device is not repeatable at the errors' scale: " + "; ".join(parts)
-            + ": each point is one such timing, so errors of that size are the device's own "
-              "variation, not the model's")
+            + ": a point is one such timing per pass, so errors of that size can be the "
+              "device's own variation, not the model's")
 
 
 def _n_runs(d: dict[str, Any]) -> int:

@@ -63,11 +63,11 @@ import torch
 
 from ridgeline.errors import RidgelineError
 from ridgeline.ranks import apply_test_fault
+from ridgeline.roofline.trust import scatters
 from ridgeline.validation.footprint import (LayerDims, dims_from_spec, normalize_weights,
                                             weight_bytes_per_layer)
-from ridgeline.roofline.trust import scatters
-from ridgeline.validation.measure import (Measured, Point, Skipped, release_memory, relative_spread,
-                                          scale_to_depth)
+from ridgeline.validation.measure import (NOISY_NOTE, Measured, Point, Skipped, release_memory,
+                                          relative_spread, scale_to_depth)
 from ridgeline.validation.transformer import DecoderLayer, DecoderModel, Linear, sdpa_has_gqa
 
 # |shard - unsharded| / |unsharded| of a layer's contribution. The shards sum partial
@@ -302,7 +302,7 @@ class RankTimer:
                  warmup_ms: float = 25.0, rep_ms: float = 200.0, min_reps: int = 5,
                  max_reps: int = 500):
         self.group, self.progress = group, progress
-        self.clock, self.flush = timer.clock, timer._flush
+        self.clock, self.flush = timer.clock, timer.flush
         self.name = f"{timer.name} + barrier, slowest rank"
         self.warmup_ms, self.rep_ms = warmup_ms, rep_ms
         self.min_reps, self.max_reps = min_reps, max_reps
@@ -428,7 +428,7 @@ class TPBench:
         spread = relative_spread(step.samples_ms)
         noisy = scatters(spread)
         if noisy:
-            notes.append(f"noisy: samples spread {spread:.0%} (p20..p80 of the median)")
+            notes.append(f"{NOISY_NOTE}samples spread {spread:.0%} (p20..p80 of the median)")
         return TPMeasured(
             point.phase, mode, point.batch, point.context, step_s, layers, self.layers_total,
             scaled, finite, step.stats(), head_stats, notes, spread, noisy, tp=model.tp,
